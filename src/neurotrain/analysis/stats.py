@@ -1,0 +1,118 @@
+"""Population statistics shared by every system: PSTHs, correlations, PCA, Fano factors,
+split-half noise ceilings. Pure numpy; every function documents the shapes it takes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def psth_by_condition(x: np.ndarray, conditions: np.ndarray, n_conditions: int | None = None) -> np.ndarray:
+    """Trial average per condition: x [trials, time, neurons] -> [conditions, time, neurons]."""
+    conditions = np.asarray(conditions)
+    n_conditions = int(conditions.max()) + 1 if n_conditions is None else n_conditions
+    out = np.zeros((n_conditions,) + x.shape[1:], dtype=np.float64)
+    for c in range(n_conditions):
+        sel = conditions == c
+        if sel.any():
+            out[c] = x[sel].mean(axis=0)
+    return out
+
+
+def per_neuron_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation per neuron (last axis) over all other axes; 0 where either is flat."""
+    a = a.reshape(-1, a.shape[-1]).astype(np.float64)
+    b = b.reshape(-1, b.shape[-1]).astype(np.float64)
+    a = a - a.mean(0)
+    b = b - b.mean(0)
+    den = np.sqrt((a**2).sum(0) * (b**2).sum(0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (a * b).sum(0) / den
+    return np.where(den > 0, r, 0.0)
+
+
+def spearman_brown(r: np.ndarray | float, factor: float = 2.0) -> np.ndarray:
+    """Reliability of a measure ``factor`` times longer: k r / (1 + (k - 1) r)."""
+    r = np.asarray(r, dtype=np.float64)
+    return factor * r / (1.0 + (factor - 1.0) * r)
+
+
+def split_half_reliability(counts: np.ndarray, conditions: np.ndarray, n_splits: int = 50, seed: int = 0) -> dict:
+    """Split-half reliability of condition PSTHs, per neuron.
+
+    counts [trials, time, neurons]; for each of ``n_splits`` random splits of every condition's
+    trials into halves, correlate the two halves' PSTHs per neuron over (condition, time).
+    Returns ``r_half`` (mean over splits), ``reliability`` (Spearman-Brown corrected, the
+    correlation expected between two full-size PSTHs) and ``ceiling`` = sqrt(reliability), the
+    expected correlation of a perfect model with the full-size PSTH. All [neurons].
+    """
+    rng = np.random.default_rng(seed)
+    conditions = np.asarray(conditions)
+    cond_values = np.unique(conditions)
+    rs = []
+    for _ in range(n_splits):
+        a, b = [], []
+        for c in cond_values:
+            idx = rng.permutation(np.flatnonzero(conditions == c))
+            h = len(idx) // 2
+            a.append(counts[idx[:h]].mean(0))
+            b.append(counts[idx[h:2 * h]].mean(0))
+        rs.append(per_neuron_correlation(np.stack(a), np.stack(b)))
+    r_half = np.mean(rs, axis=0)
+    rel = spearman_brown(r_half)
+    return {"r_half": r_half, "reliability": rel, "ceiling": np.sqrt(np.clip(rel, 0.0, None))}
+
+
+def window_counts(counts: np.ndarray, window_bins: int) -> np.ndarray:
+    """Sum counts [trials, time, neurons] over non-overlapping windows -> [trials, windows, neurons]."""
+    n_w = counts.shape[1] // window_bins
+    if n_w == 0:
+        raise ValueError(f"window of {window_bins} bins is longer than the trial ({counts.shape[1]} bins)")
+    c = counts[:, : n_w * window_bins]
+    return c.reshape(c.shape[0], n_w, window_bins, c.shape[2]).sum(2)
+
+
+def fano_factor(counts: np.ndarray, conditions: np.ndarray, window_bins: int = 1) -> np.ndarray:
+    """Fano factor per neuron of spike counts [trials, time, neurons].
+
+    Counts are summed in windows of ``window_bins`` bins; for every (condition, window) the
+    across-trial variance (ddof=1) and mean are taken, and the Fano factor is
+    sum(variance) / sum(mean) over (condition, window): the mean-weighted average of the
+    per-bin Fano factors, defined even where single bins have mean 0. NaN for silent neurons.
+    """
+    w = window_counts(np.asarray(counts, dtype=np.float64), window_bins)
+    conditions = np.asarray(conditions)
+    var_sum = np.zeros(w.shape[2])
+    mean_sum = np.zeros(w.shape[2])
+    for c in np.unique(conditions):
+        sel = w[conditions == c]
+        if sel.shape[0] < 2:
+            continue
+        var_sum += sel.var(axis=0, ddof=1).sum(0)
+        mean_sum += sel.mean(axis=0).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(mean_sum > 0, var_sum / mean_sum, np.nan)
+
+
+def pca_fit(x: np.ndarray, n_components: int) -> dict:
+    """PCA of x [samples, features] by SVD of the centred data.
+
+    Returns ``components`` [n_pcs, features] (unit rows, sign fixed so the largest loading is
+    positive), ``explained_variance_ratio`` [n_pcs], ``explained_variance`` [n_pcs] and
+    ``mean`` [features]. n_pcs = min(n_components, samples, features).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    mean = x.mean(0)
+    u, s, vt = np.linalg.svd(x - mean, full_matrices=False)
+    k = min(n_components, vt.shape[0])
+    comps = vt[:k]
+    signs = np.sign(comps[np.arange(k), np.abs(comps).argmax(1)])
+    comps = comps * signs[:, None]
+    var = s**2 / max(x.shape[0] - 1, 1)
+    total = var.sum()
+    return {"components": comps, "explained_variance": var[:k],
+            "explained_variance_ratio": var[:k] / total if total > 0 else np.zeros(k), "mean": mean}
+
+
+def pca_project(x: np.ndarray, pca: dict) -> np.ndarray:
+    """Project x [..., features] onto fitted components -> [..., n_pcs]."""
+    return (np.asarray(x, dtype=np.float64) - pca["mean"]) @ pca["components"].T

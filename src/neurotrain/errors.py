@@ -1,0 +1,16 @@
+"""The project's exception type for user errors (bad files, bad config, bad data)."""
+
+from __future__ import annotations
+
+
+class NeurotrainError(Exception):
+    """A user-facing error that names where it happened.
+
+    ``where`` is a file path or a config key (``ei_rnn.training.max_epochs``); the CLI prints
+    ``error: <where>: <what>`` on one line and exits with status 2, without a traceback.
+    """
+
+    def __init__(self, where: object, what: str):
+        self.where = str(where)
+        self.what = what
+        super().__init__(f"{self.where}: {what}")

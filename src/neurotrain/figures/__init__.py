@@ -1,0 +1,1 @@
+"""Figures: matplotlib PNGs, one module per system, reading only saved artifacts."""

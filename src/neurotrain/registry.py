@@ -1,0 +1,41 @@
+"""Which code implements each stage of each system.
+
+Entries are ``"module:function"`` strings, imported only when a stage runs, so a torch system
+never imports JAX and the Snakefile can read this file without heavy imports. Every stage
+function takes the system's validated config block first:
+
+    generate(cfg, out_dir)                     embedded dataset + ground truth into out_dir
+    preprocess(cfg, raw, out)                  raw file -> processed HDF5
+    train(cfg, data, out_dir, threads)         -> model/ (checkpoints, training_log.json, config.json)
+    extract(cfg, model_dir, data, out_dir)     -> weights/, outputs/
+    analyze(cfg, run_dir, data, truth)         -> metrics/, population/, metrics.json
+    figures(cfg, run_dir)                      -> figures/
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+from .errors import NeurotrainError
+
+SYSTEMS: dict[str, dict[str, str]] = {
+    "ei_rnn": {
+        "framework": "torch",
+        "generate": "neurotrain.data.ei_rnn:generate_embedded",
+        "preprocess": "neurotrain.data.ei_rnn:preprocess_raw",
+        "train": "neurotrain.systems.ei_rnn:run_training",
+        "extract": "neurotrain.extraction.ei_rnn:extract",
+        "analyze": "neurotrain.analysis.ei_rnn:analyze",
+        "figures": "neurotrain.figures.ei_rnn:render",
+        "template": "ei_rnn.md.j2",
+    },
+}
+
+
+def entry(system: str, stage: str) -> Callable:
+    """The function implementing ``stage`` for ``system``."""
+    if system not in SYSTEMS:
+        raise NeurotrainError(f"system {system!r}", f"unknown system (known: {', '.join(sorted(SYSTEMS))})")
+    module, func = SYSTEMS[system][stage].split(":")
+    return getattr(importlib.import_module(module), func)

@@ -1,0 +1,46 @@
+"""Render a system's markdown report from its artifacts and Jinja template."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from ..errors import NeurotrainError
+from ..io import load_json, save_text
+from ..registry import SYSTEMS
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
+def array_inventory(run: Path) -> dict[str, list[dict]]:
+    """Every ``.npy`` under the run folder by subfolder: name, shape, dtype (header only)."""
+    out: dict[str, list[dict]] = {}
+    for sub in ("weights", "outputs", "metrics", "population"):
+        rows = []
+        for f in sorted((run / sub).glob("*.npy")):
+            arr = np.load(f, mmap_mode="r", allow_pickle=False)
+            shape, dtype = arr.shape, arr.dtype
+            rows.append({"name": f.name, "shape": list(shape), "dtype": str(dtype) if not dtype.names else "structured: " + ", ".join(f"{n} {list(dtype[n].shape)}" for n in dtype.names)})
+        out[sub] = rows
+    return out
+
+
+def render_report(system: str, cfg: dict, run_dir: str, out: str | None = None) -> Path:
+    """Stage ``report``: fill ``templates/<system>.md.j2`` and write ``training_report.md``."""
+    run = Path(run_dir)
+    for need in ("metrics.json", "model/training_log.json", "model/config.json"):
+        if not (run / need).is_file():
+            raise NeurotrainError(run / need, "missing; run the earlier stages first")
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters["fmt"] = lambda v, spec=".3f": format(v, spec) if isinstance(v, (int, float)) else str(v)
+    log = load_json(run / "model" / "training_log.json")
+    ctx = {"system": system, "cfg": cfg, "run_dir": str(run), "metrics": load_json(run / "metrics.json"),
+           "summary": log["summary"], "history": log["history"], "run_config": load_json(run / "model" / "config.json"),
+           "arrays": array_inventory(run), "figures": sorted(p.name for p in (run / "figures").glob("*.png"))}
+    text = env.get_template(SYSTEMS[system]["template"]).render(**ctx)
+    path = Path(out) if out else run / "training_report.md"
+    save_text(path, text)
+    return path

@@ -1,0 +1,346 @@
+"""Dale's-law E-I rate RNN fitted to neural PSTHs (seed: ei-rnn-final-training-plan.md).
+
+Dynamics, per time step of ``dt`` with alpha = dt / tau::
+
+    e_t   = Embed(u_t)                                   input embedding [embed_dim]
+    x_t+1 = (1 - alpha) x_t + alpha (W_rec r_t + W_in e_t + b) + sqrt(2 alpha) noise_scale xi
+    r_t   = softplus(x_t)                                rates, expected spike counts per bin
+    z_t   = W_out r_t[E]                                 task outputs from excitatory units
+
+``W_rec = |W_raw| * sign`` with sign +1 on excitatory and -1 on inhibitory columns (Dale's
+law, by construction after every optimizer step) and a zero diagonal; at initialisation its
+spectral radius is ``spectral_radius``. The attention embedding treats each input channel as
+a token, attends across channels with ``heads`` heads (one value per head and token), and
+projects the [n_inputs * heads] result to ``embed_dim``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class AttentionEmbedding(nn.Module):
+    """Multi-head attention across input channels: u [B, T, n_inputs] -> [B, T, embed_dim]."""
+
+    def __init__(self, n_inputs: int, embed_dim: int, heads: int, head_dim: int):
+        super().__init__()
+        self.heads, self.head_dim = heads, head_dim
+        self.token_scale = nn.Parameter(torch.randn(n_inputs, head_dim) / math.sqrt(head_dim))
+        self.token_bias = nn.Parameter(torch.randn(n_inputs, head_dim) * 0.1)
+        self.q = nn.Linear(head_dim, heads * head_dim, bias=False)
+        self.k = nn.Linear(head_dim, heads * head_dim, bias=False)
+        self.v = nn.Linear(head_dim, heads, bias=False)
+        self.out = nn.Linear(n_inputs * heads, embed_dim)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        B, T, n = u.shape
+        tok = u.unsqueeze(-1) * self.token_scale + self.token_bias  # [B, T, n, d]
+        q = self.q(tok).view(B, T, n, self.heads, self.head_dim).transpose(2, 3)  # [B,T,H,n,d]
+        k = self.k(tok).view(B, T, n, self.heads, self.head_dim).transpose(2, 3)
+        v = self.v(tok).transpose(2, 3).unsqueeze(-1)  # [B, T, H, n, 1]
+        att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.head_dim), dim=-1)
+        mixed = (att @ v).squeeze(-1).transpose(2, 3).reshape(B, T, n * self.heads)  # [B,T,n*H]
+        return self.out(mixed)
+
+    def attention_weights(self) -> dict:
+        """Q [H*d, d], K [H*d, d], V [H, d] projection weights."""
+        return {"Q": self.q.weight.detach(), "K": self.k.weight.detach(), "V": self.v.weight.detach()}
+
+
+class EIRNN(nn.Module):
+    """Rate RNN with Dale's law whose units are the recorded neurons.
+
+    ``ei_labels`` [N]: 0 = excitatory, 1 = inhibitory. Forward takes inputs u [B, T, n_inputs]
+    and returns rates [B, T, N] (expected counts per bin) and outputs [B, T, n_outputs].
+    """
+
+    def __init__(self, n_inputs: int, n_outputs: int, ei_labels, input_embed_dim: int = 56,
+                 input_embed_type: str = "attention", attention_heads: int = 4, attention_dim: int = 16,
+                 learnable_h0: bool = True, h0_init: float = 0.1, tau: float = 50.0, noise_scale: float = 0.1,
+                 dt: float = 25.0, spectral_radius: float = 0.9):
+        super().__init__()
+        labels = torch.as_tensor(ei_labels, dtype=torch.long)
+        n = labels.numel()
+        self.n_neurons, self.alpha, self.noise_scale = n, dt / tau, noise_scale
+        self.register_buffer("ei_labels", labels)
+        self.register_buffer("sign", torch.where(labels == 1, -1.0, 1.0))
+        self.register_buffer("offdiag", 1.0 - torch.eye(n))
+        if input_embed_type == "attention":
+            self.embed = AttentionEmbedding(n_inputs, input_embed_dim, attention_heads, attention_dim)
+        else:
+            self.embed = nn.Linear(n_inputs, input_embed_dim)
+        self.w_in = nn.Linear(input_embed_dim, n, bias=False)
+        n_exc = int((labels == 0).sum())
+        n_inh = max(n - n_exc, 1)
+        raw = torch.rand(n, n) * (torch.rand(n, n) < 0.5)
+        raw[:, labels == 1] *= n_exc / n_inh  # balance E and I input at initialisation
+        w = raw * self.sign * self.offdiag
+        rho = torch.linalg.eigvals(w).abs().max().clamp_min(1e-9)
+        self.w_rec_raw = nn.Parameter(raw * spectral_radius / rho)
+        self.bias = nn.Parameter(torch.zeros(n))
+        h0 = torch.full((n,), float(h0_init))
+        if learnable_h0:
+            self.h0 = nn.Parameter(h0)
+        else:
+            self.register_buffer("h0", h0)
+        self.w_out = nn.Linear(n_exc, n_outputs, bias=False) if n_outputs > 0 else None
+        self.register_buffer("exc_index", torch.nonzero(labels == 0).flatten())
+
+    @property
+    def w_rec(self) -> torch.Tensor:
+        """Effective recurrent weights [N_post, N_pre] obeying Dale's law."""
+        return self.w_rec_raw.abs() * self.sign * self.offdiag
+
+    def input_drive(self, u: torch.Tensor) -> torch.Tensor:
+        """W_in Embed(u): inputs [..., n_inputs] -> input current [..., N]."""
+        shape = u.shape
+        e = self.embed(u.reshape(1, -1, shape[-1]))
+        return self.w_in(e).reshape(*shape[:-1], -1)
+
+    def forward(self, u: torch.Tensor, noise: bool = True, generator: torch.Generator | None = None):
+        """Inputs u [B, T, n_inputs] -> (rates [B, T, N], outputs [B, T, n_outputs])."""
+        return self.dynamics(self.input_drive(u), noise, generator)
+
+    def dynamics(self, drive_in: torch.Tensor, noise: bool = True, generator: torch.Generator | None = None):
+        """Run the recurrent dynamics on input currents [B, T, N]."""
+        B, T, _ = drive_in.shape
+        w_rec_t = self.w_rec.t()
+        x = self.h0.expand(B, -1)
+        a = self.alpha
+        sd = math.sqrt(2 * a) * self.noise_scale
+        rates = []
+        for t in range(T):
+            r = F.softplus(x)
+            x = (1 - a) * x + a * (r @ w_rec_t + drive_in[:, t] + self.bias)
+            if noise and sd > 0:
+                x = x + sd * torch.randn(x.shape, generator=generator, device=x.device)
+            rates.append(F.softplus(x))
+        rates = torch.stack(rates, dim=1)
+        outputs = self.w_out(rates[..., self.exc_index]) if self.w_out is not None else rates[..., :0]
+        return rates, outputs
+
+
+def condition_matrix(conditions: torch.Tensor, n_conditions: int) -> torch.Tensor:
+    """[C, B] averaging matrix: row c averages the trials of condition c."""
+    onehot = F.one_hot(conditions, n_conditions).t().float()
+    return onehot / onehot.sum(1, keepdim=True).clamp_min(1.0)
+
+
+def neuron_loss(model_psth: torch.Tensor, target_psth: torch.Tensor) -> torch.Tensor:
+    """L_neuron: PSTH squared error per neuron over (condition, time), divided by the neuron's
+    PSTH variance (so every neuron counts equally), averaged over neurons. PSTHs [C, T, N]."""
+    var = target_psth.var(dim=(0, 1), unbiased=False).clamp_min(1e-6)
+    return (((model_psth - target_psth) ** 2).mean(dim=(0, 1)) / var).mean()
+
+
+def trial_loss(rates: torch.Tensor, spikes: torch.Tensor, conditions: torch.Tensor, n_conditions: int) -> torch.Tensor:
+    """L_trial: trial matching. Per condition and neuron, the sorted single-trial mean counts of
+    the model (with Poisson averaging noise added by reparameterisation) are matched to the
+    sorted single-trial mean counts of the data (a 1-D optimal transport), normalised by the
+    data's across-trial variance. rates, spikes [B, T, N]."""
+    T = rates.shape[1]
+    s_m = rates.mean(1)
+    s_m = s_m + torch.sqrt(s_m.detach().clamp_min(1e-6) / T) * torch.randn_like(s_m)
+    s_d = spikes.mean(1)
+    losses = []
+    for c in range(n_conditions):
+        sel = conditions == c
+        if int(sel.sum()) < 2:
+            continue
+        m, d = torch.sort(s_m[sel], 0).values, torch.sort(s_d[sel], 0).values
+        losses.append((((m - d) ** 2).mean(0) / d.var(0).clamp_min(1e-4)).mean())
+    return torch.stack(losses).mean() if losses else rates.sum() * 0.0
+
+
+def reg_loss(model: EIRNN, model_psth: torch.Tensor, target_psth: torch.Tensor, lambda_reg: float,
+             lambda_scale: float, lambda_var: float) -> torch.Tensor:
+    """L_reg: L2 on W_rec and W_in (lambda_reg), relative mismatch of each neuron's mean rate
+    (lambda_scale) and of its temporal PSTH variance in log scale (lambda_var)."""
+    l2 = model.w_rec.pow(2).sum() + model.w_in.weight.pow(2).sum()
+    mean_t = target_psth.mean(dim=(0, 1)).clamp_min(1e-4)
+    scale = (((model_psth.mean(dim=(0, 1)) - mean_t) / mean_t) ** 2).mean()
+    var_t = target_psth.var(dim=(0, 1), unbiased=False).clamp_min(1e-6)
+    var_m = model_psth.var(dim=(0, 1), unbiased=False).clamp_min(1e-6)
+    var = (torch.log(var_m / var_t) ** 2).mean()
+    return lambda_reg * l2 + lambda_scale * scale + lambda_var * var
+
+
+def output_loss(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Task-output error, normalised by the target's variance per output. [B, T, n_outputs]."""
+    if target.shape[-1] == 0:
+        return outputs.sum() * 0.0
+    var = target.var(dim=(0, 1), unbiased=False).clamp_min(1e-6)
+    return (((outputs - target) ** 2).mean(dim=(0, 1)) / var).mean()
+
+
+# --------------------------------------------------------------------------- training task
+MODEL_KEYS = ("input_embed_dim", "input_embed_type", "attention_heads", "attention_dim", "learnable_h0",
+              "h0_init", "tau", "noise_scale", "dt", "spectral_radius")
+
+
+def build_model(model_config: dict) -> EIRNN:
+    """Rebuild a model from the ``model_config`` stored in every checkpoint."""
+    kw = {k: model_config[k] for k in MODEL_KEYS}
+    return EIRNN(model_config["n_inputs"], model_config["n_outputs"], model_config["ei_labels"], **kw)
+
+
+class EIRNNTask:
+    """Binds the model, the processed dataset and the loss config for the torch training loop.
+
+    ``data`` is the processed dataset (see ``neurotrain.data.ei_rnn``); spike counts are the
+    targets, in counts per bin, like the model's rates.
+    """
+
+    def __init__(self, data: dict, cfg: dict, device: torch.device, eval_seed: int = 0):
+        self.device = device
+        self.loss_cfg, self.analysis_cfg = cfg["loss"], cfg["analysis"]
+        self.batch_size = cfg["training"]["batch_size"]
+        self.eval_seed = eval_seed
+        t = lambda a, dtype=torch.float32: torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
+        self.spikes, self.inputs, self.outputs = t(data["spikes"]), t(data["inputs"]), t(data["outputs"])
+        self.conditions = t(data["conditions"], torch.long)
+        # Inputs repeat across trials of a condition: the embedding runs once per distinct vector.
+        flat = np.asarray(data["inputs"], np.float32).reshape(-1, self.inputs.shape[-1])
+        table, inverse = np.unique(flat, axis=0, return_inverse=True)
+        self.input_table = t(table)
+        self.input_index = torch.as_tensor(inverse.reshape(self.inputs.shape[:2]), device=device)
+        self.n_conditions = int(data["conditions"].max()) + 1
+        self.train_idx, self.val_idx = np.asarray(data["train_idx"]), np.asarray(data["val_idx"])
+        self.ei_labels = np.asarray(data["ei_labels"])
+        self.model_config = {"n_inputs": int(self.inputs.shape[-1]), "n_outputs": int(self.outputs.shape[-1]),
+                             "ei_labels": [int(x) for x in self.ei_labels],
+                             **{k: cfg["model"][k] for k in MODEL_KEYS}}
+        self.model = build_model(self.model_config).to(device)
+        vi = torch.as_tensor(self.val_idx, device=device)
+        self.val_target_psth = self._psth(self.spikes[vi], self.conditions[vi])
+
+    def _psth(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        M = condition_matrix(cond, self.n_conditions)
+        return torch.einsum("cb,btn->ctn", M, x)
+
+    def losses(self, idx: np.ndarray) -> dict:
+        """The four loss terms on the trials ``idx`` (tensor graphs, not yet weighted), and the
+        model's rates [B, T, N] they were computed from."""
+        i = torch.as_tensor(idx, device=self.device)
+        rates, outputs = self._run(i)
+        spikes, cond = self.spikes[i], self.conditions[i]
+        pm, pd = self._psth(rates, cond), self._psth(spikes, cond)
+        lc = self.loss_cfg
+        return {"L_neuron": neuron_loss(pm, pd),
+                "L_trial": trial_loss(rates, spikes, cond, self.n_conditions),
+                "L_reg": reg_loss(self.model, pm, pd, lc["lambda_reg"], lc["lambda_scale"], lc["lambda_var"]),
+                "L_output": output_loss(outputs, self.outputs[i])}, rates
+
+    def train_epoch(self, np_rng: np.random.Generator, step) -> dict:
+        order = np_rng.permutation(self.train_idx)
+        bs = self.batch_size or len(order)
+        sums: dict[str, float] = {}
+        n_batches = 0
+        for start in range(0, len(order), bs):
+            idx = np.sort(order[start:start + bs])
+            L, rates = self.losses(idx)
+            rest = L["L_reg"] + self.loss_cfg["lambda_output"] * L["L_output"]
+            w = self.loss_cfg["ltrial_scale"]
+            if self.loss_cfg["use_grad_balancing"]:
+                # Balance L_trial against L_neuron by their gradient norms at the shared
+                # representation (the rates), as GradNorm does at the last shared layer.
+                g_n, = torch.autograd.grad(L["L_neuron"], rates, retain_graph=True)
+                g_t, = torch.autograd.grad(L["L_trial"], rates, retain_graph=True)
+                w = w * float(g_n.norm() / g_t.norm().clamp_min(1e-12))
+            total = L["L_neuron"] + w * L["L_trial"] + rest
+            self.model.zero_grad(set_to_none=True)
+            total.backward()
+            step()
+            for k, v in {**L, "train_loss": total.detach(), "trial_weight": torch.tensor(w)}.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            n_batches += 1
+        return {k: v / n_batches for k, v in sums.items()}
+
+    def _run(self, i: torch.Tensor, generator: torch.Generator | None = None):
+        drive = self.model.input_drive(self.input_table)[self.input_index[i]]
+        return self.model.dynamics(drive, noise=True, generator=generator)
+
+    def simulate(self, idx: np.ndarray, seed: int, repeats: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """Model rates and outputs on trials ``idx`` with a fixed noise seed (eval mode)."""
+        g = torch.Generator(device=self.device).manual_seed(seed)
+        return self._run(torch.as_tensor(np.tile(idx, repeats), device=self.device), g)
+
+    def evaluate(self) -> dict:
+        rates, _ = self.simulate(self.val_idx, self.eval_seed)
+        pm = self._psth(rates, self.conditions[torch.as_tensor(self.val_idx, device=self.device)])
+        corr = _per_neuron_corr(pm, self.val_target_psth)
+        return {"val_loss": float(neuron_loss(pm, self.val_target_psth).detach()), "val_correlation": float(corr.mean().detach())}
+
+    def detail(self) -> dict:
+        from ..analysis.stats import fano_factor  # numpy only
+
+        vi = torch.as_tensor(self.val_idx, device=self.device)
+        rates, _ = self.simulate(self.val_idx, self.eval_seed)
+        corr = _per_neuron_corr(self._psth(rates, self.conditions[vi]), self.val_target_psth).cpu().numpy()
+        g = torch.Generator(device=self.device).manual_seed(self.eval_seed + 1)
+        counts = torch.poisson(rates, generator=g).cpu().numpy()
+        cond = self.conditions[vi].cpu().numpy()
+        wb = self.analysis_cfg["fano_window_bins"]
+        h0 = self.model.h0.detach().cpu().numpy()
+        e = self.ei_labels == 0
+        return {"per_neuron_correlations": corr.tolist(), "E_mean_corr": float(corr[e].mean()),
+                "I_mean_corr": float(corr[~e].mean()),
+                "h0_stats": {"mean": float(h0.mean()), "std": float(h0.std()), "min": float(h0.min()), "max": float(h0.max())},
+                "fano_model": float(np.nanmean(fano_factor(counts, cond, wb))),
+                "fano_real": float(np.nanmean(fano_factor(self.spikes[vi].cpu().numpy(), cond, wb)))}
+
+    def format_detail(self, d: dict) -> list[str]:
+        n_e, n_i = int((self.ei_labels == 0).sum()), int((self.ei_labels == 1).sum())
+        return [f"E neurons: mean_corr={d['E_mean_corr']:.3f} (n={n_e})",
+                f"I neurons: mean_corr={d['I_mean_corr']:.3f} (n={n_i})",
+                f"Fano factor: model={d['fano_model']:.2f}, real={d['fano_real']:.2f}",
+                f"h0: mean={d['h0_stats']['mean']:.2f}, std={d['h0_stats']['std']:.2f}"]
+
+
+def _per_neuron_corr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation per neuron (last axis) over all other axes."""
+    a = a.reshape(-1, a.shape[-1])
+    b = b.reshape(-1, b.shape[-1])
+    a = a - a.mean(0)
+    b = b - b.mean(0)
+    den = torch.sqrt((a**2).sum(0) * (b**2).sum(0))
+    return torch.where(den > 0, (a * b).sum(0) / den.clamp_min(1e-12), torch.zeros_like(den))
+
+
+def run_training(cfg: dict, data_path: str, out_dir: str, threads: int = 0) -> dict:
+    """Stage ``train``: fit the E-I RNN to the processed dataset; see ``training.torch_loop``."""
+    from pathlib import Path
+
+    from ..data.ei_rnn import load_processed
+    from ..errors import NeurotrainError
+    from ..io import save_json, sha256_file
+    from ..training.torch_loop import LoopConfig, pick_device, train
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    data = load_processed(data_path)
+    data_dt_ms = data["dt"] * 1000.0
+    if abs(data_dt_ms - cfg["model"]["dt"]) > 1e-6 * max(1.0, data_dt_ms):
+        raise NeurotrainError("config key ei_rnn.model.dt",
+                              f"{cfg['model']['dt']} ms does not match the data's bin width {data_dt_ms:g} ms ({data_path})")
+    tc = cfg["training"]
+    device = pick_device(tc["device"])
+    torch.manual_seed(tc["seed"])  # model initialisation is seeded
+    task = EIRNNTask(data, cfg, device, eval_seed=tc["seed"] + 1)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data_sha = sha256_file(data_path)
+    save_json(out / "config.json", {"system": "ei_rnn", "config": cfg, "model_config": task.model_config,
+                                    "device": str(device), "data": str(data_path), "data_sha256": data_sha,
+                                    "n_train_trials": len(task.train_idx), "n_val_trials": len(task.val_idx),
+                                    "versions": {"torch": torch.__version__, "numpy": np.__version__}})
+    loop = LoopConfig(max_epochs=tc["max_epochs"], patience=tc["patience"], learning_rate=tc["learning_rate"],
+                      lr_factor=tc["lr_factor"], lr_patience=tc["lr_patience"], min_lr=tc["min_lr"],
+                      gradient_clip=tc["gradient_clip"], seed=tc["seed"], checkpoint_every=tc["checkpoint_every"],
+                      log_every=tc["log_every"], detail_every=tc["detail_every"])
+    return train(task, loop, out, cfg, data_sha)

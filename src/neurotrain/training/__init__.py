@@ -1,0 +1,1 @@
+"""Training engineering shared per framework: loops, checkpoints, resume, signals, logging."""

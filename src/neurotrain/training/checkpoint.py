@@ -1,0 +1,55 @@
+"""Checkpoints: one dict of tensors and plain Python values, written atomically and loaded with
+``torch.load(weights_only=True)`` (no arbitrary pickles)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import NeurotrainError
+from ..io import atomic_path
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Write ``state`` to ``path`` atomically (a kill mid-write leaves the previous file)."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict:
+    """Load a checkpoint written by :func:`save_checkpoint` (weights only, no pickled code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise NeurotrainError(path, "checkpoint not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise NeurotrainError(path, f"corrupt or unreadable checkpoint ({exc.__class__.__name__})") from None
+
+
+def rng_state(np_rng: np.random.Generator) -> dict:
+    """Every random generator the training loop draws from: torch, numpy, python."""
+    state = {"torch": torch.get_rng_state(), "numpy": np_rng.bit_generator.state, "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict, np_rng: np.random.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    np_rng.bit_generator.state = state["numpy"]
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed python, numpy's global state and torch; return the numpy Generator the loop uses."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)
