@@ -6,6 +6,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CORES  ?= all
+# Rules call `python -m neurotrain...`: put the venv first on PATH.
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: venv run test smoke bench lint fmt clean
 

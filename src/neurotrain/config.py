@@ -26,7 +26,7 @@ def load_schema() -> dict:
 
 
 def _defaulting_validator():
-    base = jsonschema.Draft7Validator
+    base = jsonschema.Draft202012Validator
 
     def set_defaults(validator, properties, instance, schema):
         if isinstance(instance, dict):

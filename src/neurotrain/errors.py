@@ -14,3 +14,11 @@ class NeurotrainError(Exception):
         self.where = str(where)
         self.what = what
         super().__init__(f"{self.where}: {what}")
+
+
+class Interrupted(Exception):
+    """Training stopped by SIGINT/SIGTERM after saving its state; rerunning resumes."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"interrupted by signal {signum}; state saved, rerun the same target to resume")

@@ -8,7 +8,7 @@ import sys
 from typing import Callable
 
 from ..config import system_slice
-from ..errors import NeurotrainError
+from ..errors import Interrupted, NeurotrainError
 
 
 def base_parser(stage: str, doc: str) -> argparse.ArgumentParser:
@@ -33,15 +33,11 @@ def run_stage(args: argparse.Namespace, run: Callable[[dict, argparse.Namespace]
     except FloatingPointError as exc:
         print(f"error: training diverged: {exc}", file=sys.stderr)
         return 3
+    except Interrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # noqa: BLE001 - report interrupts from the training loop cleanly
-        from ..training.torch_loop import Interrupted
-
-        if isinstance(exc, Interrupted):
-            print(f"interrupted: {exc}", file=sys.stderr)
-            return 128 + exc.signum
-        raise
     return 0
 
 

@@ -335,7 +335,9 @@ def run_training(cfg: dict, data_path: str, out_dir: str, threads: int = 0) -> d
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data_sha = sha256_file(data_path)
-    save_json(out / "config.json", {"system": "ei_rnn", "config": cfg, "model_config": task.model_config,
+    record = {k: cfg[k] for k in ("data", "model", "loss", "training")}
+    record["analysis"] = {"fano_window_bins": cfg["analysis"]["fano_window_bins"]}
+    save_json(out / "config.json", {"system": "ei_rnn", "config": record, "model_config": task.model_config,
                                     "device": str(device), "data": str(data_path), "data_sha256": data_sha,
                                     "n_train_trials": len(task.train_idx), "n_val_trials": len(task.val_idx),
                                     "versions": {"torch": torch.__version__, "numpy": np.__version__}})
@@ -343,4 +345,4 @@ def run_training(cfg: dict, data_path: str, out_dir: str, threads: int = 0) -> d
                       lr_factor=tc["lr_factor"], lr_patience=tc["lr_patience"], min_lr=tc["min_lr"],
                       gradient_clip=tc["gradient_clip"], seed=tc["seed"], checkpoint_every=tc["checkpoint_every"],
                       log_every=tc["log_every"], detail_every=tc["detail_every"])
-    return train(task, loop, out, cfg, data_sha)
+    return train(task, loop, out, record, data_sha)

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..errors import Interrupted
 from ..io import save_json
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
 
@@ -73,14 +74,6 @@ class LoopConfig:
     monitor: str = "val_correlation"
     monitor_mode: str = "max"
     extra: dict = field(default_factory=dict)
-
-
-class Interrupted(Exception):
-    """Raised after the state was saved on SIGINT/SIGTERM."""
-
-    def __init__(self, signum: int):
-        self.signum = signum
-        super().__init__(f"interrupted by signal {signum}; state saved, rerun to resume")
 
 
 def pick_device(name: str) -> torch.device:

@@ -1,0 +1,24 @@
+# neurotrain: train neuroscience models and turn what they learned into evidence.
+# Stages per system: generate/fetch -> preprocess -> train -> extract -> analyze -> figures -> report
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/analyze.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_reports(),

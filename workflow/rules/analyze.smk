@@ -1,0 +1,30 @@
+# Analysis: per-neuron metrics, PCA, Fano factors, the system's scores.
+
+
+rule analyze_population:
+    input:
+        weights="results/{system}/weights",
+        outputs="results/{system}/outputs",
+        data="data/processed/{system}.h5",
+        truth=ground_truth,
+        code=stage_code("analyze"),
+    output:
+        metrics=directory("results/{system}/metrics"),
+        population=directory("results/{system}/population"),
+        summary="results/{system}/metrics.json",
+    log:
+        "logs/{system}/analyze_population.log",
+    benchmark:
+        "benchmarks/{system}/analyze_population.tsv"
+    conda:
+        stage_env("analyze")
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        cfg=stage_params("analyze"),
+        truth=truth_arg,
+    shell:
+        "python -m neurotrain.stages.analyze --system {wildcards.system} --params {params.cfg:q}"
+        " --run-dir $(dirname {output.summary}) --data {input.data} {params.truth} > {log} 2>&1"

@@ -1,0 +1,139 @@
+# Helpers shared by the rules: targets, the config slice each stage receives, the code each
+# stage runs (listed as inputs so a code change reruns that stage) and its conda env.
+# No torch/jax imports here: this file is read again by every cluster job.
+import json
+from pathlib import Path
+
+SRC = Path(workflow.basedir) / "src"
+PKG = SRC / "neurotrain"
+# Jobs import the package from this checkout (also inside conda envs and on cluster nodes).
+shell.prefix('export PYTHONPATH="' + str(SRC) + '${{PYTHONPATH:+:$PYTHONPATH}}"; ')
+
+# Config sections each stage reads ("section" or "section.key"); a change elsewhere in the
+# system's block does not rerun the stage.
+STAGE_CONFIG = {
+    "ei_rnn": {
+        "generate": ["data"],
+        "preprocess": ["data"],
+        "train": ["data", "model", "loss", "training", "analysis.fano_window_bins"],
+        "extract": [],
+        "analyze": ["analysis", "training.seed"],
+        "figures": [],
+        "report": [],
+    },
+}
+
+# Package modules each stage runs, per system ("{system}" is filled in).
+STAGE_CODE = {
+    "generate": ["stages/generate.py", "data/{system}.py"],
+    "preprocess": ["stages/preprocess.py", "data/{system}.py"],
+    "train": [
+        "stages/train.py",
+        "systems/{system}.py",
+        "training/torch_loop.py",
+        "training/checkpoint.py",
+    ],
+    "extract": ["stages/extract.py", "extraction/{system}.py"],
+    "analyze": ["stages/analyze.py", "analysis/{system}.py", "analysis/stats.py"],
+    "figures": ["stages/figures.py", "figures/{system}.py", "figures/common.py"],
+    "report": [
+        "stages/report.py",
+        "reports/render.py",
+        "reports/templates/{system}.md.j2",
+    ],
+}
+EXTRA_CODE = {"ei_rnn": {"preprocess": ["data/matlab.py"]}}
+
+# Conda environment of each stage, per framework of the system's model.
+FRAMEWORK = {"ei_rnn": "torch"}
+STAGE_ENV = {
+    "generate": "analysis",
+    "preprocess": "analysis",
+    "train": "{framework}",
+    "extract": "{framework}",
+    "analyze": "analysis",
+    "figures": "analysis",
+    "report": "analysis",
+}
+
+
+def all_reports():
+    return expand("results/{system}/training_report.md", system=config["systems"])
+
+
+def _pick(block, dotted):
+    keys = dotted.split(".")
+    value = block
+    for k in keys:
+        value = value[k]
+    out = current = {}
+    for k in keys[:-1]:
+        current = current.setdefault(k, {})
+    current[keys[-1]] = value
+    return out
+
+
+def _merge(a, b):
+    for k, v in b.items():
+        if isinstance(v, dict) and isinstance(a.get(k), dict):
+            _merge(a[k], v)
+        else:
+            a[k] = v
+    return a
+
+
+def stage_params(stage):
+    """The part of the system's config block that ``stage`` reads, as JSON."""
+
+    def params(wildcards):
+        block = config[wildcards.system]
+        sliced = {}
+        for dotted in STAGE_CONFIG[wildcards.system][stage]:
+            _merge(sliced, _pick(block, dotted))
+        return json.dumps(sliced, sort_keys=True)
+
+    return params
+
+
+def stage_code(stage):
+    """Source files of the modules ``stage`` runs for the wildcard's system."""
+
+    def code(wildcards):
+        files = STAGE_CODE[stage] + EXTRA_CODE.get(wildcards.system, {}).get(stage, [])
+        return [str(PKG / f.format(system=wildcards.system)) for f in files]
+
+    return code
+
+
+def stage_env(stage):
+    """Conda environment file of ``stage`` for the wildcard's system."""
+
+    def env(wildcards):
+        name = STAGE_ENV[stage].format(framework=FRAMEWORK[wildcards.system])
+        return str(Path(workflow.basedir) / "envs" / f"{name}.yaml")
+
+    return env
+
+
+def raw_dataset(wildcards):
+    """The raw input of preprocess: the generated folder, or the user's file."""
+    data = config[wildcards.system]["data"]
+    if data["source"] == "embedded":
+        return f"data/raw/{wildcards.system}/embedded"
+    if not data.get("path"):
+        raise ValueError(
+            f"config key {wildcards.system}.data.path: required when source is {data['source']!r}"
+        )
+    return data["path"]
+
+
+def ground_truth(wildcards):
+    """Ground truth of the embedded dataset (none for real data)."""
+    if config[wildcards.system]["data"]["source"] == "embedded":
+        return [f"data/raw/{wildcards.system}/embedded"]
+    return []
+
+
+def truth_arg(wildcards):
+    truth = ground_truth(wildcards)
+    return f"--truth {truth[0]}/truth.npz" if truth else ""

@@ -1,0 +1,51 @@
+# Datasets: the embedded default is generated (with its ground truth); real data is the
+# user's file. Preprocess writes the system's standard HDF5 layout.
+
+
+localrules:
+    generate_dataset,
+
+
+rule generate_dataset:
+    input:
+        code=stage_code("generate"),
+    output:
+        directory("data/raw/{system}/embedded"),
+    log:
+        "logs/{system}/generate_dataset.log",
+    benchmark:
+        "benchmarks/{system}/generate_dataset.tsv"
+    conda:
+        stage_env("generate")
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        cfg=stage_params("generate"),
+    shell:
+        "python -m neurotrain.stages.generate --system {wildcards.system} --params {params.cfg:q}"
+        " --out-dir {output} > {log} 2>&1"
+
+
+rule preprocess_dataset:
+    input:
+        raw=raw_dataset,
+        code=stage_code("preprocess"),
+    output:
+        "data/processed/{system}.h5",
+    log:
+        "logs/{system}/preprocess_dataset.log",
+    benchmark:
+        "benchmarks/{system}/preprocess_dataset.tsv"
+    conda:
+        stage_env("preprocess")
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    params:
+        cfg=stage_params("preprocess"),
+    shell:
+        "python -m neurotrain.stages.preprocess --system {wildcards.system} --params {params.cfg:q}"
+        " --raw {input.raw:q} --out {output} > {log} 2>&1"

@@ -1,0 +1,54 @@
+# Figures and the Jinja markdown report (cheap: run on the submitting host).
+
+
+localrules:
+    render_figures,
+    render_report,
+
+
+rule render_figures:
+    input:
+        summary="results/{system}/metrics.json",
+        training_log="results/{system}/model/training_log.json",
+        code=stage_code("figures"),
+    output:
+        directory("results/{system}/figures"),
+    log:
+        "logs/{system}/render_figures.log",
+    benchmark:
+        "benchmarks/{system}/render_figures.tsv"
+    conda:
+        stage_env("figures")
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        cfg=stage_params("figures"),
+    shell:
+        "python -m neurotrain.stages.figures --system {wildcards.system} --params {params.cfg:q}"
+        " --run-dir $(dirname {input.summary}) > {log} 2>&1"
+
+
+rule render_report:
+    input:
+        summary="results/{system}/metrics.json",
+        figures="results/{system}/figures",
+        code=stage_code("report"),
+    output:
+        "results/{system}/training_report.md",
+    log:
+        "logs/{system}/render_report.log",
+    benchmark:
+        "benchmarks/{system}/render_report.tsv"
+    conda:
+        stage_env("report")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        cfg=stage_params("report"),
+    shell:
+        "python -m neurotrain.stages.report --system {wildcards.system} --params {params.cfg:q}"
+        " --run-dir $(dirname {output}) --out {output} > {log} 2>&1"

@@ -1,0 +1,53 @@
+# Training. Resume state lives in results/{system}/model/checkpoints/ (not a declared
+# output, so Snakemake does not delete it): an interrupted job resumes when rerun.
+
+
+rule train_model:
+    input:
+        data="data/processed/{system}.h5",
+        code=stage_code("train"),
+    output:
+        best="results/{system}/model/model_best.pt",
+        final="results/{system}/model/model_final.pt",
+        log="results/{system}/model/training_log.json",
+        config="results/{system}/model/config.json",
+    log:
+        "logs/{system}/train_model.log",
+    benchmark:
+        "benchmarks/{system}/train_model.tsv"
+    conda:
+        stage_env("train")
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    params:
+        cfg=stage_params("train"),
+    shell:
+        "python -m neurotrain.stages.train --system {wildcards.system} --params {params.cfg:q}"
+        " --data {input.data} --out-dir $(dirname {output.best}) --threads {threads} > {log} 2>&1"
+
+
+rule extract_model:
+    input:
+        best="results/{system}/model/model_best.pt",
+        data="data/processed/{system}.h5",
+        code=stage_code("extract"),
+    output:
+        weights=directory("results/{system}/weights"),
+        outputs=directory("results/{system}/outputs"),
+    log:
+        "logs/{system}/extract_model.log",
+    benchmark:
+        "benchmarks/{system}/extract_model.tsv"
+    conda:
+        stage_env("extract")
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        cfg=stage_params("extract"),
+    shell:
+        "python -m neurotrain.stages.extract --system {wildcards.system} --params {params.cfg:q}"
+        " --model-dir $(dirname {input.best}) --data {input.data} --out-dir $(dirname {output.weights}) > {log} 2>&1"
