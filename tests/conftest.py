@@ -1,0 +1,58 @@
+"""Shared fixtures: the repository root, a tiny validated E-I RNN config, a tiny dataset."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def smoke_cfg() -> dict:
+    from neurotrain.config import validate
+
+    return validate(yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text()))["ei_rnn"]
+
+
+@pytest.fixture()
+def cfg(smoke_cfg) -> dict:
+    return copy.deepcopy(smoke_cfg)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory, smoke_cfg) -> dict:
+    """A generated embedded dataset and its processed HDF5 (smoke sizes)."""
+    from neurotrain.data.ei_rnn import generate_embedded, preprocess_raw
+
+    d = tmp_path_factory.mktemp("tiny")
+    generate_embedded(smoke_cfg, d / "raw")
+    preprocess_raw(smoke_cfg, d / "raw", d / "processed.h5")
+    return {"raw": d / "raw", "mat": d / "raw" / "dataset.mat", "truth": d / "raw" / "truth.npz", "h5": d / "processed.h5"}
+
+
+def workflow_copy(dest: Path) -> Path:
+    """A scratch copy of the workflow (Snakefile, rules, config, envs; src linked)."""
+    for name in ("Snakefile", "workflow", "config", "envs"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dest / name)
+    os.symlink(ROOT / "src", dest / "src")
+    return dest
+
+
+def snakemake_env() -> dict:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env

@@ -1,0 +1,81 @@
+"""The E-I RNN: Dale's law after optimizer steps, spectral radius at init, shapes, losses."""
+
+import numpy as np
+import pytest
+import torch
+
+from neurotrain.systems.ei_rnn import EIRNN, EIRNNTask, build_model
+
+
+def _model(**kw):
+    torch.manual_seed(0)
+    labels = np.r_[np.zeros(16, int), np.ones(4, int)][np.random.default_rng(0).permutation(20)]
+    return EIRNN(3, 2, labels, **kw), labels
+
+
+def test_spectral_radius_at_init():
+    for rho in (0.9, 0.5):
+        m, _ = _model(spectral_radius=rho)
+        eig = torch.linalg.eigvals(m.w_rec.detach()).abs().max().item()
+        assert eig == pytest.approx(rho, rel=1e-4)
+
+
+def test_dale_law_holds_after_optimizer_steps():
+    m, labels = _model()
+    opt = torch.optim.Adam(m.parameters(), lr=0.5)  # large steps push weights across zero
+    u = torch.randn(8, 10, 3)
+    for _ in range(20):
+        rates, out = m(u)
+        loss = -(rates.mean() * torch.randn(())).abs() + (rates - torch.rand_like(rates)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    w = m.w_rec.detach().numpy()
+    raw_sign = np.sign(m.w_rec_raw.detach().numpy())
+    assert (raw_sign < 0).any(), "the optimizer should have pushed some raw weights negative"
+    assert (w[:, labels == 0] >= 0).all() and (w[:, labels == 1] <= 0).all()
+    assert np.all(np.diag(w) == 0)
+
+
+def test_shapes_and_h0():
+    m, labels = _model(input_embed_dim=56, attention_heads=4, attention_dim=16)
+    rates, out = m(torch.randn(5, 7, 3))
+    assert rates.shape == (5, 7, 20) and out.shape == (5, 7, 2)
+    assert (rates >= 0).all()
+    assert torch.allclose(m.h0, torch.full((20,), 0.1)) and m.h0.requires_grad
+    assert m.w_in.weight.shape == (20, 56)
+    assert m.embed.out.weight.shape == (56, 3 * 4)
+    assert m.w_out.weight.shape == (2, 16)
+    assert m.alpha == pytest.approx(0.5)
+
+
+def test_fixed_h0_and_linear_embedding():
+    m, _ = _model(learnable_h0=False, input_embed_type="linear")
+    assert not isinstance(m.h0, torch.nn.Parameter)
+    rates, _ = m(torch.randn(2, 4, 3))
+    assert rates.shape == (2, 4, 20)
+
+
+def test_noise_is_seeded_and_switchable():
+    m, _ = _model()
+    u = torch.randn(2, 6, 3)
+    a, _ = m(u, generator=torch.Generator().manual_seed(1))
+    b, _ = m(u, generator=torch.Generator().manual_seed(1))
+    c, _ = m(u, noise=False)
+    d, _ = m(u, noise=False)
+    assert torch.equal(a, b) and torch.equal(c, d) and not torch.equal(a, c)
+
+
+def test_task_losses_and_grad_balancing(tiny_dataset, cfg):
+    from neurotrain.data.ei_rnn import load_processed
+
+    torch.manual_seed(0)
+    task = EIRNNTask(load_processed(tiny_dataset["h5"]), cfg, torch.device("cpu"))
+    steps = []
+    out = task.train_epoch(np.random.default_rng(0), lambda: steps.append(1))
+    assert steps == [1]  # full batch: one optimizer step per epoch
+    for k in ("train_loss", "L_neuron", "L_trial", "L_reg", "L_output", "trial_weight"):
+        assert np.isfinite(out[k]), k
+    assert out["trial_weight"] != cfg["loss"]["ltrial_scale"]  # balanced by gradient norms
+    rebuilt = build_model(task.model_config)
+    assert rebuilt.w_rec.shape == task.model.w_rec.shape

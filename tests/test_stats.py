@@ -1,0 +1,70 @@
+"""Population statistics against small hand-computed cases."""
+
+import numpy as np
+import pytest
+
+from neurotrain.analysis import stats
+
+
+def test_fano_factor_hand_case():
+    # 1 neuron, 1 condition, 3 trials, 2 bins; window 1 bin.
+    counts = np.array([[[1.0], [2.0]], [[3.0], [2.0]], [[5.0], [2.0]]])
+    cond = np.zeros(3, int)
+    # bin 0: mean 3, var (ddof=1) 4; bin 1: mean 2, var 0 -> (4 + 0) / (3 + 2) = 0.8
+    assert stats.fano_factor(counts, cond, 1)[0] == pytest.approx(0.8)
+    # window of 2 bins: trial sums 3, 5, 7 -> mean 5, var 4 -> 0.8
+    assert stats.fano_factor(counts, cond, 2)[0] == pytest.approx(0.8)
+
+
+def test_fano_factor_poisson_and_gain():
+    rng = np.random.default_rng(0)
+    cond = np.repeat(np.arange(2), 2000)
+    lam = np.array([2.0, 5.0])[cond][:, None, None] * np.ones((1, 3, 4))
+    assert np.allclose(stats.fano_factor(rng.poisson(lam), cond, 1), 1.0, atol=0.07)
+    gains = rng.gamma(4.0, 0.25, size=len(cond))[:, None, None]  # CV 0.5
+    f = stats.fano_factor(rng.poisson(lam * gains), cond, 1)
+    assert np.all(f > 1.4)
+
+
+def test_fano_silent_neuron_is_nan():
+    counts = np.zeros((4, 2, 1))
+    assert np.isnan(stats.fano_factor(counts, np.zeros(4, int), 1)[0])
+
+
+def test_pca_hand_case():
+    # points on a line y = 2x: one component (1, 2)/sqrt(5) explains everything
+    x = np.array([[0.0, 0.0], [1.0, 2.0], [2.0, 4.0], [3.0, 6.0]])
+    p = stats.pca_fit(x, 2)
+    assert np.allclose(p["components"][0], np.array([1, 2]) / np.sqrt(5))
+    assert p["explained_variance_ratio"] == pytest.approx([1.0, 0.0], abs=1e-12)
+    proj = stats.pca_project(x, p)
+    assert np.allclose(proj[:, 0], (np.arange(4) - 1.5) * np.sqrt(5))
+    # explained variance = sample variance along the component
+    assert p["explained_variance"][0] == pytest.approx(np.var(proj[:, 0], ddof=1))
+
+
+def test_per_neuron_correlation():
+    a = np.array([[1.0, 1.0], [2.0, 0.0], [3.0, 5.0]])
+    b = np.array([[2.0, 3.0], [4.0, 3.0], [6.0, 3.0]])
+    r = stats.per_neuron_correlation(a, b)
+    assert r[0] == pytest.approx(1.0) and r[1] == 0.0  # flat neuron -> 0
+
+
+def test_spearman_brown_and_ceiling():
+    assert stats.spearman_brown(0.5) == pytest.approx(2 * 0.5 / 1.5)
+    rng = np.random.default_rng(1)
+    C, T, N, K = 4, 20, 6, 40
+    psth = rng.gamma(2.0, 1.0, size=(C, T, N))
+    cond = np.repeat(np.arange(C), K)
+    counts = rng.poisson(psth[cond])
+    rel = stats.split_half_reliability(counts, cond, n_splits=30, seed=0)
+    # the ceiling predicts how well the true PSTH correlates with the K-trial PSTH
+    true_r = stats.per_neuron_correlation(psth, stats.psth_by_condition(counts, cond, C))
+    assert np.allclose(rel["ceiling"], true_r, atol=0.08)
+    assert np.all(rel["reliability"] <= 1.0)
+
+
+def test_psth_by_condition():
+    x = np.arange(12, dtype=float).reshape(4, 3, 1)
+    p = stats.psth_by_condition(x, np.array([0, 1, 0, 1]), 2)
+    assert np.allclose(p[0, :, 0], (x[0, :, 0] + x[2, :, 0]) / 2)

@@ -1,0 +1,116 @@
+"""The torch training loop: logs, checkpoints, SIGTERM saves state, rerun resumes exactly."""
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+from neurotrain.errors import Interrupted
+from neurotrain.systems.ei_rnn import run_training
+from neurotrain.training.checkpoint import load_checkpoint
+
+EPOCH_FIELDS = {"epoch", "train_loss", "val_loss", "val_correlation", "learning_rate", "epoch_time",
+                "L_neuron", "L_trial", "L_reg"}
+DETAIL_FIELDS = {"per_neuron_correlations", "E_mean_corr", "I_mean_corr", "h0_stats", "fano_model", "fano_real"}
+
+
+def _cfg(cfg, epochs=6):
+    cfg["training"].update(max_epochs=epochs, patience=100, checkpoint_every=2, detail_every=2, log_every=1)
+    return cfg
+
+
+def test_log_checkpoints_and_console(tiny_dataset, cfg, tmp_path, capsys):
+    out = tmp_path / "model"
+    summary = run_training(_cfg(cfg), str(tiny_dataset["h5"]), str(out))
+    log = json.loads((out / "training_log.json").read_text())
+    assert len(log["history"]) == 6 and summary["total_epochs"] == 6
+    for row in log["history"]:
+        assert EPOCH_FIELDS <= set(row)
+        assert (DETAIL_FIELDS <= set(row)) == (row["epoch"] % 2 == 0)
+    assert len(log["history"][1]["per_neuron_correlations"]) == 12
+    assert set(log["history"][1]["h0_stats"]) == {"mean", "std", "min", "max"}
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["model_epoch2.pt", "model_epoch4.pt", "model_epoch6.pt"]
+    best = load_checkpoint(out / "model_best.pt")
+    assert best["epoch"] == log["summary"]["best_epoch"]
+    assert best["metrics"]["val_correlation"] == max(r["val_correlation"] for r in log["history"])
+    assert load_checkpoint(out / "model_final.pt")["epoch"] == 6
+    assert json.loads((out / "config.json").read_text())["config"]["training"]["max_epochs"] == 6
+    err = capsys.readouterr().err
+    assert "Epoch 2 | train_loss:" in err and "=== Epoch 2 Detailed Report ===" in err
+    assert "E neurons: mean_corr=" in err and "Saved checkpoint: checkpoints/model_epoch2.pt" in err
+    assert "TRAINING COMPLETE" in err and "Best validation correlation:" in err
+
+
+def test_early_stopping(tiny_dataset, cfg, tmp_path):
+    c = _cfg(cfg, epochs=50)
+    c["training"]["patience"] = 1
+    c["training"]["learning_rate"] = 0.5  # wild steps: validation stops improving quickly
+    summary = run_training(c, str(tiny_dataset["h5"]), str(tmp_path / "m"))
+    assert summary["stop_reason"] == "early_stopping" and summary["total_epochs"] < 50
+
+
+def test_sigterm_saves_state_and_rerun_resumes_exactly(tiny_dataset, cfg, tmp_path, monkeypatch):
+    from neurotrain.systems import ei_rnn
+
+    full = tmp_path / "full"
+    run_training(_cfg(cfg), str(tiny_dataset["h5"]), str(full))
+
+    cut = tmp_path / "cut"
+    original = ei_rnn.EIRNNTask.train_epoch
+    calls = {"n": 0}
+
+    def killed_at_epoch_3(self, rng, step):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # a real signal, handled by the loop
+        return original(self, rng, step)
+
+    monkeypatch.setattr(ei_rnn.EIRNNTask, "train_epoch", killed_at_epoch_3)
+    with pytest.raises(Interrupted):
+        run_training(_cfg(cfg), str(tiny_dataset["h5"]), str(cut))
+    last = load_checkpoint(cut / "checkpoints" / "last.pt")
+    assert last["loop"]["epoch"] == 3
+    assert not (cut / "model_final.pt").exists()
+    monkeypatch.setattr(ei_rnn.EIRNNTask, "train_epoch", original)
+
+    summary = run_training(_cfg(cfg), str(tiny_dataset["h5"]), str(cut))
+    assert summary["resumed_from_epoch"] == 3
+    a, b = load_checkpoint(full / "model_final.pt"), load_checkpoint(cut / "model_final.pt")
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    la = json.loads((full / "training_log.json").read_text())["history"]
+    lb = json.loads((cut / "training_log.json").read_text())["history"]
+    assert [r["train_loss"] for r in la] == [r["train_loss"] for r in lb]
+    assert not (cut / "checkpoints" / "last.pt").exists()
+
+
+def test_changed_config_does_not_resume(tiny_dataset, cfg, tmp_path, monkeypatch):
+    from neurotrain.systems import ei_rnn
+
+    out = tmp_path / "m"
+    original = ei_rnn.EIRNNTask.train_epoch
+
+    def interrupt(self, rng, step):
+        os.kill(os.getpid(), signal.SIGINT)
+        return original(self, rng, step)
+
+    monkeypatch.setattr(ei_rnn.EIRNNTask, "train_epoch", interrupt)
+    with pytest.raises(Interrupted):
+        run_training(_cfg(cfg), str(tiny_dataset["h5"]), str(out))
+    monkeypatch.setattr(ei_rnn.EIRNNTask, "train_epoch", original)
+    c = _cfg(cfg)
+    c["training"]["learning_rate"] = 2e-3
+    summary = run_training(c, str(tiny_dataset["h5"]), str(out))
+    assert summary["resumed_from_epoch"] is None
+
+
+def test_dt_mismatch_is_named(tiny_dataset, cfg, tmp_path):
+    from neurotrain.errors import NeurotrainError
+
+    cfg["model"]["dt"] = 10.0
+    with pytest.raises(NeurotrainError, match="ei_rnn.model.dt"):
+        run_training(_cfg(cfg), str(tiny_dataset["h5"]), str(tmp_path / "m"))
+    assert not (tmp_path / "m").exists()

@@ -1,0 +1,151 @@
+"""Snakemake as a user drives it: the smoke config end to end, every contract file with its
+documented shape, reruns limited to what changed, lint and format clean, bad config rejected."""
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import snakemake_env, workflow_copy
+
+pytestmark = pytest.mark.slow
+
+
+def smk(wd: Path, *args, check=True):
+    r = subprocess.run(["snakemake", "--cores", "2", "--configfile", "config/smoke.yaml", *args], cwd=wd,
+                       capture_output=True, text=True, env=snakemake_env(), timeout=600)
+    if check and r.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return r
+
+
+def planned_jobs(wd: Path) -> dict:
+    """Job counts of a dry run (rule name -> count), from Snakemake's job stats table."""
+    out = smk(wd, "-n").stdout
+    if "Nothing to be done" in out:
+        return {}
+    table = out.split("Job stats:")[1].split("total")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    wd = workflow_copy(tmp_path_factory.mktemp("wf"))
+    smk(wd)
+    return wd
+
+
+def test_contract_files_and_shapes(finished):
+    run = finished / "results" / "ei_rnn"
+    m = json.loads((run / "metrics.json").read_text())
+    N, C, T = 12, 3, 16
+    n_exc = 8
+    cfg = json.loads((run / "model" / "config.json").read_text())
+    n_val = cfg["n_val_trials"]
+    n_pcs = 3
+    shapes = {
+        "weights/W_rec.npy": (N, N), "weights/W_in.npy": (N, 8), "weights/W_out.npy": (2, n_exc),
+        "weights/h0.npy": (N,), "weights/input_embed_linear.npy": (8, 4 * 4),
+        "weights/E_mask.npy": (N,), "weights/I_mask.npy": (N,),
+        "outputs/val_model_rates.npy": (n_val, T, N), "outputs/val_target_rates.npy": (n_val, T, N),
+        "outputs/val_model_psth.npy": (T, N), "outputs/val_target_psth.npy": (T, N),
+        "outputs/val_trial_conditions.npy": (n_val,),
+        "population/pca_real.npy": (T, n_pcs), "population/pca_model.npy": (T, n_pcs),
+        "population/pca_components.npy": (n_pcs, N), "population/pca_explained_variance.npy": (n_pcs,),
+    }
+    for name in ("correlation", "mean_rate_model", "mean_rate_target", "variance_model", "variance_target",
+                 "fano_model", "fano_target"):
+        shapes[f"metrics/per_neuron_{name}.npy"] = (N,)
+    shapes["metrics/neuron_ei_labels.npy"] = (N,)
+    for rel, shape in shapes.items():
+        arr = np.load(run / rel, allow_pickle=False)
+        assert arr.shape == shape, rel
+        assert np.all(np.isfinite(arr)) or arr.dtype == bool, rel
+    att = np.load(run / "weights" / "attention_weights.npy", allow_pickle=False)
+    assert att["Q"].shape == (4 * 4, 4) and att["K"].shape == (4 * 4, 4) and att["V"].shape == (4, 4)
+    w, e = np.load(run / "weights/W_rec.npy"), np.load(run / "weights/E_mask.npy")
+    assert (w[:, e] >= 0).all() and (w[:, ~e] <= 0).all() and m["dale_violations"] == 0
+    for f in ("model_best.pt", "model_final.pt", "training_log.json", "config.json", "checkpoints/model_epoch2.pt"):
+        assert (run / "model" / f).is_file(), f
+    figs = {"training_curves", "per_neuron_correlation_histogram", "per_neuron_correlation_scatter",
+            "best_worst_neurons", "weight_matrices", "h0_distribution", "attention_patterns",
+            "pca_trajectories", "pca_state_space", "fano_factor_comparison"}
+    for f in figs:
+        assert (run / "figures" / f"{f}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f
+    report = (run / "training_report.md").read_text()
+    for heading in ("# Final Model Training Report", "## Training Summary", "## Final Metrics",
+                    "## Model Configuration", "## Saved Files", "## Code Snippets for Analysis"):
+        assert heading in report
+    assert f"{m['noise_ceiling']:.3f}" in report and "Fraction of noise ceiling" in report
+    assert (finished / "logs" / "ei_rnn" / "render_report.log").exists()
+    assert (finished / "benchmarks" / "ei_rnn" / "train_model.tsv").exists()
+
+
+def test_noop_rerun(finished):
+    assert planned_jobs(finished) == {}
+
+
+def test_template_change_reruns_only_report(finished):
+    # src is a link to the repository: edit a private copy of the package instead.
+    _private_src(finished)
+    tpl = finished / "src" / "neurotrain" / "reports" / "templates" / "ei_rnn.md.j2"
+    tpl.write_text(tpl.read_text() + "\n<!-- edited -->\n")
+    assert planned_jobs(finished) == {"render_report": 1, "all": 1}
+
+
+def test_analysis_change_reruns_analysis_figures_report(finished):
+    _private_src(finished)
+    mod = finished / "src" / "neurotrain" / "analysis" / "ei_rnn.py"
+    mod.write_text(mod.read_text() + "\n# edited\n")
+    jobs = planned_jobs(finished)
+    assert jobs == {"analyze_population": 1, "render_figures": 1, "render_report": 1, "all": 1}
+
+
+def test_training_param_change_reruns_from_training(finished):
+    smoke = (finished / "config" / "smoke.yaml").read_text()
+    (finished / "config" / "smoke.yaml").write_text(smoke.replace("max_epochs: 4", "max_epochs: 5"))
+    try:
+        jobs = planned_jobs(finished)
+    finally:
+        (finished / "config" / "smoke.yaml").write_text(smoke)
+    assert jobs == {"train_model": 1, "extract_model": 1, "analyze_population": 1, "render_figures": 1,
+                    "render_report": 1, "all": 1}
+    assert planned_jobs(finished) == {} or "train_model" not in planned_jobs(finished)
+
+
+def _private_src(wd: Path):
+    import shutil
+
+    src = wd / "src"
+    if src.is_symlink():
+        target = src.resolve()
+        src.unlink()
+        shutil.copytree(target, src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        # keep mtimes so only the edited file differs
+        for p in src.rglob("*"):
+            q = target / p.relative_to(src)
+            if q.exists():
+                import os
+                st = q.stat()
+                os.utime(p, (st.st_atime, st.st_mtime))
+
+
+def test_unknown_config_key_rejected(tmp_path):
+    wd = workflow_copy(tmp_path)
+    (wd / "config" / "bad.yaml").write_text("ei_rnn:\n  training:\n    max_epoch: 3\n")
+    r = subprocess.run(["snakemake", "-n", "--configfile", "config/bad.yaml"], cwd=wd, capture_output=True,
+                       text=True, env=snakemake_env())
+    assert r.returncode != 0
+    assert "max_epoch" in r.stdout + r.stderr
+    assert not (wd / "results").exists()
+
+
+def test_lint_and_format(root):
+    r = subprocess.run(["snakemake", "--lint", "--cores", "1"], cwd=root, capture_output=True, text=True, env=snakemake_env())
+    assert r.returncode == 0 and "Lints for" not in r.stdout + r.stderr, r.stdout + r.stderr
+    r = subprocess.run(["snakefmt", "--check", "Snakefile", "workflow/rules"], cwd=root, capture_output=True, text=True,
+                       env=snakemake_env())
+    assert r.returncode == 0, r.stdout + r.stderr
