@@ -34,7 +34,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python tests/benchmarks/bench_ei_rnn.py
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint --cores 1

@@ -1,7 +1,6 @@
 """Conda environments: pinned to the lock, and holding every package each rule's code imports."""
 
 import ast
-import re
 import sys
 from pathlib import Path
 
@@ -81,10 +80,17 @@ def third_party_imports(module: str) -> set[str]:
     return found
 
 
+def _smk_literal(name: str):
+    """A literal assigned in workflow/rules/common.smk (plain Python syntax)."""
+    tree = ast.parse((ROOT / "workflow" / "rules" / "common.smk").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == name:
+            return ast.literal_eval(node.value)
+    raise KeyError(name)
+
+
 def _rule_stages():
-    common = (ROOT / "workflow" / "rules" / "common.smk").read_text()
-    stage_env = dict(re.findall(r'"(\w+)": "(\{framework\}|\w+)"', common.split("STAGE_ENV = {")[1].split("}")[0] + "}"))
-    return stage_env
+    return _smk_literal("STAGE_ENV")
 
 
 def test_envs_pinned_to_lock():

@@ -80,8 +80,8 @@ def test_contract_files_and_shapes(finished):
                     "## Model Configuration", "## Saved Files", "## Code Snippets for Analysis"):
         assert heading in report
     assert f"{m['noise_ceiling']:.3f}" in report and "Fraction of noise ceiling" in report
-    assert (finished / "logs" / "ei_rnn" / "render_report.log").exists()
-    assert (finished / "benchmarks" / "ei_rnn" / "train_model.tsv").exists()
+    assert (finished / "results" / "logs" / "ei_rnn" / "render_report.log").exists()
+    assert (finished / "results" / "benchmarks" / "ei_rnn" / "train_model.tsv").exists()
 
 
 def test_noop_rerun(finished):

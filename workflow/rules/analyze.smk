@@ -13,9 +13,9 @@ rule analyze_population:
         population=directory("results/{system}/population"),
         summary="results/{system}/metrics.json",
     log:
-        "logs/{system}/analyze_population.log",
+        "results/logs/{system}/analyze_population.log",
     benchmark:
-        "benchmarks/{system}/analyze_population.tsv"
+        "results/benchmarks/{system}/analyze_population.tsv"
     conda:
         stage_env("analyze")
     threads: 1

@@ -12,9 +12,9 @@ rule generate_dataset:
     output:
         directory("data/raw/{system}/embedded"),
     log:
-        "logs/{system}/generate_dataset.log",
+        "results/logs/{system}/generate_dataset.log",
     benchmark:
-        "benchmarks/{system}/generate_dataset.tsv"
+        "results/benchmarks/{system}/generate_dataset.tsv"
     conda:
         stage_env("generate")
     threads: 1
@@ -35,9 +35,9 @@ rule preprocess_dataset:
     output:
         "data/processed/{system}.h5",
     log:
-        "logs/{system}/preprocess_dataset.log",
+        "results/logs/{system}/preprocess_dataset.log",
     benchmark:
-        "benchmarks/{system}/preprocess_dataset.tsv"
+        "results/benchmarks/{system}/preprocess_dataset.tsv"
     conda:
         stage_env("preprocess")
     threads: 1

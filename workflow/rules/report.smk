@@ -14,9 +14,9 @@ rule render_figures:
     output:
         directory("results/{system}/figures"),
     log:
-        "logs/{system}/render_figures.log",
+        "results/logs/{system}/render_figures.log",
     benchmark:
-        "benchmarks/{system}/render_figures.tsv"
+        "results/benchmarks/{system}/render_figures.tsv"
     conda:
         stage_env("figures")
     threads: 1
@@ -38,9 +38,9 @@ rule render_report:
     output:
         "results/{system}/training_report.md",
     log:
-        "logs/{system}/render_report.log",
+        "results/logs/{system}/render_report.log",
     benchmark:
-        "benchmarks/{system}/render_report.tsv"
+        "results/benchmarks/{system}/render_report.tsv"
     conda:
         stage_env("report")
     threads: 1

@@ -12,9 +12,9 @@ rule train_model:
         log="results/{system}/model/training_log.json",
         config="results/{system}/model/config.json",
     log:
-        "logs/{system}/train_model.log",
+        "results/logs/{system}/train_model.log",
     benchmark:
-        "benchmarks/{system}/train_model.tsv"
+        "results/benchmarks/{system}/train_model.tsv"
     conda:
         stage_env("train")
     threads: 2
@@ -37,9 +37,9 @@ rule extract_model:
         weights=directory("results/{system}/weights"),
         outputs=directory("results/{system}/outputs"),
     log:
-        "logs/{system}/extract_model.log",
+        "results/logs/{system}/extract_model.log",
     benchmark:
-        "benchmarks/{system}/extract_model.tsv"
+        "results/benchmarks/{system}/extract_model.tsv"
     conda:
         stage_env("extract")
     threads: 1

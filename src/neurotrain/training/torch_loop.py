@@ -22,6 +22,7 @@ import logging
 import math
 import shutil
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +93,11 @@ def _fmt_duration(seconds: float) -> str:
     h, rem = divmod(s, 3600)
     m, s = divmod(rem, 60)
     return f"{h}h {m:02d}m {s:02d}s" if h else f"{m}m {s:02d}s"
+
+
+def _say(text: str) -> None:
+    """Console output beside the progress bar (stderr, like the bar)."""
+    tqdm.write(text, file=sys.stderr)
 
 
 class _EpochBar(tqdm):
@@ -170,8 +176,6 @@ def train(task: TorchTask, cfg: LoopConfig, out_dir: str | Path, config_record: 
 
     stop_reason = "max_epochs"
     t_start = time.perf_counter() - state["elapsed"]
-    import sys
-
     bar = _EpochBar(total=cfg.max_epochs, initial=state["epoch"], dynamic_ncols=True,
                mininterval=1.0 if sys.stderr.isatty() else 30.0,
                bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}] {metrics}")
@@ -207,7 +211,7 @@ def train(task: TorchTask, cfg: LoopConfig, out_dir: str | Path, config_record: 
                 bar.metrics = (f"train_loss={row['train_loss']:.3f} val_corr={val.get('val_correlation', float('nan')):.3f} lr={lr:.1e}")
                 bar.update(1)
                 if epoch % cfg.log_every == 0:
-                    tqdm.write(f"Epoch {epoch} | train_loss: {row['train_loss']:.3f} | val_corr: {val.get('val_correlation', float('nan')):.3f} | lr: {lr:.1e} | time: {row['epoch_time']:.1f}s")
+                    _say(f"Epoch {epoch} | train_loss: {row['train_loss']:.3f} | val_corr: {val.get('val_correlation', float('nan')):.3f} | lr: {lr:.1e} | time: {row['epoch_time']:.1f}s")
                 saved = None
                 if epoch % cfg.checkpoint_every == 0:
                     saved = ckpt_dir / f"model_epoch{epoch}.pt"
@@ -218,7 +222,7 @@ def train(task: TorchTask, cfg: LoopConfig, out_dir: str | Path, config_record: 
                     lines = [f"=== Epoch {epoch} Detailed Report ==="] + ["  " + s for s in task.format_detail(row)]
                     if saved is not None:
                         lines.append(f"  Saved checkpoint: checkpoints/{saved.name}")
-                    tqdm.write("\n".join(lines))
+                    _say("\n".join(lines))
                 if state["bad_epochs"] >= cfg.patience:
                     stop_reason = "early_stopping"
                     break
@@ -256,7 +260,7 @@ def train(task: TorchTask, cfg: LoopConfig, out_dir: str | Path, config_record: 
 
     banner = "=" * 80
     early = f" (early stopped at patience={cfg.patience})" if stop_reason == "early_stopping" else ""
-    tqdm.write("\n".join([
+    _say("\n".join([
         banner, "TRAINING COMPLETE", banner,
         f"Total epochs: {state['epoch']}{early}",
         f"Best validation correlation: {state['best_metrics'].get(cfg.monitor, float('nan')):.4f} (epoch {state['best_epoch']})",
