@@ -116,3 +116,34 @@ def test_cli_bad_file_exits_nonzero_without_output(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().startswith("error:") and str(text) in r.stderr and "Traceback" not in r.stderr
     assert not out.exists() and list(tmp_path.iterdir()) == [text]
+
+
+def _write_bad(tmp_path, kind):
+    path = tmp_path / "export.mat"
+    v = _vars()
+    if kind == "missing":
+        return path
+    if kind == "nan":
+        v["spikes"][2, 1, 0] = np.nan
+    elif kind == "missing_variable":
+        v.pop("ei_labels")
+    elif kind == "shapes":
+        v["conditions"] = v["conditions"][:4]
+    write_mat(path, v, "v7.3" if kind == "truncated" else "v5")
+    if kind == "truncated":
+        path.write_bytes(path.read_bytes()[:1000])
+    return path
+
+
+@pytest.mark.parametrize("kind,needle", [
+    ("missing", "file not found"), ("truncated", "truncated or corrupt"), ("nan", "NaN/Inf"),
+    ("missing_variable", "missing variable 'ei_labels'"), ("shapes", "expected 6 (one per trial)"),
+])
+def test_cli_bad_inputs(tmp_path, kind, needle):
+    bad = _write_bad(tmp_path, kind)
+    out = tmp_path / "out" / "processed.h5"
+    r = subprocess.run(["neurotrain", "preprocess", "--system", "ei_rnn", "--raw", str(bad), "--out", str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr
+    assert needle in r.stderr and str(bad) in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists() and not (out.parent.exists() and any(out.parent.iterdir()))

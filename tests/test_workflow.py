@@ -149,3 +149,38 @@ def test_lint_and_format(root):
     r = subprocess.run(["snakefmt", "--check", "Snakefile", "workflow/rules"], cwd=root, capture_output=True, text=True,
                        env=snakemake_env())
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _user_mat_workflow(tmp_path, spikes_nan=False):
+    from neurotrain.data.matlab import write_mat
+
+    wd = workflow_copy(tmp_path)
+    rng = np.random.default_rng(0)
+    spikes = rng.poisson(1.0, size=(12, 10, 6)).astype(float)
+    if spikes_nan:
+        spikes[0, 0, 0] = np.nan
+    write_mat(wd / "my_export.mat", {"spikes": spikes, "inputs": rng.normal(size=(12, 10, 2)),
+                                     "conditions": np.repeat([1, 2, 3], 4).reshape(-1, 1).astype(float),
+                                     "ei_labels": np.array([[0], [0], [0], [0], [1], [1]], float),
+                                     "dt": np.array([[0.025]])}, "v7.3")
+    (wd / "config" / "user.yaml").write_text("ei_rnn:\n  data:\n    source: mat\n    path: my_export.mat\n")
+    return subprocess.run(["snakemake", "--cores", "1", "--configfile", "config/smoke.yaml", "config/user.yaml",
+                           "data/processed/ei_rnn.h5"], cwd=wd, capture_output=True, text=True, env=snakemake_env()), wd
+
+
+def test_user_mat_file_through_snakemake(tmp_path):
+    r, wd = _user_mat_workflow(tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    import h5py
+
+    with h5py.File(wd / "data" / "processed" / "ei_rnn.h5") as fh:
+        assert fh["spikes"].shape == (12, 10, 6)
+    assert not (wd / "data" / "raw").exists(), "a user's file must not trigger the generator"
+
+
+def test_bad_user_file_stops_workflow_without_output(tmp_path):
+    r, wd = _user_mat_workflow(tmp_path, spikes_nan=True)
+    assert r.returncode != 0
+    log = (wd / "results" / "logs" / "ei_rnn" / "preprocess_dataset.log").read_text()
+    assert "my_export.mat" in log and "NaN/Inf" in log and "Traceback" not in log
+    assert not (wd / "data" / "processed" / "ei_rnn.h5").exists()

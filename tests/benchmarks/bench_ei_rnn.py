@@ -1,0 +1,82 @@
+"""Benchmark of the E-I RNN training step (run by `make bench`; not a test).
+
+Measures, in one run: the machine's torch fp32 matmul rate, the median wall time of one
+training epoch on the default embedded dataset (config/config.yaml), the FLOPs of that epoch
+(torch.utils.flop_counter.FlopCounterMode) and so the achieved fraction of the matmul rate.
+Writes results/benchmarks/ei_rnn_train_step.md and prints it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def matmul_rate(n: int = 1024, reps: int = 20) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times)
+
+
+def main() -> int:
+    from neurotrain.config import load_config
+    from neurotrain.data.ei_rnn import generate_embedded, load_processed, preprocess_raw
+    from neurotrain.systems.ei_rnn import EIRNNTask
+
+    torch.set_num_threads(2)
+    cfg = load_config(ROOT / "config" / "config.yaml")["ei_rnn"]
+    with tempfile.TemporaryDirectory() as d:
+        generate_embedded(cfg, Path(d) / "raw")
+        preprocess_raw(cfg, Path(d) / "raw", Path(d) / "p.h5")
+        data = load_processed(Path(d) / "p.h5")
+    torch.manual_seed(0)
+    task = EIRNNTask(data, cfg, torch.device("cpu"))
+    opt = torch.optim.Adam(task.model.parameters(), lr=1e-3)
+    rng = np.random.default_rng(0)
+    with FlopCounterMode(display=False) as fc:
+        task.train_epoch(rng, opt.step)
+    flops = fc.get_total_flops()
+    times = []
+    for _ in range(15):
+        t = time.perf_counter()
+        task.train_epoch(rng, opt.step)
+        times.append(time.perf_counter() - t)
+    epoch_s = statistics.median(times)
+    peak = matmul_rate()
+    achieved = flops / epoch_s
+    n_trials, n_time, n_neurons = data["spikes"].shape
+    text = "\n".join([
+        "# E-I RNN training step benchmark", "",
+        f"Dataset: {n_trials} trials x {n_time} bins x {n_neurons} neurons ({len(data['train_idx'])} training trials, one full-batch step per epoch).",
+        "", "| quantity | value |", "| --- | --- |",
+        f"| torch threads | {torch.get_num_threads()} |",
+        f"| matmul rate (fp32, 1024^3, median of 20) | {peak / 1e9:.1f} GFLOP/s |",
+        f"| epoch wall time (median of 15) | {epoch_s * 1000:.1f} ms |",
+        f"| FLOPs per epoch (FlopCounterMode) | {flops / 1e6:.1f} MFLOP |",
+        f"| achieved rate | {achieved / 1e9:.2f} GFLOP/s |",
+        f"| fraction of matmul rate | {achieved / peak:.4f} |", "",
+        "The step is a 60-step recurrence of small [batch x N] x [N x N] products: it is bound by",
+        "per-operation overhead, not arithmetic, so the fraction of the matmul rate is small.", ""])
+    out = ROOT / "results" / "benchmarks" / "ei_rnn_train_step.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
