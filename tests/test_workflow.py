@@ -164,8 +164,8 @@ def _user_mat_workflow(tmp_path, spikes_nan=False):
                                      "ei_labels": np.array([[0], [0], [0], [0], [1], [1]], float),
                                      "dt": np.array([[0.025]])}, "v7.3")
     (wd / "config" / "user.yaml").write_text("ei_rnn:\n  data:\n    source: mat\n    path: my_export.mat\n")
-    return subprocess.run(["snakemake", "--cores", "1", "--configfile", "config/smoke.yaml", "config/user.yaml",
-                           "data/processed/ei_rnn.h5"], cwd=wd, capture_output=True, text=True, env=snakemake_env()), wd
+    return subprocess.run(["snakemake", "--cores", "1", "data/processed/ei_rnn.h5", "--configfile",
+                           "config/smoke.yaml", "config/user.yaml"], cwd=wd, capture_output=True, text=True, env=snakemake_env()), wd
 
 
 def test_user_mat_file_through_snakemake(tmp_path):
@@ -184,3 +184,51 @@ def test_bad_user_file_stops_workflow_without_output(tmp_path):
     log = (wd / "results" / "logs" / "ei_rnn" / "preprocess_dataset.log").read_text()
     assert "my_export.mat" in log and "NaN/Inf" in log and "Traceback" not in log
     assert not (wd / "data" / "processed" / "ei_rnn.h5").exists()
+
+
+def test_killed_training_job_resumes_on_rerun(tmp_path):
+    """SIGTERM to the training job under Snakemake: the state is saved; rerunning the same
+    target resumes from it and finishes."""
+    import signal
+    import time
+
+    import psutil
+
+    wd = workflow_copy(tmp_path)
+    (wd / "config" / "long.yaml").write_text(
+        "ei_rnn:\n  training:\n    max_epochs: 400\n    patience: 400\n    checkpoint_every: 50\n    detail_every: 50\n")
+    target = "results/ei_rnn/model/model_final.pt"
+    cmd = ["snakemake", "--cores", "1", target, "--configfile", "config/smoke.yaml", "config/long.yaml"]
+    proc = subprocess.Popen(cmd, cwd=wd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=snakemake_env())
+    log = wd / "results" / "logs" / "ei_rnn" / "train_model.log"
+    deadline = time.time() + 120
+    trainer = None
+    while time.time() < deadline and trainer is None:
+        time.sleep(0.2)
+        if log.exists() and "Epoch 20 |" in log.read_text(errors="replace"):
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                if "neurotrain.stages.train" in " ".join(child.cmdline()):
+                    trainer = child
+    assert trainer is not None, "training job never reached epoch 20"
+    trainer.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    first_log = log.read_text(errors="replace")
+    assert "state saved" in first_log
+    assert (wd / "results" / "ei_rnn" / "model" / "checkpoints" / "last.pt").exists()
+    assert not (wd / target).exists()
+
+    r = subprocess.run(cmd, cwd=wd, capture_output=True, text=True, env=snakemake_env(), timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    summary = json.loads((wd / "results" / "ei_rnn" / "model" / "training_log.json").read_text())["summary"]
+    assert summary["total_epochs"] == 400 and summary["resumed_from_epoch"] >= 20
+    assert "Resuming from" in log.read_text(errors="replace")
+
+
+def test_mat_source_without_path_is_named(tmp_path):
+    wd = workflow_copy(tmp_path)
+    (wd / "config" / "nopath.yaml").write_text("ei_rnn:\n  data:\n    source: mat\n")
+    r = subprocess.run(["snakemake", "-n", "--configfile", "config/smoke.yaml", "config/nopath.yaml"], cwd=wd,
+                       capture_output=True, text=True, env=snakemake_env())
+    assert r.returncode != 0 and "ei_rnn.data.path" in r.stdout + r.stderr

@@ -41,7 +41,8 @@ def split_half_reliability(counts: np.ndarray, conditions: np.ndarray, n_splits:
 
     counts [trials, time, neurons]; for each of ``n_splits`` random splits of every condition's
     trials into halves, correlate the two halves' PSTHs per neuron over (condition, time).
-    Returns ``r_half`` (mean over splits), ``reliability`` (Spearman-Brown corrected, the
+    Returns ``r_half`` (mean over splits), ``reliability`` (Spearman-Brown stepped up from a
+    half to all the trials, i.e. by n_trials / n_half, which is 2 for even counts: the
     correlation expected between two full-size PSTHs) and ``ceiling`` = sqrt(reliability), the
     expected correlation of a perfect model with the full-size PSTH. All [neurons].
     """
@@ -49,16 +50,21 @@ def split_half_reliability(counts: np.ndarray, conditions: np.ndarray, n_splits:
     conditions = np.asarray(conditions)
     cond_values = np.unique(conditions)
     rs = []
+    n_half = 0
     for _ in range(n_splits):
         a, b = [], []
+        n_half = 0
         for c in cond_values:
             idx = rng.permutation(np.flatnonzero(conditions == c))
             h = len(idx) // 2
+            n_half += h
             a.append(counts[idx[:h]].mean(0))
             b.append(counts[idx[h:2 * h]].mean(0))
         rs.append(per_neuron_correlation(np.stack(a), np.stack(b)))
     r_half = np.mean(rs, axis=0)
-    rel = spearman_brown(r_half)
+    # Step up from a half (h trials per condition) to all trials (odd counts leave one out of
+    # the halves): factor = all trials / trials in one half.
+    rel = spearman_brown(r_half, factor=len(conditions) / max(n_half, 1))
     return {"r_half": r_half, "reliability": rel, "ceiling": np.sqrt(np.clip(rel, 0.0, None))}
 
 
