@@ -108,18 +108,22 @@ class EIRNN(nn.Module):
 
     def dynamics(self, drive_in: torch.Tensor, noise: bool = True, generator: torch.Generator | None = None):
         """Run the recurrent dynamics on input currents [B, T, N]."""
-        B, T, _ = drive_in.shape
-        w_rec_t = self.w_rec.t()
-        x = self.h0.expand(B, -1)
+        B, T, N = drive_in.shape
         a = self.alpha
+        # Everything that does not depend on the state is computed for all steps at once:
+        # c_t = alpha (W_in e_t + b) + sqrt(2 alpha) noise_scale xi_t.
+        c = a * (drive_in + self.bias)
         sd = math.sqrt(2 * a) * self.noise_scale
+        if noise and sd > 0:
+            c = c + sd * torch.randn((B, T, N), generator=generator, device=drive_in.device)
+        w_rec_scaled = a * self.w_rec.t()
+        x = self.h0.expand(B, -1)
+        r = F.softplus(x)
         rates = []
-        for t in range(T):
+        for c_t in c.unbind(1):  # unbind: one backward op, not a zero-filled copy per step
+            x = torch.addmm(c_t + (1 - a) * x, r, w_rec_scaled)
             r = F.softplus(x)
-            x = (1 - a) * x + a * (r @ w_rec_t + drive_in[:, t] + self.bias)
-            if noise and sd > 0:
-                x = x + sd * torch.randn(x.shape, generator=generator, device=x.device)
-            rates.append(F.softplus(x))
+            rates.append(r)
         rates = torch.stack(rates, dim=1)
         outputs = self.w_out(rates[..., self.exc_index]) if self.w_out is not None else rates[..., :0]
         return rates, outputs
