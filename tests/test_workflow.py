@@ -49,7 +49,7 @@ def test_contract_files_and_shapes(finished):
     shapes = {
         "weights/W_rec.npy": (N, N), "weights/W_in.npy": (N, 8), "weights/W_out.npy": (2, n_exc),
         "weights/h0.npy": (N,), "weights/input_embed_linear.npy": (8, 4 * 4),
-        "weights/E_mask.npy": (N,), "weights/I_mask.npy": (N,),
+        "weights/E_mask.npy": (N,), "weights/I_mask.npy": (N,), "weights/attention_maps.npy": (4, 4, 4),
         "outputs/val_model_rates.npy": (n_val, T, N), "outputs/val_target_rates.npy": (n_val, T, N),
         "outputs/val_model_psth.npy": (T, N), "outputs/val_target_psth.npy": (T, N),
         "outputs/val_trial_conditions.npy": (n_val,),
@@ -232,3 +232,11 @@ def test_mat_source_without_path_is_named(tmp_path):
     r = subprocess.run(["snakemake", "-n", "--configfile", "config/smoke.yaml", "config/nopath.yaml"], cwd=wd,
                        capture_output=True, text=True, env=snakemake_env())
     assert r.returncode != 0 and "ei_rnn.data.path" in r.stdout + r.stderr
+
+
+def test_missing_user_file_is_named(tmp_path):
+    wd = workflow_copy(tmp_path)
+    (wd / "config" / "missing.yaml").write_text("ei_rnn:\n  data:\n    source: mat\n    path: exports/absent.mat\n")
+    r = subprocess.run(["snakemake", "-n", "--configfile", "config/smoke.yaml", "config/missing.yaml"], cwd=wd,
+                       capture_output=True, text=True, env=snakemake_env())
+    assert r.returncode != 0 and "exports/absent.mat" in r.stdout + r.stderr

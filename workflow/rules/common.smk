@@ -2,12 +2,20 @@
 # stage runs (listed as inputs so a code change reruns that stage) and its conda env.
 # No torch/jax imports here: this file is read again by every cluster job.
 import json
+import sys
 from pathlib import Path
 
 SRC = Path(workflow.basedir) / "src"
 PKG = SRC / "neurotrain"
 # Jobs import the package from this checkout (also inside conda envs and on cluster nodes).
-shell.prefix('export PYTHONPATH="' + str(SRC) + '${{PYTHONPATH:+:$PYTHONPATH}}"; ')
+# Without conda, `python` in the rules is the interpreter running Snakemake (the project's
+# venv), even when Snakemake is started as .venv/bin/snakemake without activating the venv.
+_PREFIX = f'export PYTHONPATH="{SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}}"; '
+if not any(
+    "conda" in str(m).lower() for m in workflow.deployment_settings.deployment_method
+):
+    _PREFIX += f'export PATH="{Path(sys.executable).parent}:$PATH"; '
+shell.prefix(_PREFIX)
 
 # Config sections each stage reads ("section" or "section.key"); a change elsewhere in the
 # system's block does not rerun the stage.

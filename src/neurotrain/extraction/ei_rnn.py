@@ -12,6 +12,7 @@ h0.npy                     [N]                           learned initial state
 bias.npy                   [N]                           recurrent unit bias
 attention_weights.npy      structured scalar             fields Q [H*d, d], K [H*d, d], V [H, d]
 input_embed_linear.npy     [E, n_inputs*H]               attention output projection
+attention_maps.npy         [H, n_inputs, n_inputs]       mean attention (query x key channel) on val
 E_mask.npy, I_mask.npy     [N] bool                      excitatory / inhibitory units
 =========================  ============================  =======================================
 
@@ -72,6 +73,10 @@ def extract(cfg: dict, model_dir: str, data_path: str, out_dir: str) -> None:
                 rec[k] = v
             save_npy(w / "attention_weights.npy", rec)
             save_npy(w / "input_embed_linear.npy", model.embed.out.weight.detach().numpy())
+            with torch.no_grad():
+                u = torch.as_tensor(data["inputs"][data["val_idx"]], dtype=torch.float32)
+                maps, _ = model.embed.attention(u)
+            save_npy(w / "attention_maps.npy", maps.mean(dim=(0, 1)).numpy())
         else:
             save_npy(w / "input_embed_linear.npy", model.embed.weight.detach().numpy())
         save_npy(w / "E_mask.npy", labels == 0)

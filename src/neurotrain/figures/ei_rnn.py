@@ -35,7 +35,9 @@ def render(cfg: dict, run_dir: str) -> None:
         _weights(ld("weights", "W_rec"), ld("weights", "W_in"), e, out / "weight_matrices.png")
         _h0(ld("weights", "h0"), e, out / "h0_distribution.png")
         att = run / "weights" / "attention_weights.npy"
-        _attention(load_npy(att) if att.exists() else None, ld("weights", "input_embed_linear"), out / "attention_patterns.png")
+        maps = run / "weights" / "attention_maps.npy"
+        _attention(load_npy(att) if att.exists() else None, load_npy(maps) if maps.exists() else None,
+                   ld("weights", "input_embed_linear"), out / "attention_patterns.png")
         _pca_traj(ld("population", "pca_real"), ld("population", "pca_model"), ld("population", "pca_explained_variance"),
                   dt, out / "pca_trajectories.png")
         _pca_space(ld("population", "pca_real_by_condition"), ld("population", "pca_model_by_condition"),
@@ -129,20 +131,29 @@ def _h0(h0, e, path):
     save_figure(fig, path)
 
 
-def _attention(att, proj, path):
+def _attention(att, maps, proj, path):
     if att is None:
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.imshow(proj, cmap="RdBu_r", aspect="auto"); ax.set_title("linear input embedding (no attention)")
         save_figure(fig, path)
         return
-    fig, ax = plt.subplots(1, 4, figsize=(16, 4.5), gridspec_kw={"width_ratios": [1, 1, 0.5, 1.4]})
-    for a, k in zip(ax[:3], ("Q", "K", "V")):
+    H = maps.shape[0]
+    fig = plt.figure(figsize=(4 * max(H, 4), 8))
+    grid = fig.add_gridspec(2, max(H, 4))
+    for h in range(H):
+        a = fig.add_subplot(grid[0, h])
+        im = a.imshow(maps[h], cmap="viridis", vmin=0, vmax=1)
+        a.set_title(f"head {h}: mean attention"); a.set_xlabel("key input channel"); a.set_ylabel("query input channel")
+    fig.colorbar(im, ax=a, shrink=0.8)
+    for j, k in enumerate(("Q", "K", "V")):
+        a = fig.add_subplot(grid[1, j])
         m = np.asarray(att[k]); v = np.abs(m).max()
         a.imshow(m, cmap="RdBu_r", vmin=-v, vmax=v, aspect="auto"); a.set_title(f"{k} projection {m.shape}")
         a.set_xlabel("token feature")
+    a = fig.add_subplot(grid[1, 3])
     v = np.abs(proj).max()
-    ax[3].imshow(proj, cmap="RdBu_r", vmin=-v, vmax=v, aspect="auto")
-    ax[3].set_title(f"output projection {proj.shape}"); ax[3].set_xlabel("input x head")
+    a.imshow(proj, cmap="RdBu_r", vmin=-v, vmax=v, aspect="auto")
+    a.set_title(f"output projection {proj.shape}"); a.set_xlabel("input x head")
     fig.tight_layout()
     save_figure(fig, path)
 

@@ -37,13 +37,18 @@ class AttentionEmbedding(nn.Module):
         self.v = nn.Linear(head_dim, heads, bias=False)
         self.out = nn.Linear(n_inputs * heads, embed_dim)
 
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
+    def attention(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention maps [B, T, H, n, n] (query channel x key channel) and values [B, T, H, n, 1]."""
         B, T, n = u.shape
         tok = u.unsqueeze(-1) * self.token_scale + self.token_bias  # [B, T, n, d]
         q = self.q(tok).view(B, T, n, self.heads, self.head_dim).transpose(2, 3)  # [B,T,H,n,d]
         k = self.k(tok).view(B, T, n, self.heads, self.head_dim).transpose(2, 3)
         v = self.v(tok).transpose(2, 3).unsqueeze(-1)  # [B, T, H, n, 1]
-        att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.head_dim), dim=-1)
+        return torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.head_dim), dim=-1), v
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        B, T, n = u.shape
+        att, v = self.attention(u)
         mixed = (att @ v).squeeze(-1).transpose(2, 3).reshape(B, T, n * self.heads)  # [B,T,n*H]
         return self.out(mixed)
 
