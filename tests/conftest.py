@@ -13,6 +13,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+NEUROTRAIN = str(BIN / "neurotrain")
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,8 @@
 
 import subprocess
 
+from conftest import NEUROTRAIN
+
 import pytest
 import yaml
 
@@ -63,7 +65,7 @@ def test_cli_rejects_unknown_key(tmp_path, tiny_dataset):
     bad = tmp_path / "c.yaml"
     bad.write_text(yaml.safe_dump({"ei_rnn": {"training": {"epochz": 3}}}))
     out = tmp_path / "p.h5"
-    r = subprocess.run(["neurotrain", "preprocess", "--system", "ei_rnn", "--config", str(bad), "--raw",
+    r = subprocess.run([NEUROTRAIN, "preprocess", "--system", "ei_rnn", "--config", str(bad), "--raw",
                         str(tiny_dataset["raw"]), "--out", str(out)], capture_output=True, text=True)
     assert r.returncode == 2
     assert "ei_rnn.training.epochz" in r.stderr and "Traceback" not in r.stderr

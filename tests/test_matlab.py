@@ -2,6 +2,8 @@
 
 import subprocess
 
+from conftest import NEUROTRAIN
+
 import h5py
 import numpy as np
 import pytest
@@ -111,7 +113,7 @@ def test_cli_bad_file_exits_nonzero_without_output(tmp_path):
     text = tmp_path / "export.mat"
     text.write_text("not matlab")
     out = tmp_path / "processed.h5"
-    r = subprocess.run(["neurotrain", "preprocess", "--system", "ei_rnn", "--raw", str(text), "--out", str(out)],
+    r = subprocess.run([NEUROTRAIN, "preprocess", "--system", "ei_rnn", "--raw", str(text), "--out", str(out)],
                        capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.strip().startswith("error:") and str(text) in r.stderr and "Traceback" not in r.stderr
@@ -142,8 +144,18 @@ def _write_bad(tmp_path, kind):
 def test_cli_bad_inputs(tmp_path, kind, needle):
     bad = _write_bad(tmp_path, kind)
     out = tmp_path / "out" / "processed.h5"
-    r = subprocess.run(["neurotrain", "preprocess", "--system", "ei_rnn", "--raw", str(bad), "--out", str(out)],
+    r = subprocess.run([NEUROTRAIN, "preprocess", "--system", "ei_rnn", "--raw", str(bad), "--out", str(out)],
                        capture_output=True, text=True)
     assert r.returncode == 2, r.stderr
     assert needle in r.stderr and str(bad) in r.stderr and "Traceback" not in r.stderr
     assert not out.exists() and not (out.parent.exists() and any(out.parent.iterdir()))
+
+
+def test_v73_empty_outputs_mean_no_outputs(tmp_path, cfg):
+    path = tmp_path / "d.mat"
+    write_mat(path, _vars(), "v7.3")
+    with h5py.File(path, "a") as fh:  # MATLAB writes `outputs = []` as its dimensions, flagged empty
+        ds = fh.create_dataset("outputs", data=np.array([0, 0], dtype=np.uint64))
+        ds.attrs["MATLAB_class"] = np.bytes_("double")
+        ds.attrs["MATLAB_empty"] = np.uint8(1)
+    assert load_mat_dataset(path, cfg["data"])["outputs"].shape == (6, 5, 0)

@@ -74,3 +74,13 @@ def test_psth_by_condition():
     x = np.arange(12, dtype=float).reshape(4, 3, 1)
     p = stats.psth_by_condition(x, np.array([0, 1, 0, 1]), 2)
     assert np.allclose(p[0, :, 0], (x[0, :, 0] + x[2, :, 0]) / 2)
+
+
+def test_ceiling_skips_single_trial_conditions():
+    rng = np.random.default_rng(3)
+    counts = rng.poisson(3.0, size=(9, 5, 4)).astype(float)
+    cond = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2])  # condition 2 has one trial
+    rel = stats.split_half_reliability(counts, cond, n_splits=5)
+    assert np.all(np.isfinite(rel["r_half"]))
+    only_single = stats.split_half_reliability(counts[:3], np.array([0, 1, 2]), n_splits=5)
+    assert np.all(np.isnan(only_single["ceiling"]))

@@ -114,3 +114,56 @@ def test_dt_mismatch_is_named(tiny_dataset, cfg, tmp_path):
     with pytest.raises(NeurotrainError, match="ei_rnn.model.dt"):
         run_training(_cfg(cfg), str(tiny_dataset["h5"]), str(tmp_path / "m"))
     assert not (tmp_path / "m").exists()
+
+
+def _interrupt_at(monkeypatch, epoch):
+    from neurotrain.systems import ei_rnn
+
+    original = ei_rnn.EIRNNTask.train_epoch
+    calls = {"n": 0}
+
+    def patched(self, rng, step):
+        calls["n"] += 1
+        if calls["n"] == epoch:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, rng, step)
+
+    monkeypatch.setattr(ei_rnn.EIRNNTask, "train_epoch", patched)
+    return lambda: monkeypatch.setattr(ei_rnn.EIRNNTask, "train_epoch", original)
+
+
+def test_cosmetic_change_still_resumes(tiny_dataset, cfg, tmp_path, monkeypatch):
+    out = tmp_path / "m"
+    restore = _interrupt_at(monkeypatch, 3)
+    with pytest.raises(Interrupted):
+        run_training(_cfg(cfg), str(tiny_dataset["h5"]), str(out))
+    restore()
+    c = _cfg(cfg, epochs=8)
+    c["training"]["log_every"] = 4
+    summary = run_training(c, str(tiny_dataset["h5"]), str(out))
+    assert summary["resumed_from_epoch"] == 3 and summary["total_epochs"] == 8
+
+
+def test_corrupt_last_checkpoint_falls_back_to_periodic(tiny_dataset, cfg, tmp_path, monkeypatch, caplog):
+    full = tmp_path / "full"
+    run_training(_cfg(cfg), str(tiny_dataset["h5"]), str(full))
+    out = tmp_path / "m"
+    restore = _interrupt_at(monkeypatch, 3)
+    with pytest.raises(Interrupted):
+        run_training(_cfg(cfg), str(tiny_dataset["h5"]), str(out))
+    restore()
+    last = out / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:100])  # a kill while writing would not do this (atomic), a disk fault might
+    summary = run_training(_cfg(cfg), str(tiny_dataset["h5"]), str(out))
+    assert summary["resumed_from_epoch"] == 2  # model_epoch2.pt
+    assert "Cannot resume from" in caplog.text
+    a, b = load_checkpoint(full / "model_final.pt"), load_checkpoint(out / "model_final.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_learning_rate_logged_is_the_one_used(tiny_dataset, cfg, tmp_path):
+    c = _cfg(cfg, epochs=8)
+    c["training"].update(lr_patience=0, lr_factor=0.5)  # cut the rate after every non-improving epoch
+    run_training(c, str(tiny_dataset["h5"]), str(tmp_path / "m"))
+    h = json.loads((tmp_path / "m" / "training_log.json").read_text())["history"]
+    assert h[0]["learning_rate"] == c["training"]["learning_rate"]

@@ -240,3 +240,15 @@ def test_missing_user_file_is_named(tmp_path):
     r = subprocess.run(["snakemake", "-n", "--configfile", "config/smoke.yaml", "config/missing.yaml"], cwd=wd,
                        capture_output=True, text=True, env=snakemake_env())
     assert r.returncode != 0 and "exports/absent.mat" in r.stdout + r.stderr
+
+
+def test_cli_analysis_bad_window_keeps_earlier_results(finished):
+    from conftest import NEUROTRAIN
+
+    run = finished / "results" / "ei_rnn"
+    before = (run / "metrics.json").read_bytes()
+    r = subprocess.run([NEUROTRAIN, "analyze", "--system", "ei_rnn", "--params", '{"analysis": {"fano_window_bins": 99}}',
+                        "--run-dir", str(run), "--data", str(finished / "data" / "processed" / "ei_rnn.h5")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "ei_rnn.analysis.fano_window_bins" in r.stderr and "Traceback" not in r.stderr
+    assert (run / "metrics.json").read_bytes() == before

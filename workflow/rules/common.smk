@@ -23,7 +23,7 @@ STAGE_CONFIG = {
     "ei_rnn": {
         "generate": ["data"],
         "preprocess": ["data"],
-        "train": ["data", "model", "loss", "training", "analysis.fano_window_bins"],
+        "train": ["data", "model", "loss", "training"],
         "extract": [],
         "analyze": ["analysis", "training.seed"],
         "figures": [],
@@ -40,8 +40,10 @@ STAGE_CODE = {
         "systems/{system}.py",
         "training/torch_loop.py",
         "training/checkpoint.py",
+        "data/{system}.py",
+        "analysis/stats.py",
     ],
-    "extract": ["stages/extract.py", "extraction/{system}.py"],
+    "extract": ["stages/extract.py", "extraction/{system}.py", "analysis/stats.py"],
     "analyze": ["stages/analyze.py", "analysis/{system}.py", "analysis/stats.py"],
     "figures": ["stages/figures.py", "figures/{system}.py", "figures/common.py"],
     "report": [

@@ -10,6 +10,10 @@ rule render_figures:
     input:
         summary="results/{system}/metrics.json",
         training_log="results/{system}/model/training_log.json",
+        run_config="results/{system}/model/config.json",
+        weights="results/{system}/weights",
+        outputs="results/{system}/outputs",
+        population="results/{system}/population",
         code=stage_code("figures"),
     output:
         directory("results/{system}/figures"),

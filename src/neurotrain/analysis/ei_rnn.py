@@ -2,7 +2,7 @@
 
 ``metrics/`` (all [N]): per_neuron_correlation (condition-resolved validation PSTH, model vs
 target), per_neuron_mean_rate_model/target (spikes/s), per_neuron_variance_model/target
-(temporal variance of the condition PSTHs, (spikes/s)^2), per_neuron_fano_model/target,
+(temporal variance of each condition's PSTH, averaged over conditions, (spikes/s)^2), per_neuron_fano_model/target,
 neuron_ei_labels (0=E, 1=I), noise_ceiling (sqrt of the Spearman-Brown split-half
 reliability), split_half_reliability, and per_neuron_correlation_truth when the teacher's
 rates are known.
@@ -17,13 +17,17 @@ on the target's condition PSTHs, stacked over conditions and time.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from ..data.ei_rnn import load_processed
+from ..errors import NeurotrainError
 from ..io import atomic_dir, load_npy, save_json, save_npy
 from . import stats
+
+log = logging.getLogger("neurotrain.analysis")
 
 
 def dale_violations(w_rec: np.ndarray, e_mask: np.ndarray) -> int:
@@ -36,6 +40,9 @@ def analyze(cfg: dict, run_dir: str, data_path: str, truth_path: str | None = No
     run = Path(run_dir)
     a = cfg["analysis"]
     data = load_processed(data_path)
+    if a["fano_window_bins"] > data["spikes"].shape[1]:
+        raise NeurotrainError("config key ei_rnn.analysis.fano_window_bins",
+                              f"{a['fano_window_bins']} bins is longer than a trial ({data['spikes'].shape[1]} bins in {data_path})")
     o = lambda name: load_npy(run / "outputs" / f"{name}.npy")  # noqa: E731
     w = lambda name: load_npy(run / "weights" / f"{name}.npy")  # noqa: E731
     model_c, target_c = o("val_model_psth_by_condition"), o("val_target_psth_by_condition")
@@ -57,8 +64,8 @@ def analyze(cfg: dict, run_dir: str, data_path: str, truth_path: str | None = No
         "per_neuron_correlation": corr,
         "per_neuron_mean_rate_model": model_c.mean((0, 1)),
         "per_neuron_mean_rate_target": target_c.mean((0, 1)),
-        "per_neuron_variance_model": model_c.var((0, 1)),
-        "per_neuron_variance_target": target_c.var((0, 1)),
+        "per_neuron_variance_model": model_c.var(axis=1).mean(0),
+        "per_neuron_variance_target": target_c.var(axis=1).mean(0),
         "per_neuron_fano_model": fano_m,
         "per_neuron_fano_target": fano_t,
         "neuron_ei_labels": labels,
@@ -95,7 +102,9 @@ def analyze(cfg: dict, run_dir: str, data_path: str, truth_path: str | None = No
 
     mean_corr = float(corr.mean())
     mean_ceiling = float(ceiling["ceiling"].mean())
-    frac = mean_corr / mean_ceiling if mean_ceiling > 0 else float("nan")
+    frac = mean_corr / mean_ceiling if mean_ceiling > 0 else float("nan")  # NaN: no ceiling
+    if not np.isfinite(mean_ceiling):
+        log.warning("No noise ceiling: every condition has a single validation trial (%s)", data_path)
     violations = dale_violations(w_rec, e_mask)
     summary = {
         "n_neurons": int(len(labels)), "n_exc": int(e_mask.sum()), "n_inh": int((~e_mask).sum()),

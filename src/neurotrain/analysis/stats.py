@@ -45,10 +45,16 @@ def split_half_reliability(counts: np.ndarray, conditions: np.ndarray, n_splits:
     half to all the trials, i.e. by n_trials / n_half, which is 2 for even counts: the
     correlation expected between two full-size PSTHs) and ``ceiling`` = sqrt(reliability), the
     expected correlation of a perfect model with the full-size PSTH. All [neurons].
+    Conditions with a single trial are left out; with none left, everything is NaN.
     """
     rng = np.random.default_rng(seed)
     conditions = np.asarray(conditions)
-    cond_values = np.unique(conditions)
+    values, counts_per = np.unique(conditions, return_counts=True)
+    cond_values = values[counts_per >= 2]  # a condition with one trial cannot be split
+    n_used = int(counts_per[counts_per >= 2].sum())
+    if len(cond_values) == 0:
+        nan = np.full(counts.shape[-1], np.nan)
+        return {"r_half": nan, "reliability": nan, "ceiling": nan}
     rs = []
     n_half = 0
     for _ in range(n_splits):
@@ -64,7 +70,7 @@ def split_half_reliability(counts: np.ndarray, conditions: np.ndarray, n_splits:
     r_half = np.mean(rs, axis=0)
     # Step up from a half (h trials per condition) to all trials (odd counts leave one out of
     # the halves): factor = all trials / trials in one half.
-    rel = spearman_brown(r_half, factor=len(conditions) / max(n_half, 1))
+    rel = spearman_brown(r_half, factor=n_used / n_half)
     return {"r_half": r_half, "reliability": rel, "ceiling": np.sqrt(np.clip(rel, 0.0, None))}
 
 

@@ -26,6 +26,7 @@ val_target_rates.npy             [n_val_trials, n_time, N]           spike count
 val_model_psth.npy               [n_time, N]                         model rates averaged over all trials
 val_target_psth.npy              [n_time, N]                         target averaged over all trials
 val_trial_conditions.npy         [n_val_trials]                      condition index (0-based)
+condition_values.npy             [n_conditions]                      the data file's label of each index
 val_model_psth_by_condition.npy  [n_conditions, n_time, N]           model PSTH per condition
 val_target_psth_by_condition.npy [n_conditions, n_time, N]           target PSTH per condition
 val_model_outputs.npy            [n_val_trials, n_time, n_outputs]   model task outputs
@@ -99,6 +100,7 @@ def extract(cfg: dict, model_dir: str, data_path: str, out_dir: str) -> None:
         save_npy(o / "val_model_psth.npy", model_rates.mean(0))
         save_npy(o / "val_target_psth.npy", target_rates.mean(0))
         save_npy(o / "val_trial_conditions.npy", cond)
+        save_npy(o / "condition_values.npy", data["condition_values"])
         save_npy(o / "val_model_psth_by_condition.npy", psth_by_condition(model_rates, cond, C))
         save_npy(o / "val_target_psth_by_condition.npy", psth_by_condition(target_rates, cond, C))
         save_npy(o / "val_model_outputs.npy", outputs.numpy())

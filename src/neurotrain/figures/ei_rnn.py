@@ -187,6 +187,10 @@ def _pca_space(real_c, model_c, path):
 def _fano(fm, ft, e, path):
     fig, ax = plt.subplots(1, 2, figsize=(11, 4.5))
     ok = np.isfinite(fm) & np.isfinite(ft) & (fm > 0) & (ft > 0)
+    if not ok.any():
+        ax[0].text(0.5, 0.5, "no neuron with spikes in both model and data", ha="center", transform=ax[0].transAxes)
+        save_figure(fig, path)
+        return
     ax[0].scatter(ft[ok & e], fm[ok & e], color=E_COLOR, label="E", s=18)
     ax[0].scatter(ft[ok & ~e], fm[ok & ~e], color=I_COLOR, label="I", s=18)
     lo, hi = min(fm[ok].min(), ft[ok].min()) * 0.9, max(fm[ok].max(), ft[ok].max()) * 1.1

@@ -188,6 +188,7 @@ def output_loss(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- training task
+MONITOR_FANO_WINDOW_S = 0.1
 MODEL_KEYS = ("input_embed_dim", "input_embed_type", "attention_heads", "attention_dim", "learnable_h0",
               "h0_init", "tau", "noise_scale", "dt", "spectral_radius")
 
@@ -207,7 +208,10 @@ class EIRNNTask:
 
     def __init__(self, data: dict, cfg: dict, device: torch.device, eval_seed: int = 0):
         self.device = device
-        self.loss_cfg, self.analysis_cfg = cfg["loss"], cfg["analysis"]
+        self.loss_cfg = cfg["loss"]
+        # Training-time Fano factors (every detail_every epochs) count spikes in 100 ms windows;
+        # the analysis stage's window is ei_rnn.analysis.fano_window_bins.
+        self.fano_window = max(1, min(int(round(MONITOR_FANO_WINDOW_S / data["dt"])), data["spikes"].shape[1]))
         self.batch_size = cfg["training"]["batch_size"]
         self.eval_seed = eval_seed
         t = lambda a, dtype=torch.float32: torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
@@ -294,7 +298,7 @@ class EIRNNTask:
         g = torch.Generator(device=self.device).manual_seed(self.eval_seed + 1)
         counts = torch.poisson(rates, generator=g).cpu().numpy()
         cond = self.conditions[vi].cpu().numpy()
-        wb = self.analysis_cfg["fano_window_bins"]
+        wb = self.fano_window
         h0 = self.model.h0.detach().cpu().numpy()
         e = self.ei_labels == 0
         return {"per_neuron_correlations": corr.tolist(), "E_mean_corr": float(corr[e].mean()),
@@ -327,7 +331,7 @@ def run_training(cfg: dict, data_path: str, out_dir: str, threads: int = 0) -> d
 
     from ..data.ei_rnn import load_processed
     from ..errors import NeurotrainError
-    from ..io import save_json, sha256_file
+    from ..io import sha256_file
     from ..training.torch_loop import LoopConfig, pick_device, train
 
     if threads > 0:
@@ -338,20 +342,20 @@ def run_training(cfg: dict, data_path: str, out_dir: str, threads: int = 0) -> d
         raise NeurotrainError("config key ei_rnn.model.dt",
                               f"{cfg['model']['dt']} ms does not match the data's bin width {data_dt_ms:g} ms ({data_path})")
     tc = cfg["training"]
+    if tc["device"] == "cuda" and not torch.cuda.is_available():
+        raise NeurotrainError("config key ei_rnn.training.device", "cuda requested but torch sees no CUDA device")
     device = pick_device(tc["device"])
     torch.manual_seed(tc["seed"])  # model initialisation is seeded
     task = EIRNNTask(data, cfg, device, eval_seed=tc["seed"] + 1)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     data_sha = sha256_file(data_path)
     record = {k: cfg[k] for k in ("data", "model", "loss", "training")}
-    record["analysis"] = {"fano_window_bins": cfg["analysis"]["fano_window_bins"]}
-    save_json(out / "config.json", {"system": "ei_rnn", "config": record, "model_config": task.model_config,
-                                    "device": str(device), "data": str(data_path), "data_sha256": data_sha,
-                                    "n_train_trials": len(task.train_idx), "n_val_trials": len(task.val_idx),
-                                    "versions": {"torch": torch.__version__, "numpy": np.__version__}})
+    run_record = {"system": "ei_rnn", "model_config": task.model_config, "device": str(device),
+                  "data": str(data_path), "data_sha256": data_sha, "n_train_trials": len(task.train_idx),
+                  "n_val_trials": len(task.val_idx),
+                  "versions": {"torch": torch.__version__, "numpy": np.__version__}}
     loop = LoopConfig(max_epochs=tc["max_epochs"], patience=tc["patience"], learning_rate=tc["learning_rate"],
                       lr_factor=tc["lr_factor"], lr_patience=tc["lr_patience"], min_lr=tc["min_lr"],
                       gradient_clip=tc["gradient_clip"], seed=tc["seed"], checkpoint_every=tc["checkpoint_every"],
                       log_every=tc["log_every"], detail_every=tc["detail_every"])
-    return train(task, loop, out, record, data_sha)
+    return train(task, loop, out, record, data_sha, run_record)

@@ -8,7 +8,8 @@ per-epoch log and the console output.
 Files under ``out_dir`` (``results/<system>/model``)::
 
     model_best.pt, model_final.pt   declared outputs: {"model", "model_config", "epoch", ...}
-    training_log.json               {"history": [per-epoch dicts], "summary": {...}}
+    training_log.json               {"history": [per-epoch dicts], "summary": {...}}; rewritten at
+                                    every checkpoint while training (summary {"in_progress": true})
     config.json                     the system's config, versions, device, data fingerprint
     checkpoints/model_epoch{N}.pt   full training state every ``checkpoint_every`` epochs
     checkpoints/last.pt             resume state (undeclared, so Snakemake never deletes it)
@@ -16,6 +17,7 @@ Files under ``out_dir`` (``results/<system>/model``)::
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -32,7 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..errors import Interrupted
+from ..errors import Interrupted, NeurotrainError
 from ..io import save_json
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
 
@@ -83,8 +85,19 @@ def pick_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
-def fingerprint(config: dict, data_sha: str) -> str:
-    blob = json.dumps({"config": config, "data": data_sha}, sort_keys=True).encode()
+# Training keys that change neither the trajectory nor the result up to the epoch reached:
+# a run interrupted under one value resumes under another.
+RESUME_NEUTRAL_KEYS = ("max_epochs", "patience", "log_every", "detail_every", "checkpoint_every", "device")
+
+
+def fingerprint(config: dict, data_sha: str, model: torch.nn.Module) -> str:
+    """Identity of a training run for resuming: the config that shapes the trajectory, the
+    data and the model's parameter names and shapes."""
+    cfg = copy.deepcopy(config)
+    for k in RESUME_NEUTRAL_KEYS:
+        cfg.get("training", {}).pop(k, None)
+    params = {k: list(v.shape) for k, v in model.state_dict().items()}
+    blob = json.dumps({"config": cfg, "data": data_sha, "params": params}, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -132,35 +145,68 @@ class _SignalGuard:
             signal.signal(sig, old)
 
 
-def train(task: TorchTask, cfg: LoopConfig, out_dir: str | Path, config_record: dict, data_sha: str) -> dict:
-    """Train ``task.model`` to completion (or early stop), resuming from ``checkpoints/last.pt``
-    when it holds a run with the same config and data. Returns the summary dict."""
+OUTPUTS = ("model_best.pt", "model_final.pt", "training_log.json", "config.json")
+
+
+def _resume_candidates(ckpt_dir: Path) -> list[Path]:
+    """``last.pt`` first, then the periodic checkpoints, newest first."""
+    periodic = sorted(ckpt_dir.glob("model_epoch*.pt"), key=lambda p: int(p.stem.removeprefix("model_epoch")),
+                      reverse=True)
+    return ([ckpt_dir / "last.pt"] if (ckpt_dir / "last.pt").is_file() else []) + periodic
+
+
+def train(task: TorchTask, cfg: LoopConfig, out_dir: str | Path, config_record: dict, data_sha: str,
+          run_record: dict | None = None) -> dict:
+    """Train ``task.model`` to completion (or early stop) and write the files listed in the
+    module docstring; ``run_record`` goes into ``config.json``.
+
+    Resumes from ``checkpoints/last.pt`` (or, if that is unreadable, the newest
+    ``model_epoch{N}.pt``) when it holds a run with the same fingerprint; otherwise starts
+    fresh and removes the stale checkpoints. Returns the summary dict.
+    """
     out = Path(out_dir)
     ckpt_dir = out / "checkpoints"
     last = ckpt_dir / "last.pt"
-    fp = fingerprint(config_record, data_sha)
+    for name in OUTPUTS:  # never leave a previous run's outputs beside this run's
+        (out / name).unlink(missing_ok=True)
     np_rng = seed_everything(cfg.seed)
     model = task.model
+    fp = fingerprint(config_record, data_sha, model)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.lr_factor,
                                                        patience=cfg.lr_patience, min_lr=cfg.min_lr)
     sign = 1.0 if cfg.monitor_mode == "max" else -1.0
+    fresh_model = {k: v.clone() for k, v in model.state_dict().items()}
+    fresh_opt = copy.deepcopy(opt.state_dict())
+    fresh_sched = copy.deepcopy(sched.state_dict())
     state = {"epoch": 0, "best_score": -math.inf, "best_epoch": 0, "best_model": None, "best_metrics": {},
              "bad_epochs": 0, "history": [], "elapsed": 0.0, "resumed_from": None}
 
-    if last.is_file():
-        ck = load_checkpoint(last)
-        if ck.get("fingerprint") == fp:
+    for cand in _resume_candidates(ckpt_dir) if ckpt_dir.is_dir() else []:
+        try:
+            ck = load_checkpoint(cand)
+            if ck.get("fingerprint") != fp:
+                log.warning("Not resuming from %s: it belongs to another config, dataset or model", cand)
+                break
             model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["optimizer"])
             sched.load_state_dict(ck["scheduler"])
             set_rng_state(ck["rng"], np_rng)
             state.update(ck["loop"])
-            state["resumed_from"] = state["epoch"]
-            log.info("Resuming from %s at epoch %d", last, state["epoch"])
-        else:
-            log.info("Ignoring %s: it belongs to another config or dataset; starting fresh", last)
+        except (NeurotrainError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+            log.warning("Cannot resume from %s (%s); trying an older checkpoint", cand, exc)
+            model.load_state_dict(fresh_model)
+            opt.load_state_dict(fresh_opt)
+            sched.load_state_dict(fresh_sched)
+            np_rng = seed_everything(cfg.seed)
+            continue
+        state["resumed_from"] = state["epoch"]
+        log.info("Resuming from %s at epoch %d", cand, state["epoch"])
+        break
     if state["resumed_from"] is None and ckpt_dir.exists():
+        stale = sorted(p.name for p in ckpt_dir.iterdir())
+        if stale:
+            log.warning("Starting fresh: removing stale checkpoints %s", ", ".join(stale))
         shutil.rmtree(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
 
@@ -189,8 +235,8 @@ def train(task: TorchTask, cfg: LoopConfig, out_dir: str | Path, config_record: 
                 model.eval()
                 with torch.no_grad():
                     val = task.evaluate()
+                lr = opt.param_groups[0]["lr"]  # the rate this epoch trained with
                 sched.step(val["val_loss"])
-                lr = opt.param_groups[0]["lr"]
                 row = {"epoch": epoch, **losses, **val, "learning_rate": lr, "epoch_time": time.perf_counter() - t0}
                 if not all(math.isfinite(v) for v in row.values() if isinstance(v, float)):
                     raise FloatingPointError(f"loss diverged at epoch {epoch}: {row}")
@@ -218,6 +264,7 @@ def train(task: TorchTask, cfg: LoopConfig, out_dir: str | Path, config_record: 
                     full = full_state()
                     save_checkpoint(saved, full)
                     save_checkpoint(last, full)
+                    save_json(out / "training_log.json", {"history": state["history"], "summary": {"in_progress": True}})
                 if epoch % cfg.detail_every == 0:
                     lines = [f"=== Epoch {epoch} Detailed Report ==="] + ["  " + s for s in task.format_detail(row)]
                     if saved is not None:
@@ -256,6 +303,7 @@ def train(task: TorchTask, cfg: LoopConfig, out_dir: str | Path, config_record: 
     save_checkpoint(out / "model_best.pt", {"model": state["best_model"], "epoch": state["best_epoch"],
                                              "metrics": state["best_metrics"], **common})
     save_json(out / "training_log.json", {"history": history, "summary": summary})
+    save_json(out / "config.json", {**(run_record or {}), "config": config_record, "fingerprint": fp})
     last.unlink(missing_ok=True)
 
     banner = "=" * 80
