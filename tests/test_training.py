@@ -167,3 +167,20 @@ def test_learning_rate_logged_is_the_one_used(tiny_dataset, cfg, tmp_path):
     run_training(c, str(tiny_dataset["h5"]), str(tmp_path / "m"))
     h = json.loads((tmp_path / "m" / "training_log.json").read_text())["history"]
     assert h[0]["learning_rate"] == c["training"]["learning_rate"]
+
+
+def test_two_processes_give_identical_weights(tiny_dataset, tmp_path):
+    import subprocess
+
+    from conftest import NEUROTRAIN
+
+    params = json.dumps({"training": {"max_epochs": 3, "checkpoint_every": 3, "detail_every": 3},
+                         "data": {"embedded": {"n_exc": 8, "n_inh": 4, "n_conditions": 3, "trials_per_condition": 8,
+                                               "n_time": 16}},
+                         "model": {"input_embed_dim": 8, "attention_dim": 4}})
+    for name in ("a", "b"):
+        r = subprocess.run([NEUROTRAIN, "train", "--system", "ei_rnn", "--params", params, "--data",
+                            str(tiny_dataset["h5"]), "--out-dir", str(tmp_path / name)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    a, b = load_checkpoint(tmp_path / "a" / "model_final.pt"), load_checkpoint(tmp_path / "b" / "model_final.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
