@@ -13,7 +13,8 @@ PKG = ROOT / "src" / "neurotrain"
 # import name -> distribution name
 DIST = {"yaml": "pyyaml", "sklearn": "scikit-learn", "jinja2": "jinja2", "h5py": "h5py", "numpy": "numpy",
         "scipy": "scipy", "torch": "torch", "matplotlib": "matplotlib", "jsonschema": "jsonschema",
-        "tqdm": "tqdm", "pandas": "pandas", "jax": "jax", "optax": "optax", "cebra": "cebra", "pynwb": "pynwb"}
+        "tqdm": "tqdm", "pandas": "pandas", "jax": "jax", "optax": "optax", "cebra": "cebra", "pynwb": "pynwb",
+        "joblib": "joblib"}
 
 
 def _lock() -> dict:
@@ -100,17 +101,17 @@ def test_envs_pinned_to_lock():
             assert lock.get(pkg) == version, f"envs/{name}.yaml pins {pkg}=={version}, lock has {lock.get(pkg)}"
 
 
-@pytest.mark.parametrize("system", ["ei_rnn"])
+@pytest.mark.parametrize("system", ["ei_rnn", "cebra"])
 def test_each_rule_env_holds_its_imports(system):
     from neurotrain.registry import SYSTEMS
 
     framework = SYSTEMS[system]["framework"]
     stage_env = _rule_stages()
-    assert set(stage_env) == {"generate", "preprocess", "train", "extract", "analyze", "figures", "report"}
+    assert set(stage_env) == {"generate", "fetch", "preprocess", "train", "extract", "analyze", "figures", "report"}
     for stage, env in stage_env.items():
         env = env.format(framework=framework)
         mods = {f"neurotrain.stages.{stage}"}
-        if stage != "report":
+        if stage in SYSTEMS[system]:
             mods.add(SYSTEMS[system][stage].split(":")[0])
         needed = set().union(*(third_party_imports(m) for m in mods))
         have = set(_env_packages(env))

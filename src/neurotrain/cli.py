@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-STAGES = ("generate", "preprocess", "train", "extract", "analyze", "figures", "report")
+STAGES = ("generate", "fetch", "preprocess", "train", "extract", "analyze", "figures", "report")
 
 
 def main(argv=None) -> int:

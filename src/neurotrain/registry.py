@@ -5,6 +5,7 @@ never imports JAX and the Snakefile can read this file without heavy imports. Ev
 function takes the system's validated config block first:
 
     generate(cfg, out_dir)                     embedded dataset + ground truth into out_dir
+    fetch(cfg, filename, out)                  one file of a real dataset, checksum verified
     preprocess(cfg, raw, out)                  raw file -> processed HDF5
     train(cfg, data, out_dir, threads)         -> model/ (checkpoints, training_log.json, config.json)
     extract(cfg, model_dir, data, out_dir)     -> weights/, outputs/
@@ -30,6 +31,17 @@ SYSTEMS: dict[str, dict[str, str]] = {
         "figures": "neurotrain.figures.ei_rnn:render",
         "template": "ei_rnn.md.j2",
     },
+    "cebra": {
+        "framework": "torch",
+        "generate": "neurotrain.data.cebra:generate_embedded",
+        "fetch": "neurotrain.data.cebra:fetch_file",
+        "preprocess": "neurotrain.data.cebra:preprocess_raw",
+        "train": "neurotrain.systems.cebra:run_training",
+        "extract": "neurotrain.extraction.cebra:extract",
+        "analyze": "neurotrain.analysis.cebra:analyze",
+        "figures": "neurotrain.figures.cebra:render",
+        "template": "cebra.md.j2",
+    },
 }
 
 
@@ -37,5 +49,7 @@ def entry(system: str, stage: str) -> Callable:
     """The function implementing ``stage`` for ``system``."""
     if system not in SYSTEMS:
         raise NeurotrainError(f"system {system!r}", f"unknown system (known: {', '.join(sorted(SYSTEMS))})")
+    if stage not in SYSTEMS[system]:
+        raise NeurotrainError(f"system {system!r}", f"has no {stage} stage")
     module, func = SYSTEMS[system][stage].split(":")
     return getattr(importlib.import_module(module), func)

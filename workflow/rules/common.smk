@@ -22,10 +22,21 @@ shell.prefix(_PREFIX)
 STAGE_CONFIG = {
     "ei_rnn": {
         "generate": ["data"],
+        "fetch": [],
         "preprocess": ["data"],
         "train": ["data", "model", "loss", "training"],
         "extract": [],
         "analyze": ["analysis", "training.seed"],
+        "figures": [],
+        "report": [],
+    },
+    "cebra": {
+        "generate": ["data.embedded"],
+        "fetch": ["data.rat"],
+        "preprocess": ["data"],
+        "train": ["data", "model", "training"],
+        "extract": [],
+        "analyze": ["analysis"],
         "figures": [],
         "report": [],
     },
@@ -34,6 +45,7 @@ STAGE_CONFIG = {
 # Package modules each stage runs, per system ("{system}" is filled in).
 STAGE_CODE = {
     "generate": ["stages/generate.py", "data/{system}.py"],
+    "fetch": ["stages/fetch.py", "data/fetch.py"],
     "preprocess": ["stages/preprocess.py", "data/{system}.py"],
     "train": [
         "stages/train.py",
@@ -52,12 +64,16 @@ STAGE_CODE = {
         "reports/templates/{system}.md.j2",
     ],
 }
-EXTRA_CODE = {"ei_rnn": {"preprocess": ["data/matlab.py"]}}
+EXTRA_CODE = {
+    "ei_rnn": {"preprocess": ["data/matlab.py"]},
+    "cebra": {"preprocess": ["data/fetch.py"]},
+}
 
 # Conda environment of each stage, per framework of the system's model.
-FRAMEWORK = {"ei_rnn": "torch"}
+FRAMEWORK = {"ei_rnn": "torch", "cebra": "torch"}
 STAGE_ENV = {
     "generate": "analysis",
+    "fetch": "analysis",
     "preprocess": "analysis",
     "train": "{framework}",
     "extract": "{framework}",
@@ -125,16 +141,38 @@ def stage_env(stage):
     return env
 
 
+# Real-data sources: files downloaded by fetch_dataset (names from the config), or the
+# user's own files (config keys holding a path or a list of paths).
+DOWNLOADS = {
+    ("cebra", "rat"): lambda data: [f"{name}.jl.gz" for name in data["rat"]["names"]],
+}
+USER_FILES = {
+    ("ei_rnn", "mat"): ("path",),
+    ("cebra", "nwb"): ("nwb", "paths"),
+}
+
+
 def raw_dataset(wildcards):
-    """The raw input of preprocess: the generated folder, or the user's file."""
-    data = config[wildcards.system]["data"]
-    if data["source"] == "embedded":
-        return f"data/raw/{wildcards.system}/embedded"
-    if not data.get("path"):
-        raise ValueError(
-            f"config key {wildcards.system}.data.path: required when source is {data['source']!r}"
-        )
-    return data["path"]
+    """The raw input(s) of preprocess: the generated folder, downloads, or the user's files."""
+    system = wildcards.system
+    data = config[system]["data"]
+    source = data["source"]
+    if source == "embedded":
+        return [f"data/raw/{system}/embedded"]
+    if (system, source) in DOWNLOADS:
+        return [
+            f"data/raw/{system}/download/{name}"
+            for name in DOWNLOADS[(system, source)](data)
+        ]
+    keys = USER_FILES[(system, source)]
+    value = data
+    for k in keys:
+        value = value.get(k) if isinstance(value, dict) else None
+    paths = [value] if isinstance(value, str) else list(value or [])
+    if not paths:
+        key = ".".join((system, "data") + keys)
+        raise ValueError(f"config key {key}: required when source is {source!r}")
+    return paths
 
 
 def ground_truth(wildcards):

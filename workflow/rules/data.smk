@@ -4,6 +4,7 @@
 
 localrules:
     generate_dataset,
+    fetch_dataset,
 
 
 rule generate_dataset:
@@ -49,3 +50,25 @@ rule preprocess_dataset:
     shell:
         "python -m neurotrain.stages.preprocess --system {wildcards.system} --params {params.cfg:q}"
         " --raw {input.raw:q} --out {output} > {log} 2>&1"
+
+
+rule fetch_dataset:
+    input:
+        code=stage_code("fetch"),
+    output:
+        "data/raw/{system}/download/{filename}",
+    log:
+        "results/logs/{system}/fetch_dataset_{filename}.log",
+    benchmark:
+        "results/benchmarks/{system}/fetch_dataset_{filename}.tsv"
+    conda:
+        stage_env("fetch")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=60,
+    params:
+        cfg=stage_params("fetch"),
+    shell:
+        "python -m neurotrain.stages.fetch --system {wildcards.system} --params {params.cfg:q}"
+        " --name {wildcards.filename} --out {output} > {log} 2>&1"

@@ -11,7 +11,7 @@ DOC = __doc__
 
 
 def add_args(p):
-    p.add_argument("--raw", required=True, help="raw dataset: a file, or the folder `generate` wrote")
+    p.add_argument("--raw", required=True, nargs="+", help="raw dataset: file(s), or the folder `generate` wrote")
     p.add_argument("--out", required=True, help="processed HDF5 to write, e.g. data/processed/ei_rnn.h5")
 
 

@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 import random
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +35,11 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict:
 
 
 def rng_state(np_rng: np.random.Generator) -> dict:
-    """Every random generator the training loop draws from: torch, numpy, python."""
-    state = {"torch": torch.get_rng_state(), "numpy": np_rng.bit_generator.state, "python": random.getstate()}
+    """Every random generator training draws from: torch, the loop's numpy Generator, numpy's
+    global stream, python's ``random``."""
+    legacy = np.random.get_state()  # numpy's global stream (CEBRA's samplers draw from it)
+    state = {"torch": torch.get_rng_state(), "numpy": np_rng.bit_generator.state, "python": random.getstate(),
+             "numpy_global": [legacy[0], legacy[1].tolist(), int(legacy[2]), int(legacy[3]), float(legacy[4])]}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -41,6 +48,8 @@ def rng_state(np_rng: np.random.Generator) -> dict:
 def set_rng_state(state: dict, np_rng: np.random.Generator) -> None:
     torch.set_rng_state(state["torch"])
     np_rng.bit_generator.state = state["numpy"]
+    g = state["numpy_global"]
+    np.random.set_state((g[0], np.asarray(g[1], dtype=np.uint32), g[2], g[3], g[4]))
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     if "cuda" in state and torch.cuda.is_available():
@@ -53,3 +62,39 @@ def seed_everything(seed: int) -> np.random.Generator:
     np.random.seed(seed)
     torch.manual_seed(seed)
     return np.random.default_rng(seed)
+
+
+# Training keys that change neither the trajectory nor the result up to the epoch reached:
+# a run interrupted under one value resumes under another.
+RESUME_NEUTRAL_KEYS = ("max_epochs", "max_steps", "patience", "log_every", "detail_every", "checkpoint_every", "device")
+
+
+def fingerprint(config: dict, data_sha: str, state: dict) -> str:
+    """Identity of a training run for resuming: the config that shapes the trajectory, the
+    data and the model's parameter names and shapes (``state`` is a state dict)."""
+    cfg = copy.deepcopy(config)
+    for k in RESUME_NEUTRAL_KEYS:
+        cfg.get("training", {}).pop(k, None)
+    params = {k: list(v.shape) for k, v in state.items()}
+    blob = json.dumps({"config": cfg, "data": data_sha, "params": params}, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+class SignalGuard:
+    """Turn SIGINT/SIGTERM into a flag that the loop checks at epoch boundaries."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)

@@ -18,12 +18,9 @@ Files under ``out_dir`` (``results/<system>/model``)::
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import logging
 import math
 import shutil
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -36,7 +33,8 @@ from tqdm import tqdm
 
 from ..errors import Interrupted, NeurotrainError
 from ..io import save_json
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
+from .checkpoint import (SignalGuard, fingerprint, load_checkpoint, rng_state, save_checkpoint, seed_everything,
+                         set_rng_state)
 
 log = logging.getLogger("neurotrain.train")
 
@@ -85,22 +83,6 @@ def pick_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
-# Training keys that change neither the trajectory nor the result up to the epoch reached:
-# a run interrupted under one value resumes under another.
-RESUME_NEUTRAL_KEYS = ("max_epochs", "patience", "log_every", "detail_every", "checkpoint_every", "device")
-
-
-def fingerprint(config: dict, data_sha: str, model: torch.nn.Module) -> str:
-    """Identity of a training run for resuming: the config that shapes the trajectory, the
-    data and the model's parameter names and shapes."""
-    cfg = copy.deepcopy(config)
-    for k in RESUME_NEUTRAL_KEYS:
-        cfg.get("training", {}).pop(k, None)
-    params = {k: list(v.shape) for k, v in model.state_dict().items()}
-    blob = json.dumps({"config": cfg, "data": data_sha, "params": params}, sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
 def _fmt_duration(seconds: float) -> str:
     s = int(round(seconds))
     h, rem = divmod(s, 3600)
@@ -123,26 +105,6 @@ class _EpochBar(tqdm):
         d = super().format_dict
         d["metrics"] = self.metrics
         return d
-
-
-class _SignalGuard:
-    """Turn SIGINT/SIGTERM into a flag that the loop checks at epoch boundaries."""
-
-    def __init__(self):
-        self.signum: int | None = None
-        self._old = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.signum = signum
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
 
 OUTPUTS = ("model_best.pt", "model_final.pt", "training_log.json", "config.json")
@@ -171,7 +133,7 @@ def train(task: TorchTask, cfg: LoopConfig, out_dir: str | Path, config_record: 
         (out / name).unlink(missing_ok=True)
     np_rng = seed_everything(cfg.seed)
     model = task.model
-    fp = fingerprint(config_record, data_sha, model)
+    fp = fingerprint(config_record, data_sha, model.state_dict())
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.lr_factor,
                                                        patience=cfg.lr_patience, min_lr=cfg.min_lr)
@@ -225,7 +187,7 @@ def train(task: TorchTask, cfg: LoopConfig, out_dir: str | Path, config_record: 
     bar = _EpochBar(total=cfg.max_epochs, initial=state["epoch"], dynamic_ncols=True,
                mininterval=1.0 if sys.stderr.isatty() else 30.0,
                bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}] {metrics}")
-    with _SignalGuard() as guard:
+    with SignalGuard() as guard:
         try:
             while state["epoch"] < cfg.max_epochs:
                 epoch = state["epoch"] + 1

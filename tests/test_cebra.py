@@ -1,0 +1,306 @@
+"""The cebra system: data sources (embedded, rat download, NWB), bad input, model sharing,
+training/resume with the cebra solver, analysis pieces."""
+
+import gzip
+import hashlib
+import http.server
+import io
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+
+import h5py
+import joblib
+import numpy as np
+import pytest
+import torch
+
+from neurotrain.analysis.cebra import consistency_matrix
+from neurotrain.config import validate
+from neurotrain.data import cebra as dc
+from neurotrain.data.fetch import download
+from neurotrain.errors import Interrupted, NeurotrainError
+
+SMOKE = {"data": {"embedded": {"n_neurons": [10, 12, 14], "n_time": 400}, "min_session_bins": 50},
+         "model": {"num_units": 16, "output_dim": 3},
+         "training": {"max_steps": 6, "batch_size": 64, "checkpoint_every": 2},
+         "analysis": {"knn_neighbors": 5, "consistency_bins": 10}}
+
+
+@pytest.fixture()
+def ccfg():
+    return validate({"cebra": json.loads(json.dumps(SMOKE))})["cebra"]
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory):
+    cfg = validate({"cebra": json.loads(json.dumps(SMOKE))})["cebra"]
+    d = tmp_path_factory.mktemp("cebra")
+    dc.generate_embedded(cfg, d / "raw")
+    dc.preprocess_raw(cfg, [d / "raw"], d / "p.h5")
+    return d
+
+
+# ----------------------------------------------------------------------------- downloads
+class _Server:
+    """A tiny HTTP server on 127.0.0.1 serving files from a dict; can fail the first requests."""
+
+    def __init__(self, files: dict, fail_first: int = 0):
+        self.files, self.fail_left, self.hits = files, fail_first, 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.hits += 1
+                name = self.path.lstrip("/")
+                if outer.fail_left > 0:
+                    outer.fail_left -= 1
+                    self.send_response(503); self.end_headers(); return
+                if name not in outer.files:
+                    self.send_response(404); self.end_headers(); return
+                body = outer.files[name]
+                self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+
+
+def _rat_file(T=300, N=7, seed=0) -> bytes:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    joblib.dump({"spikes": rng.poisson(0.5, (T, N)).astype(np.float32),
+                 "position": np.c_[np.linspace(0, 1.6, T), np.ones(T), np.zeros(T)].astype(np.float32)}, buf)
+    return gzip.compress(buf.getvalue())
+
+
+def test_download_checks_md5_retries_and_is_atomic(tmp_path):
+    body = b"x" * 5000
+    md5 = hashlib.md5(body).hexdigest()
+    srv = _Server({"a.bin": body}, fail_first=1)
+    try:
+        out = download(f"{srv.url}/a.bin", tmp_path / "a.bin", md5, retries=3, backoff=0)
+        assert out.read_bytes() == body and srv.hits == 2  # one 503, then success
+        with pytest.raises(NeurotrainError, match="checksum mismatch") as exc:
+            download(f"{srv.url}/a.bin", tmp_path / "b.bin", "0" * 32, retries=2, backoff=0)
+        assert "download failed after 2 attempts" in str(exc.value)
+        with pytest.raises(NeurotrainError, match="404"):
+            download(f"{srv.url}/missing.bin", tmp_path / "c.bin", md5, retries=1, backoff=0)
+    finally:
+        srv.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"], "no partial or temporary files"
+
+
+def test_rat_source_end_to_end_from_local_server(tmp_path, ccfg):
+    files = {f"{n}.jl.gz": _rat_file(seed=i) for i, n in enumerate(["achilles", "buddy"])}
+    srv = _Server(files)
+    try:
+        ccfg["data"].update(source="rat")
+        ccfg["data"]["rat"].update(names=["achilles", "buddy"], url=srv.url + "/{name}.jl.gz",
+                                   md5={n.removesuffix(".jl.gz"): hashlib.md5(b).hexdigest() for n, b in files.items()})
+        for name in files:
+            dc.fetch_file(ccfg, name, tmp_path / name)
+    finally:
+        srv.close()
+    dc.preprocess_raw(ccfg, [tmp_path / n for n in files], tmp_path / "p.h5")
+    d = dc.load_processed(tmp_path / "p.h5")
+    assert d["names"] == ["achilles", "buddy"] and d["sessions"][0]["spikes"].shape == (300, 7)
+    assert d["sessions"][0]["behavior"].shape == (300, 3) and d["dt"] == 0.025
+
+
+def test_rat_pickle_not_opened_without_checksum(tmp_path, ccfg, monkeypatch):
+    path = tmp_path / "achilles.jl.gz"
+    path.write_bytes(_rat_file())
+    opened = []
+    monkeypatch.setattr(joblib, "load", lambda *a, **k: opened.append(1))
+    with pytest.raises(NeurotrainError, match="checksum mismatch") as exc:
+        dc.load_rat(path, "0" * 32)
+    assert str(path) in str(exc.value) and not opened
+
+
+def test_corrupt_joblib_named(tmp_path):
+    path = tmp_path / "buddy.jl.gz"
+    path.write_bytes(gzip.compress(b"not a pickle"))
+    with pytest.raises(NeurotrainError, match="corrupt joblib") as exc:
+        dc.load_rat(path, hashlib.md5(path.read_bytes()).hexdigest())
+    assert str(path) in str(exc.value)
+
+
+# ----------------------------------------------------------------------------- NWB
+def _nwb(path: Path, n_units=5, seconds=20.0, seed=0):
+    from datetime import datetime, timezone
+
+    from pynwb import NWBHDF5IO, NWBFile
+    from pynwb.behavior import Position
+
+    rng = np.random.default_rng(seed)
+    nwb = NWBFile(session_description="test", identifier=f"id{seed}", session_start_time=datetime(2020, 1, 1, tzinfo=timezone.utc))
+    for _ in range(n_units):
+        nwb.add_unit(spike_times=np.sort(rng.uniform(0, seconds, 200)))
+    pos = Position(name="Position")
+    t = np.arange(0, seconds, 0.01)
+    pos.create_spatial_series(name="position", data=np.sin(t)[:, None], timestamps=t, reference_frame="track")
+    nwb.create_processing_module("behavior", "behaviour").add(pos)
+    with NWBHDF5IO(str(path), "w") as io_:
+        io_.write(nwb)
+
+
+def test_nwb_sessions(tmp_path, ccfg):
+    paths = [tmp_path / "m1.nwb", tmp_path / "m2.nwb"]
+    _nwb(paths[0], 5, seed=0)
+    _nwb(paths[1], 7, seed=1)
+    ccfg["data"].update(source="nwb")
+    ccfg["data"]["nwb"]["paths"] = [str(p) for p in paths]
+    dc.preprocess_raw(ccfg, paths, tmp_path / "p.h5")
+    d = dc.load_processed(tmp_path / "p.h5")
+    assert d["names"] == ["m1", "m2"]
+    s = d["sessions"][1]
+    assert s["spikes"].shape[1] == 7 and s["spikes"].shape[0] == s["behavior"].shape[0]
+    assert abs(s["spikes"].shape[0] - round(19.99 / 0.025)) <= 1
+    assert s["spikes"].sum() == pytest.approx(7 * 200, abs=7)
+
+
+def test_nwb_bad_files(tmp_path, ccfg):
+    ccfg["data"].update(source="nwb")
+    bad = tmp_path / "broken.nwb"
+    bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"0" * 100)
+    with pytest.raises(NeurotrainError, match="cannot read NWB") as exc:
+        dc.preprocess_raw(ccfg, [bad], tmp_path / "p.h5")
+    assert str(bad) in str(exc.value) and not (tmp_path / "p.h5").exists()
+    good = tmp_path / "m.nwb"
+    _nwb(good)
+    ccfg["data"]["nwb"]["behavior"] = "speed"
+    with pytest.raises(NeurotrainError, match="no behaviour time series named 'speed'"):
+        dc.preprocess_raw(ccfg, [good], tmp_path / "p.h5")
+
+
+# ----------------------------------------------------------------------------- bad input
+def _npz_sessions(folder: Path, sessions):
+    folder.mkdir()
+    for i, s in enumerate(sessions):
+        np.savez(folder / f"session{i}.npz", dt=np.float64(0.025), **s)
+
+
+def _session(T=200, N=6, seed=0):
+    rng = np.random.default_rng(seed)
+    u = np.linspace(0, 6, T)[:, None].astype(np.float32)
+    return {"spikes": rng.poisson(1.0, (T, N)).astype(np.float32), "behavior": u, "latent": np.c_[u, u]}
+
+
+@pytest.mark.parametrize("mutate,needle", [
+    (lambda s: s[1]["behavior"].__setitem__((3, 0), np.nan), "session1: behavior has 1 NaN/Inf"),
+    (lambda s: s[0]["spikes"].__setitem__((0, 0), np.inf), "session0: spikes has 1 NaN/Inf"),
+    (lambda s: s[1].update(spikes=s[1]["spikes"][:40], behavior=s[1]["behavior"][:40], latent=s[1]["latent"][:40]),
+     "session1: 40 time bins, shorter than the minimum 50"),
+    (lambda s: s[0].update(behavior=s[0]["behavior"][:150]), "behaviour has shape"),
+])
+def test_bad_sessions_named(tmp_path, ccfg, mutate, needle):
+    sessions = [_session(seed=0), _session(seed=1)]
+    mutate(sessions)
+    _npz_sessions(tmp_path / "raw", sessions)
+    with pytest.raises(NeurotrainError) as exc:
+        dc.preprocess_raw(ccfg, [tmp_path / "raw"], tmp_path / "p.h5")
+    assert needle in str(exc.value) and str(tmp_path / "raw") in str(exc.value)
+    assert not (tmp_path / "p.h5").exists()
+
+
+def test_shared_model_refuses_mismatched_sessions(embedded, ccfg, tmp_path):
+    from neurotrain.systems.cebra import run_training
+
+    ccfg["model"]["sharing"] = "shared"
+    with pytest.raises(NeurotrainError, match=r"needs every session to have 10 neurons.*session1 \(12 neurons\)"):
+        run_training(ccfg, str(embedded / "p.h5"), str(tmp_path / "m"))
+    assert not (tmp_path / "m").exists()
+
+
+def test_session_shorter_than_receptive_field(tmp_path, ccfg):
+    from neurotrain.systems.cebra import run_training
+
+    ccfg["data"]["min_session_bins"] = 11
+    ccfg["data"]["test_fraction"] = 0.5
+    _npz_sessions(tmp_path / "raw", [_session(T=16, seed=0), _session(T=200, seed=1)])
+    dc.preprocess_raw(ccfg, [tmp_path / "raw"], tmp_path / "p.h5")
+    with pytest.raises(NeurotrainError, match="receptive field"):
+        run_training(ccfg, str(tmp_path / "p.h5"), str(tmp_path / "m"))
+
+
+# ----------------------------------------------------------------------------- training
+@pytest.mark.parametrize("sharing", ["per_session", "shared"])
+def test_train_extract_both_sharing_modes(tmp_path, ccfg, sharing):
+    from neurotrain.extraction.cebra import extract
+    from neurotrain.systems.cebra import run_training
+    from neurotrain.training.checkpoint import load_checkpoint
+
+    ccfg["data"]["embedded"]["n_neurons"] = [12, 12] if sharing == "shared" else [10, 14]
+    ccfg["model"]["sharing"] = sharing
+    dc.generate_embedded(ccfg, tmp_path / "raw")
+    dc.preprocess_raw(ccfg, [tmp_path / "raw"], tmp_path / "p.h5")
+    summary = run_training(ccfg, str(tmp_path / "p.h5"), str(tmp_path / "model"))
+    assert summary["steps"] == 6
+    log = json.loads((tmp_path / "model" / "training_log.json").read_text())
+    assert len(log["history"]["total"]) == 6 and len(log["history"]["goodness_of_fit_bits"]) == 6
+    ck = load_checkpoint(tmp_path / "model" / "model_final.pt")
+    keys = list(ck["solver"]["model"])
+    if sharing == "shared":
+        a, b = ck["solver"]["model"]["0.net.0.weight"], ck["solver"]["model"]["1.net.0.weight"]
+        assert torch.equal(a, b)
+    extract(ccfg, str(tmp_path / "model"), str(tmp_path / "p.h5"), str(tmp_path))
+    emb = np.load(tmp_path / "outputs" / "embedding_session1.npy")
+    assert emb.shape == (400, 3) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-4)
+    encoders = sorted(p.name for p in (tmp_path / "weights").iterdir() if p.is_dir())
+    assert encoders == (["shared"] if sharing == "shared" else ["session0_session0", "session1_session1"])
+    assert keys
+
+
+def test_interrupted_training_resumes_exactly(embedded, ccfg, tmp_path, monkeypatch):
+    import cebra.solver.base as base
+
+    from neurotrain.systems.cebra import run_training
+    from neurotrain.training.checkpoint import load_checkpoint
+
+    run_training(ccfg, str(embedded / "p.h5"), str(tmp_path / "full"))
+    original = base.Solver.step
+    calls = {"n": 0}
+
+    def step(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, batch)
+
+    monkeypatch.setattr(base.Solver, "step", step)
+    with pytest.raises(Interrupted):
+        run_training(ccfg, str(embedded / "p.h5"), str(tmp_path / "cut"))
+    monkeypatch.setattr(base.Solver, "step", original)
+    assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["step"] == 3
+    summary = run_training(ccfg, str(embedded / "p.h5"), str(tmp_path / "cut"))
+    assert summary["resumed_from_step"] == 3
+    a = load_checkpoint(tmp_path / "full" / "model_final.pt")["solver"]["model"]
+    b = load_checkpoint(tmp_path / "cut" / "model_final.pt")["solver"]["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    la = json.loads((tmp_path / "full" / "training_log.json").read_text())["history"]["total"]
+    lb = json.loads((tmp_path / "cut" / "training_log.json").read_text())["history"]["total"]
+    assert la == lb
+
+
+# ----------------------------------------------------------------------------- analysis
+def test_consistency_matrix_hand_case():
+    rng = np.random.default_rng(0)
+    u = [rng.uniform(0, 1, 500), rng.uniform(0, 1, 400)]
+    base = lambda x: np.c_[np.cos(3 * x), np.sin(3 * x), x]  # noqa: E731
+    A = rng.normal(size=(3, 3))
+    embs = [base(u[0]), base(u[1]) @ A + 2.0]  # session 1 is a linear transform of session 0's map
+    mat = consistency_matrix(embs, u, bins=20)
+    assert np.isnan(mat[0, 0]) and np.isnan(mat[1, 1])
+    assert mat[0, 1] > 0.99 and mat[1, 0] > 0.99
+    shuffled = [embs[0], rng.normal(size=(400, 3))]
+    assert consistency_matrix(shuffled, u, bins=20)[1, 0] < 0.5
