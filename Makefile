@@ -35,6 +35,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_ei_rnn.py
+	$(BIN)/python tests/benchmarks/bench_cebra.py
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint --cores 1

@@ -107,8 +107,8 @@ def test_rat_source_end_to_end_from_local_server(tmp_path, ccfg):
         ccfg["data"].update(source="rat")
         ccfg["data"]["rat"].update(names=["achilles", "buddy"], url=srv.url + "/{name}.jl.gz",
                                    md5={n.removesuffix(".jl.gz"): hashlib.md5(b).hexdigest() for n, b in files.items()})
-        for name in files:
-            dc.fetch_file(ccfg, name, tmp_path / name)
+        for name, body in files.items():
+            download(f"{srv.url}/{name}", tmp_path / name, hashlib.md5(body).hexdigest())
     finally:
         srv.close()
     dc.preprocess_raw(ccfg, [tmp_path / n for n in files], tmp_path / "p.h5")
@@ -304,3 +304,45 @@ def test_consistency_matrix_hand_case():
     assert mat[0, 1] > 0.99 and mat[1, 0] > 0.99
     shuffled = [embs[0], rng.normal(size=(400, 3))]
     assert consistency_matrix(shuffled, u, bins=20)[1, 0] < 0.5
+
+
+@pytest.mark.slow
+def test_rat_source_through_snakemake(tmp_path):
+    """One config switch selects the real data: fetch_dataset jobs download from a loopback
+    server, checksums are checked, preprocess reads them."""
+    import subprocess
+
+    import yaml
+    from conftest import snakemake_env, workflow_copy
+
+    files = {f"{n}.jl.gz": _rat_file(seed=i) for i, n in enumerate(["achilles", "buddy"])}
+    srv = _Server(files)
+    try:
+        wd = workflow_copy(tmp_path)
+        (wd / "config" / "rat.yaml").write_text(yaml.safe_dump({"systems": ["cebra"], "cebra": {"data": {
+            "source": "rat", "rat": {"names": ["achilles", "buddy"], "url": srv.url + "/{name}.jl.gz",
+                                     "md5": {n.removesuffix(".jl.gz"): hashlib.md5(b).hexdigest() for n, b in files.items()}}}}}))
+        r = subprocess.run(["snakemake", "--cores", "2", "data/processed/cebra.h5", "--configfile", "config/smoke.yaml",
+                            "config/rat.yaml"], cwd=wd, capture_output=True, text=True, env=snakemake_env(), timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert sorted(p.name for p in (wd / "data" / "raw" / "cebra" / "download").iterdir()) == sorted(files)
+        with h5py.File(wd / "data" / "processed" / "cebra.h5") as fh:
+            assert list(fh.attrs["session_names"]) == ["achilles", "buddy"]
+        # a wrong checksum for one rat refetches only that rat, stops with the file named, and
+        # leaves nothing behind; the other rat's download is kept
+        buddy = wd / "data" / "raw" / "cebra" / "download" / "buddy.jl.gz"
+        before = buddy.stat().st_mtime_ns
+        bad = yaml.safe_load((wd / "config" / "rat.yaml").read_text())
+        bad["cebra"]["data"]["rat"]["md5"]["achilles"] = "0" * 32
+        bad["cebra"]["data"]["rat"]["retries"] = 1
+        (wd / "config" / "rat.yaml").write_text(yaml.safe_dump(bad))
+        r = subprocess.run(["snakemake", "--cores", "1", "data/processed/cebra.h5", "--configfile", "config/smoke.yaml",
+                            "config/rat.yaml"], cwd=wd, capture_output=True, text=True, env=snakemake_env(), timeout=300)
+        assert r.returncode != 0
+        log = (wd / "results" / "logs" / "cebra" / "fetch_dataset_achilles.jl.gz.log").read_text()
+        assert "checksum mismatch" in log and "achilles.jl.gz" in log and "Traceback" not in log
+        assert not (wd / "data" / "raw" / "cebra" / "download" / "achilles.jl.gz").exists()
+        assert buddy.stat().st_mtime_ns == before
+        assert not [p for p in buddy.parent.iterdir() if p.name.startswith(".")], "no temporary files"
+    finally:
+        srv.close()

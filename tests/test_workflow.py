@@ -252,3 +252,39 @@ def test_cli_analysis_bad_window_keeps_earlier_results(finished):
                        capture_output=True, text=True)
     assert r.returncode == 2 and "ei_rnn.analysis.fano_window_bins" in r.stderr and "Traceback" not in r.stderr
     assert (run / "metrics.json").read_bytes() == before
+
+
+def test_cebra_contract_files(finished):
+    run = finished / "results" / "cebra"
+    m = json.loads((run / "metrics.json").read_text())
+    names = json.loads((run / "outputs" / "sessions.json").read_text())["names"]
+    assert names == ["session0", "session1", "session2"] and m["n_neurons"] == [10, 12, 14]
+    S = len(names)
+    assert np.load(run / "metrics" / "consistency.npy").shape == (S, S)
+    for f in ("decoding_r2", "decoding_median_abs_error", "raw_decoding_r2", "reconstruction_r2"):
+        assert np.load(run / "metrics" / f"{f}.npy").shape == (S,), f
+    for n, N in zip(names, m["n_neurons"]):
+        emb = np.load(run / "outputs" / f"embedding_{n}.npy")
+        split = np.load(run / "outputs" / f"split_{n}.npy")
+        assert emb.shape == (400, 3) and split.shape == (400,) and split.sum() == 80
+        assert np.load(run / "outputs" / f"latent_{n}.npy").shape == (400, 2)
+        assert np.load(run / "metrics" / f"fano_{n}.npy").shape == (N,)
+        assert np.load(run / "metrics" / f"decoded_{n}.npy").shape == (80, 1)
+        assert np.load(run / "population" / f"pca_{n}.npy").shape == (400, 3)
+        assert (run / "weights" / f"session{names.index(n)}_{n}").is_dir()
+    log = json.loads((run / "model" / "training_log.json").read_text())
+    assert len(log["history"]["total"]) == 6
+    for f in ("embeddings", "loss", "consistency", "decoding", "fano_factors"):
+        assert (run / "figures" / f"{f}.png").read_bytes()[:4] == b"\x89PNG", f
+    report = (run / "training_report.md").read_text()
+    assert "# CEBRA Multi-Session Training Report" in report and "consistency" in report
+    assert f"{m['consistency_mean']:.3f}" in report
+
+
+def test_one_system_target_builds_only_that_chain(tmp_path):
+    wd = workflow_copy(tmp_path)
+    r = subprocess.run(["snakemake", "-n", "results/cebra/training_report.md", "--configfile", "config/smoke.yaml"],
+                       cwd=wd, capture_output=True, text=True, env=snakemake_env())
+    assert r.returncode == 0, r.stdout + r.stderr
+    wildcards = set(re.findall(r"wildcards: system=(\w+)", r.stdout))
+    assert wildcards == {"cebra"}

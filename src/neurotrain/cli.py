@@ -24,6 +24,8 @@ def main(argv=None) -> int:
         p.parse_args(argv[:1])
         return 2
     mod = importlib.import_module(f"neurotrain.stages.{argv[0]}")
+    if hasattr(mod, "main"):  # stages with their own arguments (fetch)
+        return mod.main(argv[1:])
     from .stages._common import stage_main
 
     return stage_main(argv[0], mod.DOC, mod.add_args, mod.run, argv[1:])

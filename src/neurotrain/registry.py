@@ -5,7 +5,6 @@ never imports JAX and the Snakefile can read this file without heavy imports. Ev
 function takes the system's validated config block first:
 
     generate(cfg, out_dir)                     embedded dataset + ground truth into out_dir
-    fetch(cfg, filename, out)                  one file of a real dataset, checksum verified
     preprocess(cfg, raw, out)                  raw file -> processed HDF5
     train(cfg, data, out_dir, threads)         -> model/ (checkpoints, training_log.json, config.json)
     extract(cfg, model_dir, data, out_dir)     -> weights/, outputs/
@@ -34,7 +33,6 @@ SYSTEMS: dict[str, dict[str, str]] = {
     "cebra": {
         "framework": "torch",
         "generate": "neurotrain.data.cebra:generate_embedded",
-        "fetch": "neurotrain.data.cebra:fetch_file",
         "preprocess": "neurotrain.data.cebra:preprocess_raw",
         "train": "neurotrain.systems.cebra:run_training",
         "extract": "neurotrain.extraction.cebra:extract",

@@ -22,7 +22,6 @@ shell.prefix(_PREFIX)
 STAGE_CONFIG = {
     "ei_rnn": {
         "generate": ["data"],
-        "fetch": [],
         "preprocess": ["data"],
         "train": ["data", "model", "loss", "training"],
         "extract": [],
@@ -32,7 +31,6 @@ STAGE_CONFIG = {
     },
     "cebra": {
         "generate": ["data.embedded"],
-        "fetch": ["data.rat"],
         "preprocess": ["data"],
         "train": ["data", "model", "training"],
         "extract": [],
@@ -141,15 +139,36 @@ def stage_env(stage):
     return env
 
 
-# Real-data sources: files downloaded by fetch_dataset (names from the config), or the
-# user's own files (config keys holding a path or a list of paths).
-DOWNLOADS = {
-    ("cebra", "rat"): lambda data: [f"{name}.jl.gz" for name in data["rat"]["names"]],
-}
+# Real-data sources: files downloaded by fetch_dataset, each with its address and md5 from
+# the config; or the user's own files (config keys holding a path or a list of paths).
+def _rat_files(data):
+    rat = data["rat"]
+    return {
+        f"{name}.jl.gz": {
+            "url": rat["url"].format(name=name),
+            "md5": rat["md5"].get(name, ""),
+            "retries": rat["retries"],
+        }
+        for name in rat["names"]
+    }
+
+
+DOWNLOADS = {("cebra", "rat"): _rat_files}
 USER_FILES = {
     ("ei_rnn", "mat"): ("path",),
     ("cebra", "nwb"): ("nwb", "paths"),
 }
+
+
+def download_spec(wildcards):
+    """Address, md5 and retries of one download, as a dict for the fetch rule's params."""
+    data = config[wildcards.system]["data"]
+    files = DOWNLOADS[(wildcards.system, data["source"])](data)
+    if not files[wildcards.filename]["md5"]:
+        raise ValueError(
+            f"config key {wildcards.system}.data: no md5 for {wildcards.filename}"
+        )
+    return files[wildcards.filename]
 
 
 def raw_dataset(wildcards):

@@ -68,7 +68,7 @@ rule fetch_dataset:
         mem_mb=1000,
         runtime=60,
     params:
-        cfg=stage_params("fetch"),
+        spec=download_spec,
     shell:
-        "python -m neurotrain.stages.fetch --system {wildcards.system} --params {params.cfg:q}"
-        " --name {wildcards.filename} --out {output} > {log} 2>&1"
+        "python -m neurotrain.stages.fetch --url {params.spec[url]:q} --md5 {params.spec[md5]}"
+        " --retries {params.spec[retries]} --out {output} > {log} 2>&1"

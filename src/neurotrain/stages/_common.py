@@ -20,13 +20,12 @@ def base_parser(stage: str, doc: str) -> argparse.ArgumentParser:
     return p
 
 
-def run_stage(args: argparse.Namespace, run: Callable[[dict, argparse.Namespace], object]) -> int:
-    """Validate the config slice and run; user errors print one line and exit 2."""
+def guarded(fn: Callable[[], object]) -> int:
+    """Run ``fn``; user errors print one line and return 2 (3: diverged, 128+n: signal n)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         stream=sys.stderr)
     try:
-        cfg = system_slice(args.system, args.config, args.params)
-        run(cfg, args)
+        fn()
     except NeurotrainError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -39,6 +38,11 @@ def run_stage(args: argparse.Namespace, run: Callable[[dict, argparse.Namespace]
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def run_stage(args: argparse.Namespace, run: Callable[[dict, argparse.Namespace], object]) -> int:
+    """Validate the system's config slice, then run the stage under :func:`guarded`."""
+    return guarded(lambda: run(system_slice(args.system, args.config, args.params), args))
 
 
 def stage_main(stage: str, doc: str, add_args: Callable, run: Callable, argv=None) -> int:
