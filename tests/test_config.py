@@ -39,7 +39,9 @@ def test_bad_keys_are_named(cfg, key):
 
 
 def test_config_files_validate(root):
-    for name in ("config.yaml", "smoke.yaml", "ei_rnn_seed.yaml"):
+    names = sorted(p.name for p in (root / "config").glob("*.yaml"))
+    assert {"config.yaml", "smoke.yaml", "ei_rnn_seed.yaml", "cebra_rat.yaml"} <= set(names)
+    for name in names:
         load_config(root / "config" / name)
     seed = load_config(root / "config" / "ei_rnn_seed.yaml")["ei_rnn"]
     assert seed == validate({})["ei_rnn"], "the seed config must hold exactly the seed's values"
