@@ -18,11 +18,14 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_ei_rnn import matmul_rate  # noqa: E402
 STEPS, REPEATS = 30, 3
 
 
 def main() -> int:
     import cebra
+    import cebra.data
 
     from neurotrain.config import load_config
     from neurotrain.data.cebra import generate_embedded, load_processed, preprocess_raw
@@ -51,6 +54,33 @@ def main() -> int:
             t0 = time.perf_counter()
             model.fit(X, y)
             skl.append(STEPS / (time.perf_counter() - t0))
+        # achieved FLOP rate of one solver step vs the machine's matmul rate, same run
+        from torch.utils.flop_counter import FlopCounterMode
+
+        from neurotrain.systems.cebra import build_models, make_datasets, make_solver
+
+        mc = {"architecture": cfg["model"]["architecture"], "num_units": cfg["model"]["num_units"],
+              "output_dim": cfg["model"]["output_dim"], "sharing": "per_session",
+              "n_features": [x.shape[1] for x in X], "session_names": data["names"]}
+        models = build_models(mc)
+        coll = make_datasets(data["sessions"])
+        coll.configure_for(models)
+        solver = make_solver(models, cfg, tqdm_on=False)
+        loader = cebra.data.ContinuousMultiSessionDataLoader(coll, num_steps=8, batch_size=t["batch_size"],
+                                                             conditional=t["conditional"], time_offset=t["time_offset"])
+        solver._set_fitted_params(loader)
+        batches = iter(loader)
+        solver.step(next(batches))
+        with FlopCounterMode(display=False) as fc:
+            solver.step(next(batches))
+        flops = fc.get_total_flops()
+        step_times = []
+        for batch in batches:
+            t0 = time.perf_counter()
+            solver.step(batch)
+            step_times.append(time.perf_counter() - t0)
+        step_s = statistics.median(step_times)
+    peak = matmul_rate()
     p, s = statistics.median(pipe), statistics.median(skl)
     shapes = ", ".join(f"{x.shape[0]}x{x.shape[1]}" for x in X)
     text = "\n".join([
@@ -61,7 +91,13 @@ def main() -> int:
         "| path | steps/s |", "| --- | --- |",
         f"| neurotrain train stage (cebra solver, checkpointing hook) | {p:.3f} |",
         f"| cebra.CEBRA(...).fit (scikit-learn API) | {s:.3f} |",
-        f"| ratio pipeline / cebra.CEBRA | {p / s:.3f} |", ""])
+        f"| ratio pipeline / cebra.CEBRA | {p / s:.3f} |", "",
+        "| one solver step | value |", "| --- | --- |",
+        f"| FLOPs (FlopCounterMode) | {flops / 1e9:.1f} GFLOP |",
+        f"| wall time (median of 6) | {step_s:.3f} s |",
+        f"| achieved rate | {flops / step_s / 1e9:.1f} GFLOP/s |",
+        f"| torch matmul rate (fp32 1024^3, same run) | {peak / 1e9:.1f} GFLOP/s |",
+        f"| fraction of matmul rate | {flops / step_s / peak:.2f} |", ""])
     out = ROOT / "results" / "benchmarks" / "cebra_train.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
