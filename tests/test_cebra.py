@@ -227,7 +227,7 @@ def test_session_shorter_than_receptive_field(tmp_path, ccfg):
 
     ccfg["data"]["min_session_bins"] = 11
     ccfg["data"]["test_fraction"] = 0.5
-    _npz_sessions(tmp_path / "raw", [_session(T=16, seed=0), _session(T=200, seed=1)])
+    _npz_sessions(tmp_path / "raw", [_session(T=20, seed=0), _session(T=200, seed=1)])
     dc.preprocess_raw(ccfg, [tmp_path / "raw"], tmp_path / "p.h5")
     with pytest.raises(NeurotrainError, match="receptive field"):
         run_training(ccfg, str(tmp_path / "p.h5"), str(tmp_path / "m"))
@@ -303,7 +303,12 @@ def test_consistency_matrix_hand_case():
     assert np.isnan(mat[0, 0]) and np.isnan(mat[1, 1])
     assert mat[0, 1] > 0.99 and mat[1, 0] > 0.99
     shuffled = [embs[0], rng.normal(size=(400, 3))]
-    assert consistency_matrix(shuffled, u, bins=20)[1, 0] < 0.5
+    assert consistency_matrix(shuffled, u, bins=20)[0, 1] < 0.5
+    # orientation (row = source, column = target, as CEBRA): a constant session 1 is predicted
+    # exactly from session 0, while session 0 cannot be predicted from it
+    const = np.tile([1.0, 0.0, 0.0], (400, 1))
+    mat = consistency_matrix([embs[0], const], u, bins=20)
+    assert mat[0, 1] > 0.99 and mat[1, 0] < 0.01
 
 
 @pytest.mark.slow

@@ -31,8 +31,15 @@ STAGE_CONFIG = {
     },
     "cebra": {
         "generate": ["data.embedded"],
-        "preprocess": ["data"],
-        "train": ["data", "model", "training"],
+        "preprocess": [
+            "data.source",
+            "data.test_fraction",
+            "data.min_session_bins",
+            "data.rat.names",
+            "data.rat.md5",
+            "data.nwb",
+        ],
+        "train": ["model", "training"],
         "extract": [],
         "analyze": ["analysis"],
         "figures": [],

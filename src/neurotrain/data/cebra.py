@@ -127,6 +127,9 @@ def load_nwb(path: Path, cfg: dict, dt: float) -> dict:
         raise NeurotrainError(path, f"cannot read NWB file ({exc.__class__.__name__}: {exc})") from None
     if values.ndim == 1:
         values = values[:, None]
+    if len(values) < 2 or len(times) != len(values):
+        raise NeurotrainError(path, f"behaviour time series {cfg['behavior']!r} has {len(values)} samples and "
+                                    f"{len(times)} timestamps")
     edges = np.arange(times[0], times[-1] + dt / 2, dt)
     centres = edges[:-1] + dt / 2
     spikes = np.stack([np.histogram(t, edges)[0] for t in trains], 1).astype(np.float32)
@@ -135,7 +138,7 @@ def load_nwb(path: Path, cfg: dict, dt: float) -> dict:
 
 
 # --------------------------------------------------------------------------- preprocess
-def _check_session(name: str, s: dict, where, min_length: int) -> None:
+def _check_session(name: str, s: dict, where, min_length: int, test_fraction: float) -> None:
     sp, be = s["spikes"], s["behavior"]
     if sp.ndim != 2:
         raise NeurotrainError(where, f"session {name}: spikes must be [T, N], got shape {sp.shape}")
@@ -148,6 +151,9 @@ def _check_session(name: str, s: dict, where, min_length: int) -> None:
     if sp.shape[0] < min_length:
         raise NeurotrainError(where, f"session {name}: {sp.shape[0]} time bins, shorter than the minimum {min_length} "
                                      "(the model's receptive field and a train/test split)")
+    n_test = sp.shape[0] - int(round(sp.shape[0] * (1 - test_fraction)))
+    if n_test < 10:
+        raise NeurotrainError(where, f"session {name}: test_fraction leaves {n_test} held-out bins (need at least 10)")
 
 
 def read_sessions(cfg: dict, raw: list[Path]) -> tuple[list[str], list[dict], float]:
@@ -155,14 +161,18 @@ def read_sessions(cfg: dict, raw: list[Path]) -> tuple[list[str], list[dict], fl
     d = cfg["data"]
     if d["source"] == "embedded":
         folder = Path(raw[0])
-        files = sorted(folder.glob("session*.npz"), key=lambda p: int(p.stem.removeprefix("session")))
+        files = sorted((p for p in folder.glob("session*.npz") if p.stem.removeprefix("session").isdigit()),
+                       key=lambda p: int(p.stem.removeprefix("session")))
         if not files:
-            raise NeurotrainError(folder, "no session*.npz files (run the generate stage)")
+            raise NeurotrainError(folder, "no session<i>.npz files (run the generate stage)")
         sessions = []
         for f in files:
-            with np.load(f, allow_pickle=False) as z:
-                sessions.append({k: z[k] for k in ("spikes", "behavior", "latent")})
-                dt = float(z["dt"])
+            try:
+                with np.load(f, allow_pickle=False) as z:
+                    sessions.append({k: z[k] for k in ("spikes", "behavior", "latent")})
+                    dt = float(z["dt"])
+            except Exception as exc:  # noqa: BLE001 - zipfile/numpy raise many types
+                raise NeurotrainError(f, f"corrupt or incomplete session file ({exc.__class__.__name__}: {exc})") from None
         return [f.stem for f in files], sessions, dt
     if d["source"] == "rat":
         files = {Path(p).name.removesuffix(".jl.gz"): Path(p) for p in raw}
@@ -170,9 +180,16 @@ def read_sessions(cfg: dict, raw: list[Path]) -> tuple[list[str], list[dict], fl
         missing = [n for n in names if n not in files]
         if missing:
             raise NeurotrainError(", ".join(map(str, raw)), f"no download for {', '.join(missing)}")
+        no_md5 = [n for n in names if n not in d["rat"]["md5"]]
+        if no_md5:
+            raise NeurotrainError(f"config key cebra.data.rat.md5.{no_md5[0]}", "no checksum for this rat")
         return names, [load_rat(files[n], d["rat"]["md5"][n]) for n in names], 0.025
     paths = [Path(p) for p in raw]
-    return [p.stem for p in paths], [load_nwb(p, d["nwb"], d["nwb"]["bin_size"]) for p in paths], d["nwb"]["bin_size"]
+    stems = [p.stem for p in paths]
+    dup = sorted({x for x in stems if stems.count(x) > 1})
+    if dup:
+        raise NeurotrainError(", ".join(map(str, raw)), f"two NWB files share the session name {dup[0]!r} (file stem)")
+    return stems, [load_nwb(p, d["nwb"], d["nwb"]["bin_size"]) for p in paths], d["nwb"]["bin_size"]
 
 
 def preprocess_raw(cfg: dict, raw, out: str | Path) -> None:
@@ -183,7 +200,7 @@ def preprocess_raw(cfg: dict, raw, out: str | Path) -> None:
     min_length = max(d["min_session_bins"], 10)
     where = raw[0] if len(raw) == 1 else ", ".join(map(str, raw))
     for name, s in zip(names, sessions):
-        _check_session(name, s, where, min_length)
+        _check_session(name, s, where, min_length, d["test_fraction"])
     n_beh = {s["behavior"].shape[1] for s in sessions}
     if len(n_beh) != 1:
         raise NeurotrainError(where, f"sessions have different behaviour dimensions {sorted(n_beh)}")

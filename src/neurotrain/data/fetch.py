@@ -8,6 +8,7 @@ files whose checksum matches are not downloaded again.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import time
 import urllib.error
@@ -57,7 +58,7 @@ def download(url: str, dest: str | Path, md5: str, retries: int = 3, timeout: fl
                     raise ValueError(f"checksum mismatch: md5 {got}, expected {md5.lower()}")
             log.info("downloaded %s -> %s", url, dest)
             return dest
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
             last_error = str(exc)
             log.warning("download %s failed (attempt %d/%d): %s", url, attempt, retries, exc)
             if attempt < retries:

@@ -5,7 +5,8 @@
 =================================  ==============  ===========================================
 file                               shape           content
 =================================  ==============  ===========================================
-embedding_<session>.npy            [T_s, D]        embedding of the whole session (unit norm)
+embedding_<session>.npy            [T_s, D]        embedding (unit norm); training and test parts
+                                                   are transformed separately (no window spans both)
 behavior_<session>.npy             [T_s, B]        behaviour labels
 latent_<session>.npy (embedded)    [T_s, 2]        the true latent
 split_<session>.npy                [T_s] int8      0 = training part, 1 = held-out test part
@@ -48,8 +49,10 @@ def extract(cfg: dict, model_dir: str, data_path: str, out_dir: str) -> None:
         save_json(w / "model_config.json", mc)
     with atomic_dir(out / "outputs") as o:
         for i, (name, s) in enumerate(zip(data["names"], data["sessions"])):
+            # each split separately: the encoder's receptive field must not reach across the split
             with torch.no_grad():
-                emb = solver.transform(torch.as_tensor(s["spikes"]), session_id=i).cpu().numpy()
+                emb = np.concatenate([solver.transform(torch.as_tensor(s["spikes"][s[part]]), session_id=i).cpu().numpy()
+                                      for part in ("train_idx", "test_idx")])
             save_npy(o / f"embedding_{name}.npy", emb.astype(np.float32))
             save_npy(o / f"behavior_{name}.npy", s["behavior"])
             if "latent" in s:

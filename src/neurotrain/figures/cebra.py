@@ -34,14 +34,20 @@ def render(cfg: dict, run_dir: str) -> None:
 
 def _embeddings(names, embs, behs, path):
     S = len(names)
+    three = embs[0].shape[1] >= 3
     fig = plt.figure(figsize=(4.5 * S, 4.5))
     for i, (n, e, b) in enumerate(zip(names, embs, behs)):
-        ax = fig.add_subplot(1, S, i + 1, projection="3d")
         step = max(1, len(e) // 4000)
-        sc = ax.scatter(e[::step, 0], e[::step, 1], e[::step, 2], c=b[::step, 0], cmap="cool", s=1)
-        ax.set_title(f"{n}"); ax.set_xticks([]); ax.set_yticks([]); ax.set_zticks([])
+        if three:
+            ax = fig.add_subplot(1, S, i + 1, projection="3d")
+            sc = ax.scatter(e[::step, 0], e[::step, 1], e[::step, 2], c=b[::step, 0], cmap="cool", s=1)
+            ax.set_zticks([])
+        else:
+            ax = fig.add_subplot(1, S, i + 1)
+            sc = ax.scatter(e[::step, 0], e[::step, 1], c=b[::step, 0], cmap="cool", s=1)
+        ax.set_title(f"{n}"); ax.set_xticks([]); ax.set_yticks([])
     fig.colorbar(sc, ax=fig.axes, shrink=0.6, label="behaviour (dim 0)")
-    fig.suptitle("Embeddings (dims 1-3) coloured by behaviour")
+    fig.suptitle(f"Embeddings (dims 1-{3 if three else 2}) coloured by behaviour")
     save_figure(fig, path)
 
 
@@ -68,7 +74,7 @@ def _consistency(names, mat, path):
             if np.isfinite(mat[i, j]):
                 ax.text(j, i, f"{100 * mat[i, j]:.0f}", ha="center", va="center", color="w" if mat[i, j] < 0.6 else "k")
     ax.set_xticks(range(len(names)), names, rotation=45); ax.set_yticks(range(len(names)), names)
-    ax.set_xlabel("source session"); ax.set_ylabel("target session"); ax.set_title("consistency R² (%)")
+    ax.set_xlabel("target session"); ax.set_ylabel("source session"); ax.set_title("consistency R² (%)")
     fig.colorbar(im, ax=ax)
     save_figure(fig, path)
 

@@ -56,10 +56,11 @@ def check_sharing(names: list[str], n_features: list[int], sharing: str, where) 
                                          f"like {names[0]}, but: {', '.join(bad)}; use sharing 'per_session'")
 
 
-def make_datasets(sessions: list[dict], part: str = "train_idx") -> cebra.data.DatasetCollection:
+def make_datasets(sessions: list[dict], part: str = "train_idx", device: str = "cpu") -> cebra.data.DatasetCollection:
     """A ``DatasetCollection`` of ``TensorDataset``s (spikes, continuous behaviour) of one split."""
     return cebra.data.DatasetCollection(*[
-        cebra.data.TensorDataset(torch.as_tensor(s["spikes"][s[part]]), continuous=torch.as_tensor(s["behavior"][s[part]]))
+        cebra.data.TensorDataset(torch.as_tensor(s["spikes"][s[part]]), continuous=torch.as_tensor(s["behavior"][s[part]]),
+                                 device=device)
         for s in sessions])
 
 
@@ -93,8 +94,9 @@ def run_training(cfg: dict, data_path: str, out_dir: str, threads: int = 0) -> d
     seed_everything(t["seed"])  # models, and CEBRA's sampler (numpy and torch global RNGs)
     model_config = {"architecture": m["architecture"], "num_units": m["num_units"], "output_dim": m["output_dim"],
                     "sharing": m["sharing"], "n_features": n_features, "session_names": data["names"]}
-    models = build_models(model_config)
-    collection = make_datasets(data["sessions"])
+    models = build_models(model_config).to(device)
+    collection = make_datasets(data["sessions"], device=device)
+    collection.to(device)  # the loader, and so the solver, take their device from the data
     collection.configure_for(models)
     receptive = len(models[0].get_offset())
     for name, s in zip(data["names"], data["sessions"]):
@@ -110,7 +112,7 @@ def run_training(cfg: dict, data_path: str, out_dir: str, threads: int = 0) -> d
     for name in ("model_best.pt", "model_final.pt", "training_log.json", "config.json"):
         (out / name).unlink(missing_ok=True)
     data_sha = sha256_file(data_path)
-    record = {k: cfg[k] for k in ("data", "model", "training")}
+    record = {k: cfg[k] for k in ("model", "training")}  # the data enter through their sha256
     fp = fingerprint(record, data_sha, models.state_dict())
     done, elapsed, resume = 0, 0.0, None
     if last.is_file():
@@ -132,6 +134,10 @@ def run_training(cfg: dict, data_path: str, out_dir: str, threads: int = 0) -> d
         solver.load_state_dict(resume["solver"])
         set_rng_state(resume["rng"], np_rng)
         log.info("Resuming from %s at step %d", last, done)
+    if resume is None and ckpt_dir.exists():  # checkpoints of another run must not linger
+        import shutil
+
+        shutil.rmtree(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter() - elapsed
 
