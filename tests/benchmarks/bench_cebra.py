@@ -1,14 +1,20 @@
-"""Benchmark: CEBRA training through this pipeline vs through ``cebra.CEBRA`` (run by
+"""Benchmark: CEBRA training through this pipeline's rule vs through ``cebra.CEBRA`` (run by
 `make bench`; not a test).
 
-Same data (the default embedded sessions of config/config.yaml), same model, batch, loader and
-number of steps; both on 2 CPU threads, timed in one run, alternating, median of repeats.
-Prints steps per second of both and their ratio; writes results/benchmarks/cebra_train.md.
+Same data (the default embedded sessions of config/config.yaml), model, batch, loader and
+number of steps, 2 CPU threads, measured in one run. Both are timed as whole processes, from
+interpreter start to exit: the pipeline as the ``train_model`` job of Snakemake (its
+``benchmark:`` file), ``cebra.CEBRA(...).fit`` as a ``python -c`` process. Also reports one
+solver step's FLOP rate against the torch matmul rate measured in the same run. Writes
+results/benchmarks/cebra_train.md.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -16,52 +22,66 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_ei_rnn import matmul_rate  # noqa: E402
-STEPS, REPEATS = 30, 3
+
+STEPS = 60
+
+SKLEARN = """
+import sys, h5py, numpy as np, torch, cebra
+torch.set_num_threads(2)
+with h5py.File(sys.argv[1]) as fh:
+    names = [str(n) for n in fh.attrs["session_names"]]
+    X = [fh[f"sessions/{n}/spikes"][()][fh[f"sessions/{n}/train_idx"][()]] for n in names]
+    y = [fh[f"sessions/{n}/behavior"][()][fh[f"sessions/{n}/train_idx"][()]] for n in names]
+m = cebra.CEBRA(model_architecture=sys.argv[2], batch_size=int(sys.argv[3]), num_hidden_units=int(sys.argv[4]),
+                output_dimension=int(sys.argv[5]), max_iterations=int(sys.argv[6]), conditional="time_delta",
+                time_offsets=int(sys.argv[7]), temperature=float(sys.argv[8]), learning_rate=float(sys.argv[9]),
+                device="cpu", verbose=True)
+m.fit(X, y)
+"""
 
 
 def main() -> int:
     import cebra
     import cebra.data
+    from torch.utils.flop_counter import FlopCounterMode
 
     from neurotrain.config import load_config
-    from neurotrain.data.cebra import generate_embedded, load_processed, preprocess_raw
-    from neurotrain.systems.cebra import run_training
+    from neurotrain.data.cebra import load_processed
+    from neurotrain.systems.cebra import build_models, make_datasets, make_solver
 
     torch.set_num_threads(2)
     cfg = load_config(ROOT / "config" / "config.yaml")["cebra"]
-    cfg["training"].update(max_steps=STEPS, checkpoint_every=10**9)
-    t = cfg["training"]
+    t, m = cfg["training"], cfg["model"]
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     with tempfile.TemporaryDirectory() as d:
-        d = Path(d)
-        generate_embedded(cfg, d / "raw")
-        preprocess_raw(cfg, [d / "raw"], d / "p.h5")
-        data = load_processed(d / "p.h5")
-        X = [s["spikes"][s["train_idx"]] for s in data["sessions"]]
-        y = [s["behavior"][s["train_idx"]] for s in data["sessions"]]
-        pipe, skl = [], []
-        for r in range(REPEATS):
-            t0 = time.perf_counter()
-            run_training(cfg, str(d / "p.h5"), str(d / f"run{r}"), threads=2)
-            pipe.append(STEPS / (time.perf_counter() - t0))
-            model = cebra.CEBRA(model_architecture=cfg["model"]["architecture"], batch_size=t["batch_size"],
-                                num_hidden_units=cfg["model"]["num_units"], output_dimension=cfg["model"]["output_dim"],
-                                max_iterations=STEPS, conditional=t["conditional"], time_offsets=t["time_offset"],
-                                temperature=t["temperature"], learning_rate=t["learning_rate"], device="cpu", verbose=False)
-            t0 = time.perf_counter()
-            model.fit(X, y)
-            skl.append(STEPS / (time.perf_counter() - t0))
-        # achieved FLOP rate of one solver step vs the machine's matmul rate, same run
-        from torch.utils.flop_counter import FlopCounterMode
+        wd = Path(d)
+        for name in ("Snakefile", "workflow", "config", "envs"):
+            src = ROOT / name
+            (shutil.copytree if src.is_dir() else shutil.copy2)(src, wd / name)
+        os.symlink(ROOT / "src", wd / "src")
+        (wd / "config" / "bench.yaml").write_text(yaml.safe_dump(
+            {"systems": ["cebra"], "cebra": {"training": {"max_steps": STEPS, "checkpoint_every": 10**6}}}))
+        smk = ["snakemake", "--cores", "2", "--configfile", "config/config.yaml", "config/bench.yaml"]
+        subprocess.run(smk[:3] + ["data/processed/cebra.h5"] + smk[3:], cwd=wd, env=env, check=True, capture_output=True)
+        subprocess.run(smk[:3] + ["results/cebra/model/model_final.pt"] + smk[3:], cwd=wd, env=env, check=True,
+                       capture_output=True)
+        rule_s = float((wd / "results/benchmarks/cebra/train_model.tsv").read_text().splitlines()[1].split("\t")[0])
+        h5 = wd / "data/processed/cebra.h5"
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", SKLEARN, str(h5), m["architecture"], str(t["batch_size"]), str(m["num_units"]),
+                        str(m["output_dim"]), str(STEPS), str(t["time_offset"]), str(t["temperature"]),
+                        str(t["learning_rate"])], check=True, capture_output=True, env=env)
+        skl_s = time.perf_counter() - t0
 
-        from neurotrain.systems.cebra import build_models, make_datasets, make_solver
-
-        mc = {"architecture": cfg["model"]["architecture"], "num_units": cfg["model"]["num_units"],
-              "output_dim": cfg["model"]["output_dim"], "sharing": "per_session",
-              "n_features": [x.shape[1] for x in X], "session_names": data["names"]}
+        data = load_processed(h5)
+        mc = {"architecture": m["architecture"], "num_units": m["num_units"], "output_dim": m["output_dim"],
+              "sharing": "per_session", "n_features": [s["spikes"].shape[1] for s in data["sessions"]],
+              "session_names": data["names"]}
         models = build_models(mc)
         coll = make_datasets(data["sessions"])
         coll.configure_for(models)
@@ -74,29 +94,29 @@ def main() -> int:
         with FlopCounterMode(display=False) as fc:
             solver.step(next(batches))
         flops = fc.get_total_flops()
-        step_times = []
+        times = []
         for batch in batches:
-            t0 = time.perf_counter()
+            t1 = time.perf_counter()
             solver.step(batch)
-            step_times.append(time.perf_counter() - t0)
-        step_s = statistics.median(step_times)
+            times.append(time.perf_counter() - t1)
+        step_s = statistics.median(times)
+        shapes = ", ".join(f"{len(s['train_idx'])}x{s['spikes'].shape[1]}" for s in data["sessions"])
     peak = matmul_rate()
-    p, s = statistics.median(pipe), statistics.median(skl)
-    shapes = ", ".join(f"{x.shape[0]}x{x.shape[1]}" for x in X)
+    p, s = STEPS / rule_s, STEPS / skl_s
     text = "\n".join([
-        "# CEBRA training speed: pipeline vs cebra.CEBRA", "",
+        "# CEBRA training speed: pipeline rule vs cebra.CEBRA", "",
         f"Sessions (training part, bins x neurons): {shapes}; {STEPS} steps of batch {t['batch_size']} per session, "
-        f"{cfg['model']['architecture']} with {cfg['model']['num_units']} units, torch threads {torch.get_num_threads()}; "
-        f"median of {REPEATS} alternating repeats, each timed from the call to its return (set-up included).", "",
-        "| path | steps/s |", "| --- | --- |",
-        f"| neurotrain train stage (cebra solver, checkpointing hook) | {p:.3f} |",
-        f"| cebra.CEBRA(...).fit (scikit-learn API) | {s:.3f} |",
-        f"| ratio pipeline / cebra.CEBRA | {p / s:.3f} |", "",
+        f"{m['architecture']} with {m['num_units']} units, 2 torch threads. Each path timed as a whole process "
+        "(interpreter start, imports, data loading, set-up, training, saving).", "",
+        "| path | wall time (s) | steps/s |", "| --- | --- | --- |",
+        f"| `train_model` rule (Snakemake benchmark file) | {rule_s:.1f} | {p:.3f} |",
+        f"| `cebra.CEBRA(...).fit` (scikit-learn API) | {skl_s:.1f} | {s:.3f} |",
+        f"| ratio pipeline / cebra.CEBRA | | {p / s:.3f} |", "",
         "| one solver step | value |", "| --- | --- |",
         f"| FLOPs (FlopCounterMode) | {flops / 1e9:.1f} GFLOP |",
         f"| wall time (median of 6) | {step_s:.3f} s |",
         f"| achieved rate | {flops / step_s / 1e9:.1f} GFLOP/s |",
-        f"| torch matmul rate (fp32 1024^3, same run) | {peak / 1e9:.1f} GFLOP/s |",
+        f"| torch fp32 matmul rate (1024^3, same run) | {peak / 1e9:.1f} GFLOP/s |",
         f"| fraction of matmul rate | {flops / step_s / peak:.2f} |", ""])
     out = ROOT / "results" / "benchmarks" / "cebra_train.md"
     out.parent.mkdir(parents=True, exist_ok=True)
