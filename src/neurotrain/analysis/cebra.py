@@ -157,7 +157,7 @@ def analyze(cfg: dict, run_dir: str, data_path: str | None = None, truth_path: s
         "decoding_r2_mean": float(np.mean(dec_r2)), "raw_decoding_r2_mean": float(np.mean(raw_r2)),
         "fano_mean": {n: float(np.nanmean(f)) for n, f in fanos.items()},
         "pca_explained_variance_top": {n: [float(x) for x in pcas[n][1]] for n in names},
-        "analysis_config": a, "final_loss": log["summary"]["final_loss"], "final_goodness_of_fit_bits": log["summary"]["final_goodness_of_fit_bits"],
+        "test_fraction": float(np.mean([np.mean(sp) for sp in splits])), "analysis_config": a, "final_loss": log["summary"]["final_loss"], "final_goodness_of_fit_bits": log["summary"]["final_goodness_of_fit_bits"],
     }
     quality = {"min_consistency": a["min_consistency"], "consistency_passes": bool(np.min(off) >= a["min_consistency"])}
     if has_latent:
