@@ -226,20 +226,16 @@ def test_killed_training_job_resumes_on_rerun(tmp_path):
     assert "Resuming from" in log.read_text(errors="replace")
 
 
-def test_mat_source_without_path_is_named(tmp_path):
+@pytest.mark.parametrize("data,needle", [
+    ("    source: mat\n", "ei_rnn.data.path"),
+    ("    source: mat\n    path: exports/absent.mat\n", "exports/absent.mat"),
+])
+def test_user_file_config_errors_are_named(tmp_path, data, needle):
     wd = workflow_copy(tmp_path)
-    (wd / "config" / "nopath.yaml").write_text("ei_rnn:\n  data:\n    source: mat\n")
-    r = subprocess.run(["snakemake", "-n", "--configfile", "config/smoke.yaml", "config/nopath.yaml"], cwd=wd,
+    (wd / "config" / "user.yaml").write_text("ei_rnn:\n  data:\n" + data)
+    r = subprocess.run(["snakemake", "-n", "--configfile", "config/smoke.yaml", "config/user.yaml"], cwd=wd,
                        capture_output=True, text=True, env=snakemake_env())
-    assert r.returncode != 0 and "ei_rnn.data.path" in r.stdout + r.stderr
-
-
-def test_missing_user_file_is_named(tmp_path):
-    wd = workflow_copy(tmp_path)
-    (wd / "config" / "missing.yaml").write_text("ei_rnn:\n  data:\n    source: mat\n    path: exports/absent.mat\n")
-    r = subprocess.run(["snakemake", "-n", "--configfile", "config/smoke.yaml", "config/missing.yaml"], cwd=wd,
-                       capture_output=True, text=True, env=snakemake_env())
-    assert r.returncode != 0 and "exports/absent.mat" in r.stdout + r.stderr
+    assert r.returncode != 0 and needle in r.stdout + r.stderr
 
 
 def test_cli_analysis_bad_window_keeps_earlier_results(finished):
