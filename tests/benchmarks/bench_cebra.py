@@ -23,9 +23,8 @@ from pathlib import Path
 import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_ei_rnn import matmul_rate  # noqa: E402
+from _common import ROOT, flop_rows, matmul_rate, write_report  # noqa: E402
 
 STEPS, REPEATS = 60, 3
 
@@ -117,15 +116,8 @@ def main() -> int:
         f"| `cebra.CEBRA(...).fit` (scikit-learn API) | {skl_s:.1f} | {s:.3f} |",
         f"| ratio pipeline / cebra.CEBRA | | {p / s:.3f} |", "",
         "| one solver step | value |", "| --- | --- |",
-        f"| FLOPs (FlopCounterMode) | {flops / 1e9:.1f} GFLOP |",
-        f"| wall time (median of 6) | {step_s:.3f} s |",
-        f"| achieved rate | {flops / step_s / 1e9:.1f} GFLOP/s |",
-        f"| torch fp32 matmul rate (1024^3, same run) | {peak / 1e9:.1f} GFLOP/s |",
-        f"| fraction of matmul rate | {flops / step_s / peak:.2f} |", ""])
-    out = ROOT / "results" / "benchmarks" / "cebra_train.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    print(text)
+        *flop_rows(flops, step_s, peak, "solver step"), ""])
+    write_report("cebra_train.md", text)
     return 0
 
 

@@ -18,18 +18,8 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def matmul_rate(n: int = 1024, reps: int = 20) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t)
-    return 2 * n**3 / statistics.median(times)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, flop_rows, matmul_rate, write_report  # noqa: E402
 
 
 def main() -> int:
@@ -57,24 +47,16 @@ def main() -> int:
         times.append(time.perf_counter() - t)
     epoch_s = statistics.median(times)
     peak = matmul_rate()
-    achieved = flops / epoch_s
     n_trials, n_time, n_neurons = data["spikes"].shape
     text = "\n".join([
         "# E-I RNN training step benchmark", "",
         f"Dataset: {n_trials} trials x {n_time} bins x {n_neurons} neurons ({len(data['train_idx'])} training trials, one full-batch step per epoch).",
         "", "| quantity | value |", "| --- | --- |",
         f"| torch threads | {torch.get_num_threads()} |",
-        f"| matmul rate (fp32, 1024^3, median of 20) | {peak / 1e9:.1f} GFLOP/s |",
-        f"| epoch wall time (median of 15) | {epoch_s * 1000:.1f} ms |",
-        f"| FLOPs per epoch (FlopCounterMode) | {flops / 1e6:.1f} MFLOP |",
-        f"| achieved rate | {achieved / 1e9:.2f} GFLOP/s |",
-        f"| fraction of matmul rate | {achieved / peak:.4f} |", "",
+        *flop_rows(flops, epoch_s, peak, "epoch"), "",
         "The step is a 60-step recurrence of small [batch x N] x [N x N] products: it is bound by",
         "per-operation overhead, not arithmetic, so the fraction of the matmul rate is small.", ""])
-    out = ROOT / "results" / "benchmarks" / "ei_rnn_train_step.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    print(text)
+    write_report("ei_rnn_train_step.md", text)
     return 0
 
 

@@ -1,0 +1,42 @@
+"""Shared pieces of the benchmark scripts: the matmul reference rate, the FLOP-rate rows, and
+writing a result table to results/benchmarks/."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def matmul_rate(n: int = 1024, reps: int = 20) -> float:
+    """The machine's torch fp32 matmul rate (FLOP/s), median of ``reps`` n x n products."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times)
+
+
+def flop_rows(flops: float, seconds: float, peak: float, what: str) -> list[str]:
+    """Markdown rows: FLOPs and wall time of ``what``, achieved rate, fraction of ``peak``."""
+    rate = flops / seconds
+    return [f"| FLOPs per {what} (FlopCounterMode) | {flops / 1e9:.3f} GFLOP |",
+            f"| wall time per {what} (median) | {seconds * 1000:.1f} ms |",
+            f"| achieved rate | {rate / 1e9:.2f} GFLOP/s |",
+            f"| torch fp32 matmul rate (1024^3, same run) | {peak / 1e9:.1f} GFLOP/s |",
+            f"| fraction of matmul rate | {rate / peak:.4f} |"]
+
+
+def write_report(name: str, text: str) -> None:
+    """Write ``results/benchmarks/<name>`` and print it."""
+    out = ROOT / "results" / "benchmarks" / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(text)
