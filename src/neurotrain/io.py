@@ -18,6 +18,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .errors import NeurotrainError
+
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -111,3 +113,18 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: fh.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def read_hdf5(path: str | os.PathLike, reader, what: str):
+    """``reader(h5py.File)`` on an existing HDF5 file; a missing file, an unreadable file or a
+    missing dataset/attribute becomes a NeurotrainError naming ``path`` and ``what`` it should be."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise NeurotrainError(path, f"{what} not found")
+    try:
+        with h5py.File(path, "r") as fh:
+            return reader(fh)
+    except (OSError, KeyError) as exc:
+        raise NeurotrainError(path, f"not a {what} ({exc.__class__.__name__}: {exc})") from None

@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 
 from ..errors import NeurotrainError
-from ..io import atomic_path
+from ..io import atomic_path, read_hdf5
 from .fetch import verify_md5
 
 log = logging.getLogger("neurotrain.data.cebra")
@@ -223,13 +223,9 @@ def preprocess_raw(cfg: dict, raw, out: str | Path) -> None:
 
 def load_processed(path: str | Path) -> dict:
     """``{"names": [...], "dt": float, "sessions": [dict of arrays, ...], "source": str}``."""
-    path = Path(path)
-    if not path.is_file():
-        raise NeurotrainError(path, "processed dataset not found")
-    try:
-        with h5py.File(path, "r") as fh:
-            names = [str(n) for n in fh.attrs["session_names"]]
-            sessions = [{k: np.asarray(v[()]) for k, v in fh[f"sessions/{n}"].items()} for n in names]
-            return {"names": names, "dt": float(fh.attrs["dt"]), "sessions": sessions, "source": str(fh.attrs["source"])}
-    except (OSError, KeyError) as exc:
-        raise NeurotrainError(path, f"not a processed cebra dataset ({exc})") from None
+    def read(fh):
+        names = [str(n) for n in fh.attrs["session_names"]]
+        sessions = [{k: np.asarray(v[()]) for k, v in fh[f"sessions/{n}"].items()} for n in names]
+        return {"names": names, "dt": float(fh.attrs["dt"]), "sessions": sessions, "source": str(fh.attrs["source"])}
+
+    return read_hdf5(path, read, "processed cebra dataset")

@@ -29,7 +29,7 @@ import h5py
 import numpy as np
 
 from ..errors import NeurotrainError
-from ..io import atomic_path, sha256_file
+from ..io import atomic_path, read_hdf5, sha256_file
 from .matlab import read_mat, write_mat
 
 
@@ -237,18 +237,13 @@ def preprocess(raw: str | Path, cfg: dict, out: str | Path) -> dict:
 
 def load_processed(path: str | Path) -> dict:
     """The processed HDF5 as a dict of numpy arrays (plus ``dt``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise NeurotrainError(path, "processed dataset not found")
-    try:
-        with h5py.File(path, "r") as fh:
-            out = {k: np.asarray(fh[k][()]) for k in fh.keys()}
-            out["dt"] = float(fh.attrs["dt"])
-            out["source_sha256"] = str(fh.attrs.get("source_sha256", ""))
-    except OSError as exc:
-        raise NeurotrainError(path, f"cannot read HDF5 ({exc})") from None
-    except KeyError as exc:
-        raise NeurotrainError(path, f"not a processed ei_rnn dataset (missing {exc})") from None
+    def read(fh):
+        out = {k: np.asarray(fh[k][()]) for k in fh.keys()}
+        out["dt"] = float(fh.attrs["dt"])
+        out["source_sha256"] = str(fh.attrs.get("source_sha256", ""))
+        return out
+
+    out = read_hdf5(path, read, "processed ei_rnn dataset")
     missing = {"spikes", "inputs", "outputs", "conditions", "ei_labels", "train_idx", "val_idx"} - set(out)
     if missing:
         raise NeurotrainError(path, f"not a processed ei_rnn dataset (missing {', '.join(sorted(missing))})")

@@ -278,10 +278,10 @@ class EIRNNTask:
         drive = self.model.input_drive(self.input_table)[self.input_index[i]]
         return self.model.dynamics(drive, noise=True, generator=generator)
 
-    def simulate(self, idx: np.ndarray, seed: int, repeats: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    def simulate(self, idx: np.ndarray, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Model rates and outputs on trials ``idx`` with a fixed noise seed (eval mode)."""
         g = torch.Generator(device=self.device).manual_seed(seed)
-        return self._run(torch.as_tensor(np.tile(idx, repeats), device=self.device), g)
+        return self._run(torch.as_tensor(idx, device=self.device), g)
 
     def evaluate(self) -> dict:
         rates, _ = self.simulate(self.val_idx, self.eval_seed)

@@ -23,7 +23,7 @@ import math
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -74,7 +74,6 @@ class LoopConfig:
     detail_every: int = 100
     monitor: str = "val_correlation"
     monitor_mode: str = "max"
-    extra: dict = field(default_factory=dict)
 
 
 def pick_device(name: str) -> torch.device:
