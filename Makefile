@@ -36,6 +36,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_ei_rnn.py
 	$(BIN)/python tests/benchmarks/bench_cebra.py
+	$(BIN)/python tests/benchmarks/bench_ring_attractor.py
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint --cores 1

@@ -3,12 +3,10 @@ training/resume with the cebra solver, analysis pieces."""
 
 import gzip
 import hashlib
-import http.server
 import io
 import json
 import os
 import signal
-import threading
 from pathlib import Path
 
 import h5py
@@ -22,6 +20,8 @@ from neurotrain.config import validate
 from neurotrain.data import cebra as dc
 from neurotrain.data.fetch import download
 from neurotrain.errors import Interrupted, NeurotrainError
+
+from _http import LoopbackServer  # noqa: I001 - tests/ helper
 
 SMOKE = {"data": {"embedded": {"n_neurons": [10, 12, 14], "n_time": 400}, "min_session_bins": 50},
          "model": {"num_units": 16, "output_dim": 3},
@@ -44,37 +44,6 @@ def embedded(tmp_path_factory):
 
 
 # ----------------------------------------------------------------------------- downloads
-class _Server:
-    """A tiny HTTP server on 127.0.0.1 serving files from a dict; can fail the first requests."""
-
-    def __init__(self, files: dict, fail_first: int = 0):
-        self.files, self.fail_left, self.hits = files, fail_first, 0
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                outer.hits += 1
-                name = self.path.lstrip("/")
-                if outer.fail_left > 0:
-                    outer.fail_left -= 1
-                    self.send_response(503); self.end_headers(); return
-                if name not in outer.files:
-                    self.send_response(404); self.end_headers(); return
-                body = outer.files[name]
-                self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *a):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-
-
 def _rat_file(T=300, N=7, seed=0) -> bytes:
     rng = np.random.default_rng(seed)
     buf = io.BytesIO()
@@ -86,7 +55,7 @@ def _rat_file(T=300, N=7, seed=0) -> bytes:
 def test_download_checks_md5_retries_and_is_atomic(tmp_path):
     body = b"x" * 5000
     md5 = hashlib.md5(body).hexdigest()
-    srv = _Server({"a.bin": body}, fail_first=1)
+    srv = LoopbackServer({"a.bin": body}, fail_first=1)
     try:
         out = download(f"{srv.url}/a.bin", tmp_path / "a.bin", md5, retries=3, backoff=0)
         assert out.read_bytes() == body and srv.hits == 2  # one 503, then success
@@ -102,7 +71,7 @@ def test_download_checks_md5_retries_and_is_atomic(tmp_path):
 
 def test_rat_source_end_to_end_from_local_server(tmp_path, ccfg):
     files = {f"{n}.jl.gz": _rat_file(seed=i) for i, n in enumerate(["achilles", "buddy"])}
-    srv = _Server(files)
+    srv = LoopbackServer(files)
     try:
         ccfg["data"].update(source="rat")
         ccfg["data"]["rat"].update(names=["achilles", "buddy"], url=srv.url + "/{name}.jl.gz",
@@ -321,7 +290,7 @@ def test_rat_source_through_snakemake(tmp_path):
     from conftest import snakemake_env, workflow_copy
 
     files = {f"{n}.jl.gz": _rat_file(seed=i) for i, n in enumerate(["achilles", "buddy"])}
-    srv = _Server(files)
+    srv = LoopbackServer(files)
     try:
         wd = workflow_copy(tmp_path)
         (wd / "config" / "rat.yaml").write_text(yaml.safe_dump({"systems": ["cebra"], "cebra": {"data": {

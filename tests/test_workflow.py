@@ -106,7 +106,7 @@ def test_analysis_change_reruns_analysis_figures_report(finished):
 
 def test_training_param_change_reruns_from_training(finished):
     smoke = (finished / "config" / "smoke.yaml").read_text()
-    (finished / "config" / "smoke.yaml").write_text(smoke.replace("max_epochs: 4", "max_epochs: 5"))
+    (finished / "config" / "smoke.yaml").write_text(smoke.replace("max_epochs: 4", "max_epochs: 5", 1))  # ei_rnn only
     try:
         jobs = planned_jobs(finished)
     finally:
@@ -278,6 +278,33 @@ def test_cebra_contract_files(finished):
     report = (run / "training_report.md").read_text()
     assert "# CEBRA Multi-Session Training Report" in report and "consistency" in report
     assert f"{m['consistency_mean']:.3f}" in report
+
+
+def test_ring_attractor_contract_files(finished):
+    run = finished / "results" / "ring_attractor"
+    m = json.loads((run / "metrics.json").read_text())
+    E, I = 48, 12
+    N, T, n_test = E + I, 20, 3
+    shapes = {"weights/connectivity.npy": (N, N), "weights/W_EE.npy": (E, E), "weights/W_rot.npy": (E, E),
+              "weights/W_EI.npy": (I, E), "weights/W_IE.npy": (E, I), "weights/preferred.npy": (E,),
+              "outputs/test_rates.npy": (n_test, T, N), "outputs/test_decoded.npy": (n_test, T),
+              "outputs/test_decoded_init.npy": (n_test, T), "outputs/test_theta.npy": (n_test, T),
+              "outputs/drift_decoded.npy": (4, 10 + 15), "metrics/tracking_error_deg.npy": (n_test, T),
+              "metrics/drift_deg_per_s.npy": (4,), "metrics/bump_profile.npy": (E,), "metrics/fano.npy": (N,),
+              "population/pca.npy": (n_test, T, 3), "population/pca_components.npy": (3, N)}
+    for rel, shape in shapes.items():
+        assert np.load(run / rel, allow_pickle=False).shape == shape, rel
+    w = np.load(run / "weights" / "W_IE.npy")
+    assert w.max() <= 0.5 and m["constraint_violations"] == 0
+    log = json.loads((run / "model" / "training_log.json").read_text())
+    assert [r["epoch"] for r in log["history"]] == [1, 2, 3, 4]
+    assert all({"g_ee", "noise_rate_e", "grad_norm", "learning_rate"} <= set(r) for r in log["history"])
+    for f in ("training_curves", "learning_rate", "gradient_norms", "parameter_evolution", "connectivity",
+              "bump_over_time", "decoded_vs_true", "pca_ring", "drift", "fano_factors"):
+        assert (run / "figures" / f"{f}.png").read_bytes()[:4] == b"\x89PNG", f
+    report = (run / "training_report.md").read_text()
+    assert "# Ring Attractor Training Report" in report
+    assert f"{m['tracking_error_median_deg']:.2f}" in report and f"{m['drift_mean_deg_per_s']:.2f}" in report
 
 
 def test_one_system_target_builds_only_that_chain(tmp_path):

@@ -104,3 +104,16 @@ def system_slice(system: str, config_path: str | Path | None = None, params_json
             raise NeurotrainError("--params", f"not valid JSON: {exc}") from None
         return validate(block, schema["properties"][system], prefix=system)
     return load_config(config_path)[system]
+
+
+def validate_system(system: str, block: dict) -> dict:
+    """Validate one system's config block in place (filling defaults) and return it."""
+    schema = load_schema()
+    if system not in schema["properties"] or system == "systems":
+        raise NeurotrainError(f"system {system!r}", "unknown system")
+    return validate(block, schema["properties"][system], prefix=system)
+
+
+def system_defaults(system: str) -> dict:
+    """The config block of ``system`` with every schema default."""
+    return validate_system(system, {})

@@ -40,6 +40,16 @@ SYSTEMS: dict[str, dict[str, str]] = {
         "figures": "neurotrain.figures.cebra:render",
         "template": "cebra.md.j2",
     },
+    "ring_attractor": {
+        "framework": "torch",
+        "generate": "neurotrain.data.ring_attractor:generate_embedded",
+        "preprocess": "neurotrain.data.ring_attractor:preprocess_raw",
+        "train": "neurotrain.systems.ring_attractor:run_training",
+        "extract": "neurotrain.extraction.ring_attractor:extract",
+        "analyze": "neurotrain.analysis.ring_attractor:analyze",
+        "figures": "neurotrain.figures.ring_attractor:render",
+        "template": "ring_attractor.md.j2",
+    },
 }
 
 

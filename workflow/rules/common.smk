@@ -3,7 +3,8 @@
 # No torch/jax imports here: this file is read again by every cluster job.
 import json
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlparse
 
 SRC = Path(workflow.basedir) / "src"
 PKG = SRC / "neurotrain"
@@ -45,6 +46,22 @@ STAGE_CONFIG = {
         "figures": [],
         "report": [],
     },
+    "ring_attractor": {
+        "generate": ["data.embedded"],
+        "preprocess": [
+            "data.source",
+            "data.val_fraction",
+            "data.test_fraction",
+            "data.split_seed",
+            "data.embedded",
+            "data.nwb",
+        ],
+        "train": ["model", "loss", "training"],
+        "extract": ["analysis.drift_trials", "analysis.drift_duration"],
+        "analyze": ["analysis"],
+        "figures": [],
+        "report": [],
+    },
 }
 
 # Package modules each stage runs, per system ("{system}" is filled in).
@@ -72,10 +89,15 @@ STAGE_CODE = {
 EXTRA_CODE = {
     "ei_rnn": {"preprocess": ["data/matlab.py"]},
     "cebra": {"preprocess": ["data/fetch.py"]},
+    "ring_attractor": {
+        "preprocess": ["data/fetch.py"],
+        "train": ["models/ring_attractor.py"],
+        "extract": ["models/ring_attractor.py", "systems/ring_attractor.py"],
+    },
 }
 
 # Conda environment of each stage, per framework of the system's model.
-FRAMEWORK = {"ei_rnn": "torch", "cebra": "torch"}
+FRAMEWORK = {"ei_rnn": "torch", "cebra": "torch", "ring_attractor": "torch"}
 STAGE_ENV = {
     "generate": "analysis",
     "fetch": "analysis",
@@ -160,10 +182,22 @@ def _rat_files(data):
     }
 
 
-DOWNLOADS = {("cebra", "rat"): _rat_files}
+def _nwb_url_file(data):
+    """The ring attractor's NWB download, when ``data.nwb.url`` is set."""
+    nwb = data["nwb"]
+    if not nwb["url"]:
+        return {}
+    name = PurePosixPath(urlparse(nwb["url"]).path).name or "recording.nwb"
+    return {
+        name: {"url": nwb["url"], "md5": nwb["md5"] or "", "retries": nwb["retries"]}
+    }
+
+
+DOWNLOADS = {("cebra", "rat"): _rat_files, ("ring_attractor", "nwb"): _nwb_url_file}
 USER_FILES = {
     ("ei_rnn", "mat"): ("path",),
     ("cebra", "nwb"): ("nwb", "paths"),
+    ("ring_attractor", "nwb"): ("nwb", "path"),
 }
 
 
@@ -185,11 +219,11 @@ def raw_dataset(wildcards):
     source = data["source"]
     if source == "embedded":
         return [f"data/raw/{system}/embedded"]
-    if (system, source) in DOWNLOADS:
-        return [
-            f"data/raw/{system}/download/{name}"
-            for name in DOWNLOADS[(system, source)](data)
-        ]
+    downloads = (
+        DOWNLOADS[(system, source)](data) if (system, source) in DOWNLOADS else {}
+    )
+    if downloads:
+        return [f"data/raw/{system}/download/{name}" for name in downloads]
     keys = USER_FILES[(system, source)]
     value = data
     for k in keys:

@@ -1,7 +1,7 @@
 """The one training loop for torch systems.
 
 A system supplies a *task* object (see :class:`TorchTask`); this loop owns the optimizer
-(Adam), the ReduceLROnPlateau scheduler, gradient clipping, early stopping, checkpoints
+(Adam, with weight decay), the scheduler (ReduceLROnPlateau or cosine annealing), gradient clipping, early stopping, checkpoints
 (best, final, every N epochs), resume after an interruption, SIGINT/SIGTERM handling, the
 per-epoch log and the console output.
 
@@ -58,14 +58,15 @@ class TorchTask(Protocol):
     def format_detail(self, d: dict) -> list[str]:
         """Lines of the detailed console block."""
 
+    # Optional: ``after_step()`` runs after every optimizer step (e.g. to project parameters
+    # back into their constraints); ``epoch_extras()`` returns numbers logged every epoch.
+
 
 @dataclass
 class LoopConfig:
     max_epochs: int
     patience: int
     learning_rate: float
-    lr_factor: float
-    lr_patience: int
     min_lr: float
     gradient_clip: float
     seed: int
@@ -74,6 +75,12 @@ class LoopConfig:
     detail_every: int = 100
     monitor: str = "val_correlation"
     monitor_mode: str = "max"
+    monitor_label: str = "val_corr"  # in the progress bar and the per-epoch line
+    monitor_name: str = "validation correlation"  # in the closing banner
+    scheduler: str = "plateau"  # "plateau" (ReduceLROnPlateau on val_loss) or "cosine" (to min_lr over max_epochs)
+    weight_decay: float = 0.0  # Adam's L2 penalty
+    lr_factor: float = 0.5
+    lr_patience: int = 10
 
 
 def pick_device(name: str) -> torch.device:
@@ -116,6 +123,223 @@ def _resume_candidates(ckpt_dir: Path) -> list[Path]:
     return ([ckpt_dir / "last.pt"] if (ckpt_dir / "last.pt").is_file() else []) + periodic
 
 
+class Trainer:
+    """Owns the optimizer, scheduler, early-stopping state and checkpoints of one run.
+
+    ``train()`` runs to completion (or early stop) and writes the files listed in the module
+    docstring; ``save_checkpoint``/``load_checkpoint`` write and restore the full training
+    state by hand (what ``train()`` does at every ``checkpoint_every`` epochs and on resume).
+    """
+
+    def __init__(self, task: TorchTask, cfg: LoopConfig, out_dir: str | Path, config_record: dict, data_sha: str,
+                 run_record: dict | None = None):
+        self.task, self.cfg, self.out = task, cfg, Path(out_dir)
+        self.config_record, self.run_record = config_record, run_record or {}
+        self.np_rng = seed_everything(cfg.seed)
+        model = self.model = task.model
+        self.fp = fingerprint(config_record, data_sha, model.state_dict())
+        self.opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        if cfg.scheduler == "cosine":
+            self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=cfg.max_epochs, eta_min=cfg.min_lr)
+        else:
+            self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(self.opt, mode="min", factor=cfg.lr_factor,
+                                                                    patience=cfg.lr_patience, min_lr=cfg.min_lr)
+        self.state = {"epoch": 0, "best_score": -math.inf, "best_epoch": 0, "best_model": None, "best_metrics": {},
+                      "bad_epochs": 0, "history": [], "elapsed": 0.0, "resumed_from": None}
+        self._grad_norms: list[float] = []
+
+    @property
+    def history(self) -> list[dict]:
+        return self.state["history"]
+
+    def full_state(self) -> dict:
+        return {"format": "neurotrain-train-state-v1", "fingerprint": self.fp, "model": self.model.state_dict(),
+                "model_config": self.task.model_config, "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(), "rng": rng_state(self.np_rng), "loop": self.state,
+                "config": self.config_record}
+
+    def save_checkpoint(self, path: str | Path) -> None:
+        """Write the full training state (atomically) to ``path``."""
+        save_checkpoint(path, self.full_state())
+
+    def load_checkpoint(self, path: str | Path) -> int:
+        """Restore the full training state from ``path``; returns the epoch it resumes after.
+        Raises :class:`NeurotrainError` if the file is unreadable or belongs to another run."""
+        ck = load_checkpoint(path)
+        if ck.get("fingerprint") != self.fp:
+            raise NeurotrainError(path, "checkpoint belongs to another config, dataset or model")
+        fresh = (copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.opt.state_dict()),
+                 copy.deepcopy(self.sched.state_dict()))
+        try:
+            self.model.load_state_dict(ck["model"])
+            self.opt.load_state_dict(ck["optimizer"])
+            self.sched.load_state_dict(ck["scheduler"])
+            set_rng_state(ck["rng"], self.np_rng)
+            self.state.update(ck["loop"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            self.model.load_state_dict(fresh[0])
+            self.opt.load_state_dict(fresh[1])
+            self.sched.load_state_dict(fresh[2])
+            self.np_rng = seed_everything(self.cfg.seed)
+            raise NeurotrainError(path, f"checkpoint does not fit this run ({exc.__class__.__name__}: {exc})") from None
+        return int(self.state["epoch"])
+
+    def _resume(self, ckpt_dir: Path) -> None:
+        for cand in _resume_candidates(ckpt_dir) if ckpt_dir.is_dir() else []:
+            try:
+                self.load_checkpoint(cand)
+            except NeurotrainError as exc:
+                if "another config" in exc.what:
+                    log.warning("Not resuming from %s: it belongs to another config, dataset or model", cand)
+                    break
+                log.warning("Cannot resume from %s (%s); trying an older checkpoint", cand, exc.what)
+                continue
+            self.state["resumed_from"] = self.state["epoch"]
+            log.info("Resuming from %s at epoch %d", cand, self.state["epoch"])
+            break
+
+    def _step(self) -> None:
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if self.cfg.gradient_clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.gradient_clip)
+        else:
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+        self._grad_norms.append(float(norm))
+        self.opt.step()
+        after = getattr(self.task, "after_step", None)
+        if after is not None:
+            after()
+
+    def train(self) -> dict:
+        """Train to completion (or early stop), resuming from ``checkpoints/`` when they hold this
+        run; returns the summary dict."""
+        cfg, task, model, out = self.cfg, self.task, self.model, self.out
+        ckpt_dir = out / "checkpoints"
+        last = ckpt_dir / "last.pt"
+        for name in OUTPUTS:  # never leave a previous run's outputs beside this run's
+            (out / name).unlink(missing_ok=True)
+        self._resume(ckpt_dir)
+        state = self.state
+        if state["resumed_from"] is None and ckpt_dir.exists():
+            stale = sorted(p.name for p in ckpt_dir.iterdir())
+            if stale:
+                log.warning("Starting fresh: removing stale checkpoints %s", ", ".join(stale))
+            shutil.rmtree(ckpt_dir)
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        return self._run(ckpt_dir, last)
+
+    def _run(self, ckpt_dir: Path, last: Path) -> dict:
+        cfg, task, model, out, state = self.cfg, self.task, self.model, self.out, self.state
+        opt, sched = self.opt, self.sched
+        sign = 1.0 if cfg.monitor_mode == "max" else -1.0
+        label = cfg.monitor_label or cfg.monitor
+
+        stop_reason = "max_epochs"
+        t_start = time.perf_counter() - state["elapsed"]
+        bar = _EpochBar(total=cfg.max_epochs, initial=state["epoch"], dynamic_ncols=True,
+                   mininterval=1.0 if sys.stderr.isatty() else 30.0,
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}] {metrics}")
+        with SignalGuard() as guard:
+            try:
+                while state["epoch"] < cfg.max_epochs:
+                    epoch = state["epoch"] + 1
+                    t0 = time.perf_counter()
+                    model.train()
+                    self._grad_norms = []
+                    losses = task.train_epoch(self.np_rng, self._step)
+                    model.eval()
+                    with torch.no_grad():
+                        val = task.evaluate()
+                    lr = opt.param_groups[0]["lr"]  # the rate this epoch trained with
+                    if cfg.scheduler == "cosine":
+                        sched.step()
+                    else:
+                        sched.step(val["val_loss"])
+                    extras = getattr(task, "epoch_extras", None)
+                    row = {"epoch": epoch, **losses, **val, "learning_rate": lr,
+                           "grad_norm": float(np.mean(self._grad_norms)) if self._grad_norms else float("nan"),
+                           "grad_norm_max": float(np.max(self._grad_norms)) if self._grad_norms else float("nan"),
+                           **(extras() if extras is not None else {}), "epoch_time": time.perf_counter() - t0}
+                    if not all(math.isfinite(v) for v in row.values() if isinstance(v, float)):
+                        raise FloatingPointError(f"loss diverged at epoch {epoch}: {row}")
+                    score = sign * val[cfg.monitor]
+                    if score > state["best_score"]:
+                        state.update(best_score=score, best_epoch=epoch, bad_epochs=0,
+                                     best_model={k: v.detach().clone() for k, v in model.state_dict().items()},
+                                     best_metrics=dict(val))
+                    else:
+                        state["bad_epochs"] += 1
+                    if epoch % cfg.detail_every == 0:
+                        with torch.no_grad():
+                            row.update(task.detail())
+                    state["history"].append(row)
+                    state["epoch"] = epoch
+                    state["elapsed"] = time.perf_counter() - t_start
+                    bar.set_description_str(f"Epoch {epoch}/{cfg.max_epochs}")
+                    bar.metrics = (f"train_loss={row['train_loss']:.3f} {label}={val.get(cfg.monitor, float('nan')):.3f} lr={lr:.1e}")
+                    bar.update(1)
+                    if epoch % cfg.log_every == 0:
+                        _say(f"Epoch {epoch} | train_loss: {row['train_loss']:.3f} | {label}: {val.get(cfg.monitor, float('nan')):.3f} | lr: {lr:.1e} | time: {row['epoch_time']:.1f}s")
+                    saved = None
+                    if epoch % cfg.checkpoint_every == 0:
+                        saved = ckpt_dir / f"model_epoch{epoch}.pt"
+                        full = self.full_state()
+                        save_checkpoint(saved, full)
+                        save_checkpoint(last, full)
+                        save_json(out / "training_log.json", {"history": state["history"], "summary": {"in_progress": True}})
+                    if epoch % cfg.detail_every == 0:
+                        lines = [f"=== Epoch {epoch} Detailed Report ==="] + ["  " + s for s in task.format_detail(row)]
+                        if saved is not None:
+                            lines.append(f"  Saved checkpoint: checkpoints/{saved.name}")
+                        _say("\n".join(lines))
+                    if state["bad_epochs"] >= cfg.patience:
+                        stop_reason = "early_stopping"
+                        break
+                    if guard.signum is not None:
+                        raise Interrupted(guard.signum)
+            except Interrupted:
+                bar.close()
+                save_checkpoint(last, self.full_state())
+                log.warning("Interrupted at epoch %d; state saved to %s. Rerun the same target to resume.", state["epoch"], last)
+                raise
+            except KeyboardInterrupt:
+                bar.close()
+                save_checkpoint(last, self.full_state())
+                log.warning("Interrupted at epoch %d; state saved to %s. Rerun the same target to resume.", state["epoch"], last)
+                raise
+        bar.close()
+
+        total_time = time.perf_counter() - t_start
+        history = state["history"]
+        final_metrics = history[-1]
+        summary = {
+            "total_epochs": state["epoch"], "max_epochs": cfg.max_epochs, "stop_reason": stop_reason,
+            "patience": cfg.patience, "best_epoch": state["best_epoch"], "monitor": cfg.monitor,
+            "best_" + cfg.monitor: state["best_metrics"].get(cfg.monitor),
+            "final_" + cfg.monitor: final_metrics.get(cfg.monitor),
+            "training_time_s": total_time, "resumed_from_epoch": state["resumed_from"],
+        }
+        common = {"model_config": task.model_config, "config": self.config_record, "fingerprint": self.fp}
+        save_checkpoint(out / "model_final.pt", {"model": model.state_dict(), "epoch": state["epoch"],
+                                                  "metrics": {k: v for k, v in final_metrics.items() if isinstance(v, float)}, **common})
+        save_checkpoint(out / "model_best.pt", {"model": state["best_model"], "epoch": state["best_epoch"],
+                                                 "metrics": state["best_metrics"], **common})
+        save_json(out / "training_log.json", {"history": history, "summary": summary})
+        save_json(out / "config.json", {**self.run_record, "config": self.config_record, "fingerprint": self.fp})
+        last.unlink(missing_ok=True)
+
+        banner = "=" * 80
+        early = f" (early stopped at patience={cfg.patience})" if stop_reason == "early_stopping" else ""
+        _say("\n".join([
+            banner, "TRAINING COMPLETE", banner,
+            f"Total epochs: {state['epoch']}{early}",
+            f"Best {cfg.monitor_name}: {state['best_metrics'].get(cfg.monitor, float('nan')):.4f} (epoch {state['best_epoch']})",
+            f"Final {cfg.monitor_name}: {final_metrics.get(cfg.monitor, float('nan')):.4f}",
+            f"Training time: {_fmt_duration(total_time)}",
+            "", f"Files saved to: {out.parent}/", "See training_report.md for full summary.", banner]))
+        return summary
+
+
 def train(task: TorchTask, cfg: LoopConfig, out_dir: str | Path, config_record: dict, data_sha: str,
           run_record: dict | None = None) -> dict:
     """Train ``task.model`` to completion (or early stop) and write the files listed in the
@@ -125,155 +349,4 @@ def train(task: TorchTask, cfg: LoopConfig, out_dir: str | Path, config_record: 
     ``model_epoch{N}.pt``) when it holds a run with the same fingerprint; otherwise starts
     fresh and removes the stale checkpoints. Returns the summary dict.
     """
-    out = Path(out_dir)
-    ckpt_dir = out / "checkpoints"
-    last = ckpt_dir / "last.pt"
-    for name in OUTPUTS:  # never leave a previous run's outputs beside this run's
-        (out / name).unlink(missing_ok=True)
-    np_rng = seed_everything(cfg.seed)
-    model = task.model
-    fp = fingerprint(config_record, data_sha, model.state_dict())
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.lr_factor,
-                                                       patience=cfg.lr_patience, min_lr=cfg.min_lr)
-    sign = 1.0 if cfg.monitor_mode == "max" else -1.0
-    fresh_model = {k: v.clone() for k, v in model.state_dict().items()}
-    fresh_opt = copy.deepcopy(opt.state_dict())
-    fresh_sched = copy.deepcopy(sched.state_dict())
-    state = {"epoch": 0, "best_score": -math.inf, "best_epoch": 0, "best_model": None, "best_metrics": {},
-             "bad_epochs": 0, "history": [], "elapsed": 0.0, "resumed_from": None}
-
-    for cand in _resume_candidates(ckpt_dir) if ckpt_dir.is_dir() else []:
-        try:
-            ck = load_checkpoint(cand)
-            if ck.get("fingerprint") != fp:
-                log.warning("Not resuming from %s: it belongs to another config, dataset or model", cand)
-                break
-            model.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["optimizer"])
-            sched.load_state_dict(ck["scheduler"])
-            set_rng_state(ck["rng"], np_rng)
-            state.update(ck["loop"])
-        except (NeurotrainError, RuntimeError, KeyError, ValueError, TypeError) as exc:
-            log.warning("Cannot resume from %s (%s); trying an older checkpoint", cand, exc)
-            model.load_state_dict(fresh_model)
-            opt.load_state_dict(fresh_opt)
-            sched.load_state_dict(fresh_sched)
-            np_rng = seed_everything(cfg.seed)
-            continue
-        state["resumed_from"] = state["epoch"]
-        log.info("Resuming from %s at epoch %d", cand, state["epoch"])
-        break
-    if state["resumed_from"] is None and ckpt_dir.exists():
-        stale = sorted(p.name for p in ckpt_dir.iterdir())
-        if stale:
-            log.warning("Starting fresh: removing stale checkpoints %s", ", ".join(stale))
-        shutil.rmtree(ckpt_dir)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-
-    def full_state() -> dict:
-        return {"format": "neurotrain-train-state-v1", "fingerprint": fp, "model": model.state_dict(),
-                "model_config": task.model_config, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "rng": rng_state(np_rng), "loop": state, "config": config_record}
-
-    def step():
-        if cfg.gradient_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.gradient_clip)
-        opt.step()
-
-    stop_reason = "max_epochs"
-    t_start = time.perf_counter() - state["elapsed"]
-    bar = _EpochBar(total=cfg.max_epochs, initial=state["epoch"], dynamic_ncols=True,
-               mininterval=1.0 if sys.stderr.isatty() else 30.0,
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}] {metrics}")
-    with SignalGuard() as guard:
-        try:
-            while state["epoch"] < cfg.max_epochs:
-                epoch = state["epoch"] + 1
-                t0 = time.perf_counter()
-                model.train()
-                losses = task.train_epoch(np_rng, step)
-                model.eval()
-                with torch.no_grad():
-                    val = task.evaluate()
-                lr = opt.param_groups[0]["lr"]  # the rate this epoch trained with
-                sched.step(val["val_loss"])
-                row = {"epoch": epoch, **losses, **val, "learning_rate": lr, "epoch_time": time.perf_counter() - t0}
-                if not all(math.isfinite(v) for v in row.values() if isinstance(v, float)):
-                    raise FloatingPointError(f"loss diverged at epoch {epoch}: {row}")
-                score = sign * val[cfg.monitor]
-                if score > state["best_score"]:
-                    state.update(best_score=score, best_epoch=epoch, bad_epochs=0,
-                                 best_model={k: v.detach().clone() for k, v in model.state_dict().items()},
-                                 best_metrics=dict(val))
-                else:
-                    state["bad_epochs"] += 1
-                if epoch % cfg.detail_every == 0:
-                    with torch.no_grad():
-                        row.update(task.detail())
-                state["history"].append(row)
-                state["epoch"] = epoch
-                state["elapsed"] = time.perf_counter() - t_start
-                bar.set_description_str(f"Epoch {epoch}/{cfg.max_epochs}")
-                bar.metrics = (f"train_loss={row['train_loss']:.3f} val_corr={val.get('val_correlation', float('nan')):.3f} lr={lr:.1e}")
-                bar.update(1)
-                if epoch % cfg.log_every == 0:
-                    _say(f"Epoch {epoch} | train_loss: {row['train_loss']:.3f} | val_corr: {val.get('val_correlation', float('nan')):.3f} | lr: {lr:.1e} | time: {row['epoch_time']:.1f}s")
-                saved = None
-                if epoch % cfg.checkpoint_every == 0:
-                    saved = ckpt_dir / f"model_epoch{epoch}.pt"
-                    full = full_state()
-                    save_checkpoint(saved, full)
-                    save_checkpoint(last, full)
-                    save_json(out / "training_log.json", {"history": state["history"], "summary": {"in_progress": True}})
-                if epoch % cfg.detail_every == 0:
-                    lines = [f"=== Epoch {epoch} Detailed Report ==="] + ["  " + s for s in task.format_detail(row)]
-                    if saved is not None:
-                        lines.append(f"  Saved checkpoint: checkpoints/{saved.name}")
-                    _say("\n".join(lines))
-                if state["bad_epochs"] >= cfg.patience:
-                    stop_reason = "early_stopping"
-                    break
-                if guard.signum is not None:
-                    raise Interrupted(guard.signum)
-        except Interrupted:
-            bar.close()
-            save_checkpoint(last, full_state())
-            log.warning("Interrupted at epoch %d; state saved to %s. Rerun the same target to resume.", state["epoch"], last)
-            raise
-        except KeyboardInterrupt:
-            bar.close()
-            save_checkpoint(last, full_state())
-            log.warning("Interrupted at epoch %d; state saved to %s. Rerun the same target to resume.", state["epoch"], last)
-            raise
-    bar.close()
-
-    total_time = time.perf_counter() - t_start
-    history = state["history"]
-    final_metrics = history[-1]
-    summary = {
-        "total_epochs": state["epoch"], "max_epochs": cfg.max_epochs, "stop_reason": stop_reason,
-        "patience": cfg.patience, "best_epoch": state["best_epoch"], "monitor": cfg.monitor,
-        "best_" + cfg.monitor: state["best_metrics"].get(cfg.monitor),
-        "final_" + cfg.monitor: final_metrics.get(cfg.monitor),
-        "training_time_s": total_time, "resumed_from_epoch": state["resumed_from"],
-    }
-    common = {"model_config": task.model_config, "config": config_record, "fingerprint": fp}
-    save_checkpoint(out / "model_final.pt", {"model": model.state_dict(), "epoch": state["epoch"],
-                                              "metrics": {k: v for k, v in final_metrics.items() if isinstance(v, float)}, **common})
-    save_checkpoint(out / "model_best.pt", {"model": state["best_model"], "epoch": state["best_epoch"],
-                                             "metrics": state["best_metrics"], **common})
-    save_json(out / "training_log.json", {"history": history, "summary": summary})
-    save_json(out / "config.json", {**(run_record or {}), "config": config_record, "fingerprint": fp})
-    last.unlink(missing_ok=True)
-
-    banner = "=" * 80
-    early = f" (early stopped at patience={cfg.patience})" if stop_reason == "early_stopping" else ""
-    _say("\n".join([
-        banner, "TRAINING COMPLETE", banner,
-        f"Total epochs: {state['epoch']}{early}",
-        f"Best validation correlation: {state['best_metrics'].get(cfg.monitor, float('nan')):.4f} (epoch {state['best_epoch']})",
-        f"Final validation correlation: {final_metrics.get(cfg.monitor, float('nan')):.4f}",
-        f"Training time: {_fmt_duration(total_time)}",
-        "", f"Files saved to: {out.parent}/", "See training_report.md for full summary.", banner]))
-    return summary
+    return Trainer(task, cfg, out_dir, config_record, data_sha, run_record).train()

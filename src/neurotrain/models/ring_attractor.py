@@ -1,0 +1,169 @@
+"""The ring-attractor head-direction network (Zhang 1996, with an explicit inhibitory population).
+
+An excitatory ring of ``n_exc`` neurons with preferred directions evenly spaced on the circle
+and local E->E connectivity (a Gaussian of circular distance, width ``sigma_ee`` in radians); an
+inhibitory population of ``n_inh`` neurons driven by the ring (``W_EI``) that feeds back onto it
+(``W_IE``, signed, mostly negative). Angular velocity moves the bump through the derivative of
+the E->E kernel (an odd, rotating component scaled by the velocity, Zhang's mechanism). A
+landmark ("light") input pins the bump to the true direction while it is visible. Head direction
+is read out as the population vector of the excitatory rates.
+
+Learnable: the gains ``g_ee``, ``g_ei``, ``g_ie``, the velocity gain ``g_av``, the noise rates
+``noise_rate_e``, ``noise_rate_i`` (Hz of background Poisson input, in the Gaussian
+approximation: input noise with standard deviation ``noise_scale * sqrt(rate / 10 Hz)``), and
+the E<->I matrices ``W_EI`` [n_inh, n_exc], ``W_IE`` [n_exc, n_inh]. ``W_EE`` is fixed
+structure. :meth:`apply_constraints` keeps the seed's biological ranges after every optimizer
+step.
+
+Rates are dimensionless in [0, 1) (``relu(tanh(u))``); ``max_rate`` (Hz) converts them to Hz for
+spike counts.
+
+The recurrent step is one dense product of the full state [B, n_exc + n_inh] with a
+[n_exc + n_inh, 2 n_exc + n_inh] matrix assembled once per forward pass from the gains: the
+recurrent input of both populations and the rotating component in one matmul.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+# The seed's biological ranges.
+GAIN_RANGE = (0.1, 10.0)
+NOISE_RATE_RANGE = (0.1, 20.0)
+W_IE_MAX = 0.5
+W_EI_RANGE = (-0.5, 2.0)
+
+
+def circular_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Signed circular difference a - b wrapped to [-pi, pi)."""
+    return torch.remainder(a - b + math.pi, 2 * math.pi) - math.pi
+
+
+class RingAttractorNetwork(nn.Module):
+    def __init__(self, n_exc: int = 800, n_inh: int = 200, sigma_ee: float = 0.3, dt: float = 0.02,
+                 tau_e: float = 0.04, tau_i: float = 0.02, g_ee: float = 2.0, g_ei: float = 1.0,
+                 g_ie: float = 3.0, g_av: float = 0.6, noise_rate_e: float = 10.0, noise_rate_i: float = 10.0,
+                 noise_scale: float = 0.05, landmark_strength: float = 1.0, landmark_kappa: float = 4.0,
+                 tonic_e: float = 0.1, tonic_i: float = 0.0, max_rate: float = 40.0, weight_spread: float = 0.9):
+        """Defaults are those of the ``ring_attractor.model`` config block (and the embedded
+        data's ``dt``), so ``RingAttractorNetwork(n_exc=800, n_inh=200, sigma_ee=0.3)`` is the
+        network the workflow trains."""
+        super().__init__()
+        for name, v in (("n_exc", n_exc), ("n_inh", n_inh)):
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if not sigma_ee > 0:
+            raise ValueError(f"sigma_ee must be > 0 (radians), got {sigma_ee!r}")
+        if not (dt > 0 and tau_e > 0 and tau_i > 0):
+            raise ValueError(f"dt, tau_e and tau_i must be > 0, got dt={dt!r}, tau_e={tau_e!r}, tau_i={tau_i!r}")
+        self.n_exc, self.n_inh, self.sigma_ee, self.dt = n_exc, n_inh, float(sigma_ee), float(dt)
+        self.alpha_e, self.alpha_i = min(dt / tau_e, 1.0), min(dt / tau_i, 1.0)
+        self.noise_scale, self.landmark_strength, self.landmark_kappa = noise_scale, landmark_strength, landmark_kappa
+        self.tonic_e, self.tonic_i, self.max_rate = tonic_e, tonic_i, max_rate
+
+        theta = torch.arange(n_exc, dtype=torch.float32) * (2 * math.pi / n_exc)
+        d = circular_distance(theta[:, None], theta[None, :])  # [post, pre]
+        kernel = torch.exp(-d**2 / (2 * sigma_ee**2))
+        norm = kernel.sum(1, keepdim=True)
+        self.register_buffer("preferred", theta)
+        self.register_buffer("W_EE", kernel / norm)  # each row sums to 1
+        # Zhang's rotating component: the kernel's derivative. An input g_av * omega * tau_e *
+        # dK/dtheta beside the recurrent g_ee * K shifts the bump by about g_av * omega * dt per
+        # step, so g_av = 1 integrates angular velocity exactly (to first order); training tunes it.
+        self.register_buffer("W_rot", tau_e * (d / sigma_ee**2) * kernel / norm)
+
+        def p(v):
+            return nn.Parameter(torch.tensor(float(v)))
+
+        self.g_ee, self.g_ei, self.g_ie, self.g_av = p(g_ee), p(g_ei), p(g_ie), p(g_av)
+        self.noise_rate_e, self.noise_rate_i = p(noise_rate_e), p(noise_rate_i)
+        # E -> I, used as g_ei * W_EI @ r_E / n_exc; I -> E, used as g_ie * W_IE @ r_I / n_inh.
+        # Heterogeneous at initialisation (uniform within +-weight_spread of 1 and -1): the
+        # untrained ring has spots where the bump prefers to sit, and so drifts.
+        s = float(weight_spread)
+        self.W_EI = nn.Parameter(1.0 + s * (2 * torch.rand(n_inh, n_exc) - 1))
+        self.W_IE = nn.Parameter(-1.0 - s * (2 * torch.rand(n_exc, n_inh) - 1))
+        self.apply_constraints()
+
+    # ------------------------------------------------------------------ constraints
+    @torch.no_grad()
+    def apply_constraints(self) -> None:
+        """Clamp parameters into the seed's biological ranges (call after every optimizer step)."""
+        for g in (self.g_ee, self.g_ei, self.g_ie):
+            g.clamp_(*GAIN_RANGE)
+        for r in (self.noise_rate_e, self.noise_rate_i):
+            r.clamp_(*NOISE_RATE_RANGE)
+        self.W_IE.clamp_(max=W_IE_MAX)
+        self.W_EI.clamp_(*W_EI_RANGE)
+
+    def constraint_violations(self) -> dict[str, int]:
+        """Number of entries outside the biological ranges, per parameter (0 after a step)."""
+        lo, hi = GAIN_RANGE
+        nlo, nhi = NOISE_RATE_RANGE
+        out = {n: int(((getattr(self, n) < lo) | (getattr(self, n) > hi)).sum()) for n in ("g_ee", "g_ei", "g_ie")}
+        out.update({n: int(((getattr(self, n) < nlo) | (getattr(self, n) > nhi)).sum())
+                    for n in ("noise_rate_e", "noise_rate_i")})
+        out["W_IE"] = int((self.W_IE > W_IE_MAX).sum())
+        out["W_EI"] = int(((self.W_EI < W_EI_RANGE[0]) | (self.W_EI > W_EI_RANGE[1])).sum())
+        return out
+
+    def ring_parameters(self) -> dict[str, float]:
+        """The scalar parameters tracked every epoch (``param_history``)."""
+        return {n: float(getattr(self, n).detach()) for n in ("g_ee", "g_ei", "g_ie", "g_av", "noise_rate_e", "noise_rate_i")}
+
+    # ------------------------------------------------------------------ dynamics
+    def recurrent_matrix(self) -> torch.Tensor:
+        """[n_exc + n_inh, 2 n_exc + n_inh]: state @ M gives (input to E, input to I, rotation)."""
+        ne, ni = self.n_exc, self.n_inh
+        M = self.W_EE.new_zeros(ne + ni, 2 * ne + ni)
+        top = torch.cat([self.g_ee * self.W_EE.T, self.g_ei * self.W_EI.T / ne, self.g_ee * self.g_av * self.W_rot.T], 1)
+        bottom = torch.cat([self.g_ie * self.W_IE.T / ni, M.new_zeros(ni, ni + ne)], 1)
+        return torch.cat([top, bottom], 0)
+
+    def landmark_input(self, theta: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
+        """[B, T, n_exc] von Mises bump at the true direction while the landmark is visible."""
+        k = self.landmark_kappa
+        bump = torch.exp(k * (torch.cos(self.preferred - theta[..., None]) - 1.0))
+        return self.landmark_strength * light[..., None] * bump
+
+    def forward(self, omega: torch.Tensor, theta: torch.Tensor, light: torch.Tensor, noise: bool = True,
+                generator: torch.Generator | None = None, state: torch.Tensor | None = None):
+        """Run the network on angular velocity ``omega`` [B, T] (rad/s), with the landmark at
+        ``theta`` [B, T] shown where ``light`` [B, T] is 1. Returns rates [B, T, n_exc + n_inh]
+        (excitatory first) and the final membrane state [B, n_exc + n_inh]."""
+        B, T = omega.shape
+        ne, ni = self.n_exc, self.n_inh
+        M = self.recurrent_matrix()
+        land = self.landmark_input(theta, light)
+        u = omega.new_zeros(B, ne + ni) if state is None else state
+        u_e, u_i = u[:, :ne], u[:, ne:]
+        if noise:
+            sd_e = self.noise_scale * torch.sqrt(self.noise_rate_e / 10.0)
+            sd_i = self.noise_scale * torch.sqrt(self.noise_rate_i / 10.0)
+            xi = torch.randn(T, B, ne + ni, generator=generator, device=omega.device, dtype=omega.dtype)
+        r = torch.relu(torch.tanh(u))
+        out = []
+        for t in range(T):
+            h = r @ M
+            d_e = h[:, :ne] + omega[:, t, None] * h[:, ne + ni:] + land[:, t] + self.tonic_e
+            d_i = h[:, ne:ne + ni] + self.tonic_i
+            if noise:
+                d_e = d_e + sd_e * xi[t, :, :ne]
+                d_i = d_i + sd_i * xi[t, :, ne:]
+            u_e = u_e + self.alpha_e * (d_e - u_e)
+            u_i = u_i + self.alpha_i * (d_i - u_i)
+            r = torch.relu(torch.tanh(torch.cat([u_e, u_i], 1)))
+            out.append(r)
+        return torch.stack(out, 1), torch.cat([u_e, u_i], 1)
+
+    def decode(self, rates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Population vector of the excitatory rates [..., n_exc(+n_inh)]: (direction in
+        (-pi, pi], resultant length normalised by total activity)."""
+        r = rates[..., : self.n_exc]
+        c = r @ torch.cos(self.preferred)
+        s = r @ torch.sin(self.preferred)
+        total = r.sum(-1).clamp_min(1e-8)
+        return torch.atan2(s, c), torch.sqrt(c**2 + s**2) / total

@@ -1,0 +1,84 @@
+"""Benchmark of the ring-attractor training step (run by `make bench`; not a test).
+
+Measures, in one run: the machine's torch fp32 matmul rate, the median wall time of one
+optimizer step (forward over the trajectory, backward, Adam, constraints) on a batch of the
+default embedded data (config/config.yaml, seed batch size), that step's FLOPs
+(torch.utils.flop_counter.FlopCounterMode), and so the achieved fraction of the matmul rate.
+Also the rate of the recurrent product alone at the step's shape, which bounds what the step
+can reach. Writes results/benchmarks/ring_attractor_train_step.md and prints it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, flop_rows, matmul_rate, write_report  # noqa: E402
+
+
+def _median_time(fn, reps: int) -> float:
+    fn()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> int:
+    from neurotrain.config import load_config
+    from neurotrain.systems.ring_attractor import RingTask, _default_data
+
+    torch.set_num_threads(2)
+    cfg = load_config(ROOT / "config" / "config.yaml")["ring_attractor"]
+    data = _default_data(cfg)
+    torch.manual_seed(0)
+    task = RingTask(data, cfg, torch.device("cpu"))
+    model = task.model
+    opt = torch.optim.Adam(model.parameters(), lr=cfg["training"]["learning_rate"],
+                           weight_decay=cfg["training"]["weight_decay"])
+    bs = cfg["training"]["batch_size"]
+    idx = task.train_idx[:bs]
+
+    def step():
+        L = task.losses(idx)
+        opt.zero_grad(set_to_none=True)
+        L["total"].backward()
+        opt.step()
+        task.after_step()
+
+    with FlopCounterMode(display=False) as fc:
+        step()
+    flops = fc.get_total_flops()
+    step_s = _median_time(step, 7)
+    peak = matmul_rate()
+    N = model.n_exc + model.n_inh
+    M = model.recurrent_matrix().detach()
+    r = torch.rand(bs, N)
+    T = data["omega"].shape[1]
+    mm_s = _median_time(lambda: [r @ M for _ in range(T)], 7) / T
+    mm_rate = 2 * bs * N * M.shape[1] / mm_s
+    text = "\n".join([
+        "# Ring-attractor training step benchmark", "",
+        f"Network: {model.n_exc} E + {model.n_inh} I units; one step = batch {bs} x {T} time steps forward and backward, Adam, constraints.",
+        "", "| quantity | value |", "| --- | --- |",
+        f"| torch threads | {torch.get_num_threads()} |",
+        *flop_rows(flops, step_s, peak, "training step"),
+        f"| recurrent product alone ([{bs}, {N}] x [{N}, {M.shape[1]}]) | {mm_rate / 1e9:.1f} GFLOP/s = {mm_rate / peak:.3f} of the matmul rate |",
+        "", "The step's FLOPs are the recurrent products (forward, and two per step backward); the",
+        "gap to the square-matmul rate is the thin [batch x N] shape of each product and the",
+        "per-time-step elementwise work between products.", ""])
+    write_report("ring_attractor_train_step.md", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,334 @@
+"""The ring_attractor system: the network's physics, the seed's constraints, the seed's Python
+API, the NWB source through a loopback download, bad config and bad input."""
+
+import copy
+import hashlib
+import json
+import math
+import subprocess
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from neurotrain.config import validate_system
+from neurotrain.data import ring_attractor as dr
+from neurotrain.data.fetch import download
+from neurotrain.errors import NeurotrainError
+from neurotrain.models.ring_attractor import RingAttractorNetwork
+from neurotrain.systems import ring_attractor as sr
+
+from _http import LoopbackServer  # noqa: I001 - tests/ helper
+from conftest import NEUROTRAIN
+
+SMALL = {"data": {"embedded": {"n_trajectories": 12, "duration": 0.4}, "val_fraction": 0.25, "test_fraction": 0.25},
+         "model": {"n_exc": 64, "n_inh": 16},
+         "training": {"max_epochs": 3, "batch_size": 4, "checkpoint_every": 1, "detail_every": 2, "drift_trials": 2,
+                      "drift_duration": 0.2},
+         "analysis": {"drift_trials": 4, "drift_duration": 0.3, "direction_bins": 4}}
+
+
+@pytest.fixture()
+def rcfg():
+    return validate_system("ring_attractor", copy.deepcopy(SMALL))
+
+
+@pytest.fixture()
+def small_data(rcfg):
+    return sr._default_data(rcfg)
+
+
+def _model(rcfg, **kw):
+    torch.manual_seed(0)
+    mc = {"dt": rcfg["data"]["embedded"]["dt"], **rcfg["model"], **kw}
+    return sr.build_model(mc)
+
+
+# ----------------------------------------------------------------------------- physics
+def test_velocity_moves_the_bump_at_g_av_times_omega(rcfg):
+    m = _model(rcfg, n_exc=200, n_inh=50, g_av=1.0, weight_spread=0.0)
+    B, T = 3, 120
+    light = torch.zeros(B, T)
+    light[:, :10] = 1
+    theta = torch.zeros(B, T)
+    omega = torch.zeros(B, T)
+    omega[:, 10:] = torch.tensor([1.0, -2.0, 0.0])[:, None]
+    with torch.no_grad():
+        r, _ = m(omega, theta, light, noise=False)
+        dec, length = m.decode(r)
+    un = np.unwrap(dec.numpy(), axis=1)
+    speed = (un[:, -1] - un[:, 40]) / ((T - 1 - 40) * m.dt)
+    assert speed == pytest.approx([1.0, -2.0, 0.0], abs=0.1)  # first-order integration is exact to ~5%
+    assert (length[:, -1] > 0.5).all(), "a bump, not uniform activity"
+
+
+def test_homogeneous_ring_holds_its_bump_without_input(rcfg):
+    m = _model(rcfg, n_exc=120, n_inh=30, weight_spread=0.0)
+    start = torch.tensor([-2.0, 0.5, 2.5])
+    T = 100
+    light = torch.zeros(3, T)
+    light[:, :10] = 1
+    with torch.no_grad():
+        r, _ = m(torch.zeros(3, T), start[:, None].expand(3, T), light, noise=False)
+        dec, _ = m.decode(r)
+    assert torch.allclose(dec[:, -1], start, atol=0.02)
+
+
+def test_constraints_hold_after_every_optimizer_step(rcfg, small_data):
+    rcfg["training"]["learning_rate"] = 5.0  # absurd steps push every parameter out of range
+    task = sr.RingTask(small_data, rcfg, torch.device("cpu"), model=_model(rcfg))
+    opt = torch.optim.Adam(task.model.parameters(), lr=5.0)
+    seen = []
+
+    def step():
+        for p in task.model.parameters():  # gradient ascent and descent alike: random signs
+            p.grad = torch.randn_like(p) * 100
+        opt.step()
+        task.after_step()
+        seen.append(task.model.constraint_violations())
+
+    task.train_epoch(np.random.default_rng(0), step)
+    assert seen and all(sum(v.values()) == 0 for v in seen), seen
+    m = task.model
+    assert 0.1 <= m.ring_parameters()["g_ee"] <= 10 and 0.1 <= m.ring_parameters()["noise_rate_i"] <= 20
+    w_ie, w_ei = m.W_IE.detach(), m.W_EI.detach()
+    assert float(w_ie.max()) <= 0.5 and -0.5 <= float(w_ei.min()) and float(w_ei.max()) <= 2.0
+    # and without the projection they would have been out of range
+    with torch.no_grad():
+        m.g_ie.fill_(50.0)
+        m.W_IE.fill_(3.0)
+    assert m.constraint_violations()["g_ie"] == 1 and m.constraint_violations()["W_IE"] == m.W_IE.numel()
+
+
+# ----------------------------------------------------------------------------- the seed's API
+def test_train_model_enhanced_and_quick_train(rcfg, small_data, tmp_path):
+    model = _model(rcfg)
+    trained, history, trainer = sr.train_model_enhanced(model, data=small_data, learning_rate=1e-3, max_epochs=3,
+                                                        early_stopping=True, save_dir=str(tmp_path / "run"))
+    assert trained is model and len(history["val_loss"]) == 3
+    assert {"train_loss", "val_loss", "learning_rate", "grad_norm", "val_tracking_error_deg"} <= set(history)
+    ph = trainer.param_history
+    assert set(ph) == {"g_ee", "g_ei", "g_ie", "g_av", "noise_rate_e", "noise_rate_i"} and len(ph["g_ee"]) == 3
+    lr = history["learning_rate"]
+    assert lr[0] == pytest.approx(1e-3) and lr[0] > lr[1] > lr[2]  # cosine annealing
+    assert (tmp_path / "run" / "model_best.pt").is_file()
+
+    m2, h2 = sr.quick_train(_model(rcfg), epochs=2, lr=2e-3, data=small_data)
+    assert len(h2["val_loss"]) == 2 and h2["learning_rate"][0] == pytest.approx(2e-3)
+
+    with pytest.raises(ValueError, match="unknown training option"):
+        sr.create_training_config(learning_rat=1e-3)
+    with pytest.raises(ValueError, match="unknown preset"):
+        sr.train_model_enhanced(_model(rcfg), data=small_data, preset="reckless")
+
+
+def test_constructor_defaults_are_the_config_defaults(rcfg):
+    import inspect
+
+    d = sr.create_training_config()
+    sig = inspect.signature(RingAttractorNetwork).parameters
+    for k in sr.MODEL_KEYS:
+        assert sig[k].default == d["model"][k], k
+    assert sig["dt"].default == d["data"]["embedded"]["dt"]
+
+
+def test_presets_are_the_seeds(root):
+    import yaml
+
+    for name, preset in sr.PRESETS.items():
+        cfg = yaml.safe_load((root / "config" / f"ring_attractor_{name}.yaml").read_text())
+        assert cfg["ring_attractor"]["training"] == preset
+    assert sr.PRESETS["conservative"] == {"learning_rate": 5e-4, "max_epochs": 200, "weight_decay": 1e-3,
+                                          "patience": 30, "batch_size": 16}
+    assert sr.PRESETS["aggressive"] == {"learning_rate": 2e-3, "max_epochs": 50, "weight_decay": 1e-5,
+                                        "patience": 10, "batch_size": 64}
+    d = sr.create_training_config()["training"]
+    assert {k: d[k] for k in sr.SEED_DEFAULTS} == sr.SEED_DEFAULTS
+
+
+def test_trainer_checkpoint_round_trip_and_corrupt_checkpoint(rcfg, small_data, tmp_path):
+    cfg = sr.create_training_config(max_epochs=2, batch_size=4, save_dir=str(tmp_path / "a"))
+    cfg.update({k: rcfg[k] for k in ("data", "model")})
+    t1 = sr.AdamCosineTrainer(_model(rcfg), cfg, data=small_data)
+    t1.train()
+    t1.save_checkpoint(2, tmp_path / "ck.pth")
+    with pytest.raises(ValueError, match="epoch 2"):
+        t1.save_checkpoint(5, tmp_path / "other.pth")
+    cfg_b = dict(cfg, save_dir=str(tmp_path / "b"))
+    t2 = sr.AdamCosineTrainer(_model(rcfg), cfg_b, data=small_data)
+    assert t2.load_checkpoint(tmp_path / "ck.pth") == 2
+    for k, v in t1._trainer.model.state_dict().items():
+        assert torch.equal(v, t2._trainer.model.state_dict()[k]), k
+    assert t2.param_history["g_ee"] == t1.param_history["g_ee"]
+    bad = tmp_path / "corrupt.pth"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(NeurotrainError, match="corrupt or unreadable checkpoint") as exc:
+        t2.load_checkpoint(bad)
+    assert str(bad) in str(exc.value)
+
+
+# ----------------------------------------------------------------------------- data
+def test_embedded_trajectories_integrate_velocity(rcfg, tmp_path):
+    dr.generate_embedded(rcfg, tmp_path / "raw")
+    dr.preprocess_raw(rcfg, [tmp_path / "raw"], tmp_path / "p.h5")
+    d = dr.load_processed(tmp_path / "p.h5")
+    n, T = d["omega"].shape
+    assert d["theta"].shape == d["light"].shape == (n, T) and n == 12
+    step = np.angle(np.exp(1j * np.diff(d["theta"], axis=1)))
+    assert np.allclose(step, d["omega"][:, 1:] * d["dt"], atol=1e-4)
+    assert (d["light"][:, 0] == 1).all() and (d["light"] == 0).any()
+    assert sorted(np.unique(d["split"])) == [0, 1, 2]
+
+
+def _hd_nwb(path: Path, seconds=8.0, degrees=False, name="head_direction", nan_all=False):
+    from datetime import datetime, timezone
+
+    from pynwb import NWBHDF5IO, NWBFile
+    from pynwb.behavior import CompassDirection
+
+    nwb = NWBFile(session_description="hd", identifier="hd1", session_start_time=datetime(2020, 1, 1, tzinfo=timezone.utc))
+    t = np.arange(0, seconds, 1 / 50)
+    angle = np.cumsum(np.random.default_rng(0).normal(0, 0.05, len(t)))
+    angle = (angle + np.pi) % (2 * np.pi) - np.pi
+    if nan_all:
+        angle[:] = np.nan
+    cd = CompassDirection(name="CompassDirection")
+    cd.create_spatial_series(name=name, data=np.rad2deg(angle) if degrees else angle, timestamps=t,
+                             reference_frame="arena")
+    nwb.create_processing_module("behavior", "behaviour").add(cd)
+    with NWBHDF5IO(str(path), "w") as io_:
+        io_.write(nwb)
+    return t, angle
+
+
+def test_nwb_download_from_loopback_and_preprocess(rcfg, tmp_path):
+    src = tmp_path / "served.nwb"
+    t, angle = _hd_nwb(src, degrees=True)
+    body = src.read_bytes()
+    srv = LoopbackServer({"hd.nwb": body}, fail_first=1)
+    try:
+        got = download(f"{srv.url}/hd.nwb", tmp_path / "dl" / "hd.nwb", hashlib.md5(body).hexdigest(), retries=3,
+                       backoff=0)
+    finally:
+        srv.close()
+    cfg = copy.deepcopy(rcfg)
+    cfg["data"].update(source="nwb")
+    cfg["data"]["nwb"].update(degrees=True, md5=hashlib.md5(body).hexdigest())
+    cfg["data"]["embedded"].update(duration=1.0)
+    dr.preprocess_raw(cfg, [got], tmp_path / "p.h5")
+    d = dr.load_processed(tmp_path / "p.h5")
+    assert d["omega"].shape[1] == 50 and len(d["omega"]) >= 7
+    # the first segment follows the recorded direction
+    grid = t[0] + np.arange(50) * 0.02
+    ref = np.interp(grid, t, np.unwrap(angle))
+    assert np.allclose(np.angle(np.exp(1j * (d["theta"][0] - ref))), 0, atol=1e-3)
+    cfg["data"]["nwb"]["md5"] = "0" * 32
+    with pytest.raises(NeurotrainError, match="checksum"):
+        dr.preprocess_raw(cfg, [got], tmp_path / "q.h5")
+    assert not (tmp_path / "q.h5").exists()
+
+
+@pytest.mark.parametrize("case,needle", [
+    ("missing", "file not found"),
+    ("corrupt", "cannot read NWB file"),
+    ("wrong_name", "no time series named 'head_direction'"),
+    ("all_nan", "no finite samples"),
+    ("too_short", "gap-free segments"),
+])
+def test_bad_nwb_named(rcfg, tmp_path, case, needle):
+    f = tmp_path / "x.nwb"
+    if case == "corrupt":
+        f.write_bytes(b"\x89HDF\r\n\x1a\n garbage")
+    elif case == "wrong_name":
+        _hd_nwb(f, name="heading")
+    elif case == "all_nan":
+        _hd_nwb(f, nan_all=True)
+    elif case == "too_short":
+        _hd_nwb(f, seconds=0.6)
+    cfg = copy.deepcopy(rcfg)
+    cfg["data"]["source"] = "nwb"
+    cfg["data"]["embedded"]["duration"] = 0.4
+    with pytest.raises(NeurotrainError, match=needle) as exc:
+        dr.preprocess_raw(cfg, [f], tmp_path / "p.h5")
+    assert str(f) in str(exc.value)
+    assert not (tmp_path / "p.h5").exists()
+
+
+# ----------------------------------------------------------------------------- bad config, NaN
+@pytest.mark.parametrize("key,value,needle", [
+    ("n_exc", -5, "ring_attractor.model.n_exc"),
+    ("n_inh", 0, "ring_attractor.model.n_inh"),
+    ("sigma_ee", 0.0, "ring_attractor.model.sigma_ee"),
+    ("sigma_ee", -0.3, "ring_attractor.model.sigma_ee"),
+    ("g_ee", 20.0, "ring_attractor.model.g_ee"),
+])
+def test_out_of_range_model_config_named(tmp_path, key, value, needle):
+    params = json.dumps({"model": {key: value}})
+    r = subprocess.run([NEUROTRAIN, "train", "--system", "ring_attractor", "--params", params, "--data",
+                        str(tmp_path / "none.h5"), "--out-dir", str(tmp_path / "model")], capture_output=True, text=True)
+    assert r.returncode == 2 and needle in r.stderr, r.stderr
+    assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.parametrize("kw", [{"n_exc": -5}, {"n_inh": 0}, {"sigma_ee": 0.0}, {"dt": 0.0}])
+def test_model_constructor_refuses_bad_sizes(kw):
+    with pytest.raises(ValueError, match=next(iter(kw))):
+        RingAttractorNetwork(**{"n_exc": 8, "n_inh": 2, **kw})
+
+
+def test_nan_loss_stops_with_a_clear_error_and_no_model(rcfg, tmp_path):
+    dr.generate_embedded(rcfg, tmp_path / "raw")
+    dr.preprocess_raw(rcfg, [tmp_path / "raw"], tmp_path / "p.h5")
+    params = copy.deepcopy(SMALL)
+    params["model"]["tonic_e"] = 1e39  # overflows float32: inf drive, NaN rates, NaN loss
+    out = tmp_path / "model"
+    r = subprocess.run([NEUROTRAIN, "train", "--system", "ring_attractor", "--params", json.dumps(params), "--data",
+                        str(tmp_path / "p.h5"), "--out-dir", str(out)], capture_output=True, text=True)
+    assert r.returncode == 3 and "diverged" in r.stderr, r.stderr
+    assert not (out / "model_best.pt").exists() and not (out / "model_final.pt").exists()
+
+
+def test_corrupt_resume_checkpoint_falls_back_and_says_so(rcfg, tmp_path, caplog):
+    dr.generate_embedded(rcfg, tmp_path / "raw")
+    dr.preprocess_raw(rcfg, [tmp_path / "raw"], tmp_path / "p.h5")
+    out = tmp_path / "model"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "last.pt").write_bytes(b"\x00garbage")
+    sr.run_training(rcfg, str(tmp_path / "p.h5"), str(out))
+    assert "last.pt" in caplog.text and "corrupt or unreadable checkpoint" in caplog.text
+    assert (out / "model_best.pt").is_file()
+
+
+def test_stage_chain_in_process(rcfg, tmp_path):
+    """train -> extract -> analyze -> figures on the small config: shapes of the artifacts."""
+    from neurotrain.analysis.ring_attractor import analyze
+    from neurotrain.extraction.ring_attractor import extract
+    from neurotrain.figures.ring_attractor import FIGURES, render
+
+    dr.generate_embedded(rcfg, tmp_path / "raw")
+    dr.preprocess_raw(rcfg, [tmp_path / "raw"], tmp_path / "p.h5")
+    run = tmp_path / "run"
+    sr.run_training(rcfg, str(tmp_path / "p.h5"), str(run / "model"))
+    extract(rcfg, str(run / "model"), str(tmp_path / "p.h5"), str(run))
+    analyze(rcfg, str(run), str(tmp_path / "p.h5"), None)
+    render(rcfg, str(run))
+    N, E, I = 80, 64, 16
+    T = 20
+    n_test = 3
+    shapes = {"weights/connectivity.npy": (N, N), "weights/W_EI.npy": (I, E), "weights/W_IE.npy": (E, I),
+              "weights/W_EE.npy": (E, E), "outputs/test_rates.npy": (n_test, T, N),
+              "outputs/test_decoded.npy": (n_test, T), "outputs/drift_decoded.npy": (4, 10 + 15),
+              "metrics/tracking_error_deg.npy": (n_test, T), "metrics/fano.npy": (N,),
+              "population/pca.npy": (n_test, T, 3)}
+    for rel, shape in shapes.items():
+        assert np.load(run / rel).shape == shape, rel
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["constraint_violations"] == 0 and math.isfinite(m["tracking_error_median_deg"])
+    for f in FIGURES:
+        assert (run / "figures" / f"{f}.png").read_bytes()[:4] == b"\x89PNG"
+    log = json.loads((run / "model" / "training_log.json").read_text())
+    assert all("g_ee" in row and "grad_norm" in row for row in log["history"])
+    with h5py.File(tmp_path / "p.h5") as h:
+        assert h["omega"].dtype == np.float32
