@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_ei_rnn.py
 	$(BIN)/python tests/benchmarks/bench_cebra.py
 	$(BIN)/python tests/benchmarks/bench_ring_attractor.py
+	$(BIN)/python tests/benchmarks/bench_lisbet.py
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint --cores 1

@@ -307,6 +307,28 @@ def test_ring_attractor_contract_files(finished):
     assert f"{m['tracking_error_median_deg']:.2f}" in report and f"{m['drift_mean_deg_per_s']:.2f}" in report
 
 
+def test_lisbet_contract_files(finished):
+    run = finished / "results" / "lisbet"
+    m = json.loads((run / "metrics.json").read_text())
+    meta = json.loads((run / "outputs" / "sequences.json").read_text())
+    assert len(meta["names"]) == 8 and meta["behaviors"] == ["attack", "investigation", "mount", "other"]
+    for n in meta["names"]:
+        assert np.load(run / "outputs" / f"embedding_{n}.npy").shape == (120, 8)
+        assert np.load(run / "outputs" / f"annotations_{n}.npy").shape == (120,)
+        assert np.load(run / "population" / f"pca_{n}.npy").shape == (120, 3)
+    for kind in ("embedding", "raw"):
+        assert np.load(run / "metrics" / f"confusion_{kind}.npy").shape == (4, 4)
+    cfg = json.loads((run / "weights" / "embedder" / "model_config.json").read_text())
+    assert cfg["emb_dim"] == 8 and (run / "weights" / "embedder" / "weights.pt").is_file()
+    assert (run / "model" / "lisbet64x8-embedded" / "weights" / "weights_last.pt").is_file()
+    log = json.loads((run / "model" / "training_log.json").read_text())
+    assert len(log["history"]) == 3 and all(f"val_{t}_accuracy" in log["history"][0] for t in ("nwp", "smp", "dmp", "vsp"))
+    for f in ("history", "embedding_pca", "confusion", "ethogram"):
+        assert (run / "figures" / f"{f}.png").read_bytes()[:4] == b"\x89PNG", f
+    report = (run / "training_report.md").read_text()
+    assert "# LISBET Self-Supervised Training Report" in report and f"{m['macro_f1_raw']:.3f}" in report
+
+
 def test_one_system_target_builds_only_that_chain(tmp_path):
     wd = workflow_copy(tmp_path)
     r = subprocess.run(["snakemake", "-n", "results/cebra/training_report.md", "--configfile", "config/smoke.yaml"],

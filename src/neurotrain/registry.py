@@ -50,6 +50,16 @@ SYSTEMS: dict[str, dict[str, str]] = {
         "figures": "neurotrain.figures.ring_attractor:render",
         "template": "ring_attractor.md.j2",
     },
+    "lisbet": {
+        "framework": "torch",
+        "generate": "neurotrain.data.lisbet:generate_embedded",
+        "preprocess": "neurotrain.data.lisbet:preprocess_raw",
+        "train": "neurotrain.systems.lisbet:run_training",
+        "extract": "neurotrain.extraction.lisbet:extract",
+        "analyze": "neurotrain.analysis.lisbet:analyze",
+        "figures": "neurotrain.figures.lisbet:render",
+        "template": "lisbet.md.j2",
+    },
 }
 
 

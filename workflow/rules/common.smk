@@ -46,6 +46,15 @@ STAGE_CONFIG = {
         "figures": [],
         "report": [],
     },
+    "lisbet": {
+        "generate": ["data.embedded"],
+        "preprocess": ["data", "model.window"],
+        "train": ["model", "training"],
+        "extract": ["training.embed_batch"],
+        "analyze": ["analysis"],
+        "figures": [],
+        "report": [],
+    },
     "ring_attractor": {
         "generate": ["data.embedded"],
         "preprocess": [
@@ -89,6 +98,11 @@ STAGE_CODE = {
 EXTRA_CODE = {
     "ei_rnn": {"preprocess": ["data/matlab.py"]},
     "cebra": {"preprocess": ["data/fetch.py"]},
+    "lisbet": {
+        "preprocess": ["data/fetch.py"],
+        "train": ["models/lisbet.py"],
+        "extract": ["models/lisbet.py", "systems/lisbet.py"],
+    },
     "ring_attractor": {
         "preprocess": ["data/fetch.py"],
         "train": ["models/ring_attractor.py"],
@@ -97,7 +111,12 @@ EXTRA_CODE = {
 }
 
 # Conda environment of each stage, per framework of the system's model.
-FRAMEWORK = {"ei_rnn": "torch", "cebra": "torch", "ring_attractor": "torch"}
+FRAMEWORK = {
+    "ei_rnn": "torch",
+    "cebra": "torch",
+    "ring_attractor": "torch",
+    "lisbet": "torch",
+}
 STAGE_ENV = {
     "generate": "analysis",
     "fetch": "analysis",
@@ -193,11 +212,32 @@ def _nwb_url_file(data):
     }
 
 
-DOWNLOADS = {("cebra", "rat"): _rat_files, ("ring_attractor", "nwb"): _nwb_url_file}
+def _calms21_files(data):
+    c = data["calms21"]
+    names = {
+        "unlabeled": "unlabeled_videos.zip",
+        "task1": "task1_classic_classification.zip",
+    }
+    return {
+        names[k]: {
+            "url": c["url"].format(file=names[k]),
+            "md5": c["md5"][k],
+            "retries": c["retries"],
+        }
+        for k in c["files"]
+    }
+
+
+DOWNLOADS = {
+    ("cebra", "rat"): _rat_files,
+    ("ring_attractor", "nwb"): _nwb_url_file,
+    ("lisbet", "calms21"): _calms21_files,
+}
 USER_FILES = {
     ("ei_rnn", "mat"): ("path",),
     ("cebra", "nwb"): ("nwb", "paths"),
     ("ring_attractor", "nwb"): ("nwb", "path"),
+    ("lisbet", "movement"): ("movement", "paths"),
 }
 
 

@@ -52,6 +52,7 @@ class RingAttractorNetwork(nn.Module):
         data's ``dt``), so ``RingAttractorNetwork(n_exc=800, n_inh=200, sigma_ee=0.3)`` is the
         network the workflow trains."""
         super().__init__()
+        self.init_args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         for name, v in (("n_exc", n_exc), ("n_inh", n_inh)):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")

@@ -59,10 +59,12 @@ class RingTask:
         self.device = device
         self.dt = float(data["dt"])
         m = cfg["model"]
-        self.model_config = {"dt": self.dt, **{k: m[k] for k in MODEL_KEYS}}
-        self.model = (model if model is not None else build_model(self.model_config)).to(device)
-        if model is not None:
-            self.model_config.update(n_exc=model.n_exc, n_inh=model.n_inh, sigma_ee=model.sigma_ee)
+        if model is None:
+            self.model_config = {"dt": self.dt, **{k: m[k] for k in MODEL_KEYS}}
+            model = build_model(self.model_config)
+        else:  # a user's network (the notebook API): its own constructor arguments
+            self.model_config = dict(model.init_args)
+        self.model = model.to(device)
         t = {k: torch.as_tensor(data[k], dtype=torch.float32, device=device) for k in ("omega", "theta", "light")}
         split = np.asarray(data["split"])
         self.train_idx, self.val_idx = np.flatnonzero(split == 0), np.flatnonzero(split == 1)
@@ -259,8 +261,8 @@ class AdamCosineTrainer:
         self.save_dir = Path(self.config.get("save_dir") or tempfile.mkdtemp(prefix="ring_attractor_"))
         self.task = RingTask(self.data, self.config, self.device, model=model)
         self.model = self.task.model
-        record = {k: self.config[k] for k in ("model", "loss", "training")}
-        record["model"] = {**record["model"], "n_exc": model.n_exc, "n_inh": model.n_inh, "sigma_ee": model.sigma_ee}
+        record = {k: self.config[k] for k in ("loss", "training")}
+        record["model"] = dict(model.init_args)
         self._trainer = Trainer(self.task, loop_config(tc), self.save_dir, record, "in-memory",
                                 {"system": "ring_attractor", "model_config": self.task.model_config})
         self.summary: dict | None = None

@@ -77,7 +77,7 @@ class LoopConfig:
     monitor_mode: str = "max"
     monitor_label: str = "val_corr"  # in the progress bar and the per-epoch line
     monitor_name: str = "validation correlation"  # in the closing banner
-    scheduler: str = "plateau"  # "plateau" (ReduceLROnPlateau on val_loss) or "cosine" (to min_lr over max_epochs)
+    scheduler: str = "plateau"  # "plateau" (ReduceLROnPlateau on val_loss), "cosine" (to min_lr over max_epochs), "constant"
     weight_decay: float = 0.0  # Adam's L2 penalty
     lr_factor: float = 0.5
     lr_patience: int = 10
@@ -141,6 +141,8 @@ class Trainer:
         self.opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         if cfg.scheduler == "cosine":
             self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=cfg.max_epochs, eta_min=cfg.min_lr)
+        elif cfg.scheduler == "constant":
+            self.sched = torch.optim.lr_scheduler.ConstantLR(self.opt, factor=1.0, total_iters=0)
         else:
             self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(self.opt, mode="min", factor=cfg.lr_factor,
                                                                     patience=cfg.lr_patience, min_lr=cfg.min_lr)
@@ -251,7 +253,7 @@ class Trainer:
                     with torch.no_grad():
                         val = task.evaluate()
                     lr = opt.param_groups[0]["lr"]  # the rate this epoch trained with
-                    if cfg.scheduler == "cosine":
+                    if cfg.scheduler in ("cosine", "constant"):
                         sched.step()
                     else:
                         sched.step(val["val_loss"])

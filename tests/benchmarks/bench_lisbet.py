@@ -1,0 +1,100 @@
+"""Benchmark of the LISBET model at the seed's size (run by `make bench`; not a test).
+
+In one run: the machine's torch fp32 matmul rate; one training step of the seed-size model
+(8 layers, 8 heads, hidden 256, embedding 64, window 200; a batch of 32 windows for each of the
+four tasks, summed loss, one Adam step; compute only, windows prepared beforehand) with its FLOPs
+(FlopCounterMode) and achieved fraction of the matmul rate; embedding a batch of 128 windows;
+embedding every frame of a 2000-frame sequence (one window per frame, batched). Reference
+numbers for the `lisbet` 0.4.3 package on a 2-core CPU of this kind (from the issue; the package
+cannot be installed beside this torch): 3.2 s per training step, 1.1 s per 128 windows, 44 s for
+2000 frames. Writes results/benchmarks/lisbet_model.md.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import flop_rows, matmul_rate, write_report  # noqa: E402
+
+REF = {"step": 3.2, "embed128": 1.1, "embed2000": 44.0}
+
+
+def _median(fn, reps):
+    fn()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> int:
+    from neurotrain.config import validate_system
+    from neurotrain.data.lisbet import simulate_sequence
+    from neurotrain.models.lisbet import TASKS, LisbetModel
+    from neurotrain.systems import lisbet as sl
+
+    torch.set_num_threads(2)
+    cfg = validate_system("lisbet", {})  # the schema defaults are the seed's sizes
+    W, bs = cfg["model"]["window"], 32
+    e = cfg["data"]["embedded"]
+    rng = np.random.default_rng(0)
+    seqs = [simulate_sequence(2000, e, rng)[0] for _ in range(3)]
+    frames = sl.Frames(seqs)
+    torch.manual_seed(0)
+    mc = {**{k: cfg["model"][k] for k in sl.MODEL_KEYS}, "in_dim": 28, "task_ids": list(TASKS)}
+    model = LisbetModel(mc)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    batches = {k: sl.make_examples(k, frames, np.arange(3), bs, rng, cfg["training"], W) for k in TASKS}
+    batches = {k: (torch.as_tensor(x), torch.as_tensor(y)) for k, (x, y) in batches.items()}
+
+    def step():
+        model.train()
+        opt.zero_grad(set_to_none=True)
+        loss = sum(F.binary_cross_entropy_with_logits(model(x, k), y) for k, (x, y) in batches.items())
+        loss.backward()
+        opt.step()
+
+    with FlopCounterMode(display=False) as fc:
+        step()
+    flops = fc.get_total_flops()
+    step_s = _median(step, 5)
+    emb = sl.export_embedder(mc, model.state_dict())
+    x128 = batches["nwp"][0][:1].repeat(128, 1, 1)
+
+    def embed128():
+        with torch.no_grad():
+            emb(x128)
+
+    e128 = _median(embed128, 5)
+    seq = torch.as_tensor(seqs[0].reshape(2000, -1))
+    e2000 = _median(lambda: emb.embed_sequence(seq, 256), 3)
+    peak = matmul_rate()
+    text = "\n".join([
+        "# LISBET model benchmark (seed size)", "",
+        f"Model: {mc['num_layers']} layers, {mc['num_heads']} heads, hidden {mc['hidden_dim']}, embedding {mc['emb_dim']}, "
+        f"window {W}; 2 torch threads. Training step = a batch of {bs} windows for each of the 4 tasks, summed loss, one Adam step.",
+        "", "| quantity | this package | lisbet 0.4.3 (reference) | speed-up |", "| --- | --- | --- | --- |",
+        f"| training step | {step_s:.2f} s | {REF['step']} s | {REF['step'] / step_s:.1f}x |",
+        f"| embed 128 windows | {e128:.3f} s | {REF['embed128']} s | {REF['embed128'] / e128:.1f}x |",
+        f"| embed 2000 frames (one window per frame) | {e2000:.2f} s | {REF['embed2000']} s | {REF['embed2000'] / e2000:.1f}x |",
+        "", "| training step | value |", "| --- | --- |",
+        *flop_rows(flops, step_s, peak, "training step"), "",
+        "The reference numbers were measured for the `lisbet` package on an idle 2-core CPU of this kind (from the",
+        "issue); that package pulls a torchvision that does not import beside this torch, so it is not re-run here.", ""])
+    write_report("lisbet_model.md", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
