@@ -20,7 +20,9 @@ spike counts.
 
 The recurrent step is one dense product of the full state [B, n_exc + n_inh] with a
 [n_exc + n_inh, 2 n_exc + n_inh] matrix assembled once per forward pass from the gains: the
-recurrent input of both populations and the rotating component in one matmul.
+recurrent input of both populations and the rotating component in one matmul. The recurrence
+has a hand-written backward pass (:class:`_Recurrence`) that forms the weight gradient as one
+large product instead of one thin product per time step.
 """
 
 from __future__ import annotations
@@ -40,6 +42,75 @@ W_EI_RANGE = (-0.5, 2.0)
 def circular_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Signed circular difference a - b wrapped to [-pi, pi)."""
     return torch.remainder(a - b + math.pi, 2 * math.pi) - math.pi
+
+
+class _Recurrence(torch.autograd.Function):
+    """The network's recurrence over T steps with hand-written backpropagation through time.
+
+    Forward, per step: h = r @ M; drive = h[:, :N] + pad(omega_t * h[:, N:]) + ext_t;
+    u = lerp(u, drive, alpha); r = max(tanh(u), 0). Autograd would accumulate the weight
+    gradient as T thin [N, B] x [B, N + E] products plus T additions into a [N, N + E] buffer;
+    here the backward pass collects the per-step gradients of h and forms dL/dM as one
+    [N, T*B] x [T*B, N + E] product, and runs no autograd bookkeeping per step.
+    Inputs: M [N, N + E], ext [T, N, B], omega [T, B], u0 [B, N], alpha [N]; returns the rates
+    [N, T, B] and the final state [B, N]. Gradients flow to M, ext and u0.
+    """
+
+    @staticmethod
+    def forward(ctx, M, ext, omega, u0, alpha, ne):
+        T, N, B = ext.shape
+        # Unit-major layout ([N, B] per step): the thin products run as [N + E, N] x [N, B],
+        # which BLAS does markedly faster than [B, N] x [N, N + E] for small batches. The rates
+        # of all steps live in one [N, T + 1, B] buffer, so that the weight gradient's big
+        # product reads them without a copy.
+        Mt = M.t().contiguous()  # [N + E, N]
+        ext = ext.contiguous()
+        w = omega[:, None, :]  # [T, 1, B]
+        a = alpha[:, None]  # [N, 1]
+        rs = ext.new_empty(N, T + 1, B)
+        h = ext.new_empty(M.shape[1], B)
+        drive = ext.new_empty(N, B)
+        u = u0.t().contiguous()
+        torch.tanh(u, out=rs[:, 0]).clamp_(min=0.0)
+        for t in range(T):  # every operation writes in place: no allocation per step
+            torch.mm(Mt, rs[:, t], out=h)
+            torch.add(h[:N], ext[t], out=drive)
+            drive[:ne].addcmul_(w[t], h[N:])
+            u.lerp_(drive, a)
+            torch.tanh(u, out=rs[:, t + 1]).clamp_(min=0.0)
+        ctx.save_for_backward(M, omega, alpha, rs)
+        ctx.ne = ne
+        return rs[:, 1:], u.t().contiguous()  # [N, T, B] (a view of the buffer), [B, N]
+
+    @staticmethod
+    def backward(ctx, g_rates, g_u_final):
+        M, omega, alpha, rs = ctx.saved_tensors
+        ne = ctx.ne
+        N, T1, B = rs.shape
+        T = T1 - 1
+        deriv = (1.0 - rs * rs).masked_fill_(rs == 0, 0.0)  # d r / d u for every step at once
+        g_rt = g_rates  # [N, T, B]
+        g_h = rs.new_empty(M.shape[1], T, B)  # its first N rows are the gradient of ext
+        g_u = g_u_final.t().contiguous() if g_u_final is not None else rs.new_zeros(N, B)
+        g_r = rs.new_empty(N, B)
+        g_r_next = rs.new_zeros(N, B)  # gradient reaching r_t through h_{t+1}
+        w = omega[:, None, :]
+        a = alpha[:, None]
+        keep = 1.0 - a
+        for t in range(T - 1, -1, -1):
+            if g_rt is not None:
+                torch.add(g_rt[:, t], g_r_next, out=g_r)
+            else:
+                g_r.copy_(g_r_next)
+            g_u.addcmul_(g_r, deriv[:, t + 1])
+            torch.mul(g_u, a, out=g_h[:N, t])
+            torch.mul(g_h[:ne, t], w[t], out=g_h[N:, t])
+            torch.mm(M, g_h[:, t], out=g_r_next)
+            g_u.mul_(keep)
+        g_u0 = g_u.addcmul_(g_r_next, deriv[:, 0]).t()
+        # dL/dM = sum_t r_t g_h_t^T as one [N, T B] x [T B, N + E] product
+        g_M = rs[:, :T].reshape(N, T * B) @ g_h.reshape(M.shape[1], T * B).t()
+        return g_M, g_h[:N].permute(1, 0, 2), None, g_u0, None, None
 
 
 class RingAttractorNetwork(nn.Module):
@@ -137,34 +208,38 @@ class RingAttractorNetwork(nn.Module):
         (excitatory first) and the final membrane state [B, n_exc + n_inh]."""
         B, T = omega.shape
         ne, ni = self.n_exc, self.n_inh
+        N = ne + ni
         M = self.recurrent_matrix()
-        land = self.landmark_input(theta, light)
-        u = omega.new_zeros(B, ne + ni) if state is None else state
-        u_e, u_i = u[:, :ne], u[:, ne:]
+        # Everything that does not depend on the state is computed for all steps at once, in
+        # the recurrence's unit-major layout [T, N, B]: tonic drive, landmark, noise.
+        k = self.landmark_kappa
+        th, li = theta.t(), light.t()  # [T, B]
+        land = self.landmark_strength * li[:, None, :] * torch.exp(
+            k * (torch.cos(self.preferred[None, :, None] - th[:, None, :]) - 1.0))  # [T, ne, B]
+        tonic = omega.new_tensor([self.tonic_e] * ne + [self.tonic_i] * ni)[:, None]
+        ext = torch.nn.functional.pad(land, (0, 0, 0, ni)) + tonic
         if noise:
-            sd_e = self.noise_scale * torch.sqrt(self.noise_rate_e / 10.0)
-            sd_i = self.noise_scale * torch.sqrt(self.noise_rate_i / 10.0)
-            xi = torch.randn(T, B, ne + ni, generator=generator, device=omega.device, dtype=omega.dtype)
-        r = torch.relu(torch.tanh(u))
-        out = []
-        for t in range(T):
-            h = r @ M
-            d_e = h[:, :ne] + omega[:, t, None] * h[:, ne + ni:] + land[:, t] + self.tonic_e
-            d_i = h[:, ne:ne + ni] + self.tonic_i
-            if noise:
-                d_e = d_e + sd_e * xi[t, :, :ne]
-                d_i = d_i + sd_i * xi[t, :, ne:]
-            u_e = u_e + self.alpha_e * (d_e - u_e)
-            u_i = u_i + self.alpha_i * (d_i - u_i)
-            r = torch.relu(torch.tanh(torch.cat([u_e, u_i], 1)))
-            out.append(r)
-        return torch.stack(out, 1), torch.cat([u_e, u_i], 1)
+            sd = self.noise_scale * torch.sqrt(torch.cat([self.noise_rate_e.expand(ne), self.noise_rate_i.expand(ni)]) / 10.0)
+            ext = ext + sd[:, None] * torch.randn(T, N, B, generator=generator, device=omega.device, dtype=omega.dtype)
+        alpha = omega.new_tensor([self.alpha_e] * ne + [self.alpha_i] * ni)
+        u0 = omega.new_zeros(B, N) if state is None else state
+        rates, u = _Recurrence.apply(M, ext, omega.t().contiguous(), u0, alpha, ne)
+        return rates.permute(2, 1, 0), u  # [B, T, N] as a view of the unit-major buffer
 
     def decode(self, rates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Population vector of the excitatory rates [..., n_exc(+n_inh)]: (direction in
         (-pi, pi], resultant length normalised by total activity)."""
         r = rates[..., : self.n_exc]
-        c = r @ torch.cos(self.preferred)
-        s = r @ torch.sin(self.preferred)
+        cs = self.population_vector(rates)
+        c, s = cs[..., 0], cs[..., 1]
         total = r.sum(-1).clamp_min(1e-8)
         return torch.atan2(s, c), torch.sqrt(c**2 + s**2) / total
+
+    def population_vector(self, rates: torch.Tensor) -> torch.Tensor:
+        """Sum of the excitatory rates times (cos, sin) of their preferred directions [..., 2]."""
+        basis = torch.stack([torch.cos(self.preferred), torch.sin(self.preferred)])  # [2, n_exc]
+        if rates.dim() == 3:  # [B, T, N], usually a view of the recurrence's [N, T, B] buffer:
+            B, T, _ = rates.shape  # one product over all steps, without transposing the rates
+            unit_major = rates.permute(2, 1, 0)[: self.n_exc].reshape(self.n_exc, T * B)
+            return (basis @ unit_major).reshape(2, T, B).permute(2, 1, 0)
+        return rates[..., : self.n_exc] @ basis.t()
