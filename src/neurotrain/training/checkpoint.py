@@ -69,14 +69,33 @@ def seed_everything(seed: int) -> np.random.Generator:
 RESUME_NEUTRAL_KEYS = ("max_epochs", "max_steps", "patience", "log_every", "detail_every", "checkpoint_every", "device")
 
 
+_CODE_SHA: str | None = None
+
+
+def code_fingerprint() -> str:
+    """sha256 of the package's Python source: a run is only resumed by the code that started
+    it (a code change reruns training in Snakemake, and that rerun must not pick up the old
+    run's checkpoints)."""
+    global _CODE_SHA
+    if _CODE_SHA is None:
+        root = Path(__file__).resolve().parents[1]
+        h = hashlib.sha256()
+        for f in sorted(root.rglob("*.py")):
+            h.update(str(f.relative_to(root)).encode())
+            h.update(f.read_bytes())
+        _CODE_SHA = h.hexdigest()
+    return _CODE_SHA
+
+
 def fingerprint(config: dict, data_sha: str, state: dict) -> str:
     """Identity of a training run for resuming: the config that shapes the trajectory, the
-    data and the model's parameter names and shapes (``state`` is a state dict)."""
+    data, the model's parameter names and shapes (``state`` is a state dict) and the code."""
     cfg = copy.deepcopy(config)
     for k in RESUME_NEUTRAL_KEYS:
         cfg.get("training", {}).pop(k, None)
     params = {k: list(v.shape) for k, v in state.items()}
-    blob = json.dumps({"config": cfg, "data": data_sha, "params": params}, sort_keys=True).encode()
+    blob = json.dumps({"config": cfg, "data": data_sha, "params": params, "code": code_fingerprint()},
+                      sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 

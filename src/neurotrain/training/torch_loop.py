@@ -169,7 +169,7 @@ class Trainer:
         Raises :class:`NeurotrainError` if the file is unreadable or belongs to another run."""
         ck = load_checkpoint(path)
         if ck.get("fingerprint") != self.fp:
-            raise NeurotrainError(path, "checkpoint belongs to another config, dataset or model")
+            raise NeurotrainError(path, "checkpoint belongs to another config, dataset, model or code version")
         fresh = (copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.opt.state_dict()),
                  copy.deepcopy(self.sched.state_dict()))
         try:
@@ -192,7 +192,7 @@ class Trainer:
                 self.load_checkpoint(cand)
             except NeurotrainError as exc:
                 if "another config" in exc.what:
-                    log.warning("Not resuming from %s: it belongs to another config, dataset or model", cand)
+                    log.warning("Not resuming from %s: it belongs to another config, dataset, model or code version", cand)
                     break
                 log.warning("Cannot resume from %s (%s); trying an older checkpoint", cand, exc.what)
                 continue
