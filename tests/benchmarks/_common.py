@@ -24,6 +24,17 @@ def matmul_rate(n: int = 1024, reps: int = 20) -> float:
     return 2 * n**3 / statistics.median(times)
 
 
+def median_time(fn, reps: int) -> float:
+    """Median wall time (s) of ``reps`` calls of ``fn`` after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
 def flop_rows(flops: float, seconds: float, peak: float, what: str) -> list[str]:
     """Markdown rows: FLOPs and wall time of ``what``, achieved rate, fraction of ``peak``."""
     rate = flops / seconds

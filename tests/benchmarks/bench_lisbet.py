@@ -12,9 +12,7 @@ cannot be installed beside this torch): 3.2 s per training step, 1.1 s per 128 w
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,19 +21,9 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import flop_rows, matmul_rate, write_report  # noqa: E402
+from _common import flop_rows, matmul_rate, median_time, write_report  # noqa: E402
 
 REF = {"step": 3.2, "embed128": 1.1, "embed2000": 44.0}
-
-
-def _median(fn, reps):
-    fn()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> int:
@@ -68,7 +56,7 @@ def main() -> int:
     with FlopCounterMode(display=False) as fc:
         step()
     flops = fc.get_total_flops()
-    step_s = _median(step, 5)
+    step_s = median_time(step, 5)
     emb = sl.export_embedder(mc, model.state_dict())
     x128 = batches["nwp"][0][:1].repeat(128, 1, 1)
 
@@ -76,9 +64,9 @@ def main() -> int:
         with torch.no_grad():
             emb(x128)
 
-    e128 = _median(embed128, 5)
+    e128 = median_time(embed128, 5)
     seq = torch.as_tensor(seqs[0].reshape(2000, -1))
-    e2000 = _median(lambda: emb.embed_sequence(seq, 256), 3)
+    e2000 = median_time(lambda: emb.embed_sequence(seq, 256), 3)
     peak = matmul_rate()
     text = "\n".join([
         "# LISBET model benchmark (seed size)", "",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +19,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, flop_rows, matmul_rate, write_report  # noqa: E402
-
-
-def _median_time(fn, reps: int) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+from _common import ROOT, flop_rows, matmul_rate, median_time, write_report  # noqa: E402
 
 
 def main() -> int:
@@ -64,7 +53,7 @@ def main() -> int:
     rounds = []
     for _ in range(7):
         p = matmul_rate(reps=10)
-        st = _median_time(step, 3)
+        st = median_time(step, 3)
         rounds.append((flops / st / p, st, p))
     ratio = statistics.median(r[0] for r in rounds)
     step_s = statistics.median(r[1] for r in rounds)
@@ -74,7 +63,7 @@ def main() -> int:
     r = torch.rand(N, bs)
     h = torch.empty(Mt.shape[0], bs)
     T = data["omega"].shape[1]
-    mm_s = _median_time(lambda: [torch.mm(Mt, r, out=h) for _ in range(T)], 7) / T
+    mm_s = median_time(lambda: [torch.mm(Mt, r, out=h) for _ in range(T)], 7) / T
     mm_rate = 2 * bs * N * Mt.shape[0] / mm_s
     text = "\n".join([
         "# Ring-attractor training step benchmark", "",

@@ -28,6 +28,10 @@ class Backbone(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(emb_dim)
 
+    @classmethod
+    def from_config(cls, c: dict) -> "Backbone":
+        return cls(c["in_dim"], c["emb_dim"], c["hidden_dim"], c["num_heads"], c["num_layers"], c["window"])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, W, in_dim] -> embedding of the last frame [B, emb_dim]."""
         W = x.shape[1]
@@ -40,11 +44,9 @@ class LisbetModel(nn.Module):
 
     def __init__(self, config: dict):
         super().__init__()
-        c = config
-        self.config = dict(c)
-        self.backbone = Backbone(c["in_dim"], c["emb_dim"], c["hidden_dim"], c["num_heads"], c["num_layers"],
-                                 c["window"])
-        self.heads = nn.ModuleDict({t: nn.Linear(c["emb_dim"], 1) for t in c["task_ids"]})
+        self.config = dict(config)
+        self.backbone = Backbone.from_config(config)
+        self.heads = nn.ModuleDict({t: nn.Linear(config["emb_dim"], 1) for t in config["task_ids"]})
 
     def forward(self, x: torch.Tensor, task: str) -> torch.Tensor:
         return self.heads[task](self.backbone(x))[:, 0]
@@ -55,10 +57,8 @@ class Embedder(nn.Module):
 
     def __init__(self, config: dict):
         super().__init__()
-        c = config
-        self.config = dict(c)
-        self.backbone = Backbone(c["in_dim"], c["emb_dim"], c["hidden_dim"], c["num_heads"], c["num_layers"],
-                                 c["window"])
+        self.config = dict(config)
+        self.backbone = Backbone.from_config(config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
