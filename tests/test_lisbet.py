@@ -72,11 +72,13 @@ def test_task_examples_follow_their_definitions(task, lcfg):
     elif task == "dmp":
         lag = (rt - it)[:, W // 2]
         inside = (rt.min(1) >= t["delay_max"]) & (rt.max(1) < 200 - t["delay_max"])
+        assert inside.all(), "no window needs frames beyond the recording (no frozen intruder)"
         assert (lag[pos & inside] >= t["delay_min"]).all() and (lag[pos & inside] <= t["delay_max"]).all()
         assert (-lag[neg & inside] >= t["delay_min"]).all() and (-lag[neg & inside] <= t["delay_max"]).all()
     else:
         speed = (rt[:, -1] - rt[:, 0]) / (W - 1)
         assert (speed[pos] > 1.3).all() and (speed[neg] < 0.75).all()
+        assert (np.diff(rt, axis=1) > 0).all(), "slowed windows interpolate, never repeat a frame"
         assert (rt == it).all()
 
 
@@ -279,3 +281,15 @@ def test_training_writes_run_id_folder_and_resumes_exactly(lcfg, tmp_path, monke
     a = torch.load(tmp_path / "a" / "model_final.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "b" / "model_final.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_calms21_unknown_label_and_duplicate_names(tmp_path):
+    f = tmp_path / "calms21_task1_train.json"
+    doc = json.loads(_calms21_json(["task1/train/m1"], T=5))
+    doc["annotator-id_0"]["task1/train/m1"]["annotations"] = [0, 1, 7, 3, 2]  # 7 is not in the vocabulary
+    f.write_text(json.dumps(doc))
+    assert list(dl.read_calms21_json(f, 1024)["m1"]["annotations"]) == [0, 1, -1, 3, 2]
+    doc["annotator-id_1"] = {"task1/test/m1": doc["annotator-id_0"]["task1/train/m1"]}
+    f.write_text(json.dumps(doc))
+    with pytest.raises(NeurotrainError, match="two sequences named 'm1'"):
+        dl.read_calms21_json(f, 1024)

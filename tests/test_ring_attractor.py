@@ -382,3 +382,24 @@ def test_code_change_does_not_resume_from_a_finished_runs_checkpoints(rcfg, tmp_
     summary = sr.run_training(rcfg, str(tmp_path / "p.h5"), str(out))
     assert summary["resumed_from_epoch"] is None and summary["total_epochs"] == 3
     assert "Not resuming" in caplog.text
+
+
+def test_batch_of_one_leaves_the_callers_state_alone(rcfg):
+    m = _model(rcfg)
+    state = torch.zeros(1, m.n_exc + m.n_inh)
+    m(torch.zeros(1, 5), torch.zeros(1, 5), torch.ones(1, 5), noise=False, state=state)
+    assert (state == 0).all()
+
+
+def test_cosine_horizon_is_part_of_the_resume_fingerprint(rcfg, small_data, tmp_path):
+    """Under cosine annealing max_epochs sets the schedule, so a run is not resumed under
+    another max_epochs (under ReduceLROnPlateau it may be)."""
+    from neurotrain.training.torch_loop import Trainer
+
+    fps = []
+    for epochs in (3, 5):
+        cfg = copy.deepcopy(rcfg)
+        cfg["training"]["max_epochs"] = epochs
+        task = sr.RingTask(small_data, cfg, torch.device("cpu"), model=_model(rcfg))
+        fps.append(Trainer(task, sr.loop_config(cfg["training"]), tmp_path, {"training": cfg["training"]}, "d").fp)
+    assert fps[0] != fps[1]

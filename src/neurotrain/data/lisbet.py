@@ -220,7 +220,10 @@ def read_calms21_json(path: Path, frame_width: float) -> dict[str, dict]:
                 inv = {v: k for k, v in vocab.items()}
                 remap = np.array([BEHAVIORS.index(inv[i]) if inv.get(i) in BEHAVIORS else -1
                                   for i in range(max(inv) + 1)], np.int16)
-                ann = np.where(ann >= 0, remap[np.clip(ann, 0, len(remap) - 1)], -1).astype(np.int16)
+                known = (ann >= 0) & (ann < len(remap))
+                ann = np.where(known, remap[np.clip(ann, 0, len(remap) - 1)], -1).astype(np.int16)
+            if Path(name).name in out:
+                raise NeurotrainError(path, f"two sequences named {Path(name).name!r}")
             out[Path(name).name] = {"keypoints": (kp.transpose(0, 1, 3, 2) / frame_width).astype(np.float32),
                                     "annotations": ann}
     return out
@@ -311,6 +314,8 @@ def preprocess_raw(cfg: dict, raw, out: str | Path) -> None:
                 files = safe_extract(r, Path(folder))
                 for jf in sorted(p for p in files if p.suffix == ".json"):
                     for name, s in read_calms21_json(jf, c["frame_width"]).items():
+                        if name in seqs:
+                            raise NeurotrainError(jf, f"sequence {name!r} appears in more than one file")
                         if kind == "task1":
                             fixed_split[name] = 2 if "test" in jf.name else 0
                         seqs[name] = s
@@ -319,6 +324,8 @@ def preprocess_raw(cfg: dict, raw, out: str | Path) -> None:
         for r in raw:
             s = read_movement(r)
             s["annotations"] = np.full(len(s["keypoints"]), -1, np.int16)
+            if r.stem in seqs:
+                raise NeurotrainError(r, f"another pose file is also named {r.stem!r} (sequences are named by file)")
             seqs[r.stem] = s
     if not seqs:
         raise NeurotrainError(raw[0], "no sequences found")
@@ -335,15 +342,17 @@ def preprocess_raw(cfg: dict, raw, out: str | Path) -> None:
     names = sorted(seqs)
     rng = np.random.default_rng(d["split_seed"])
     split = np.zeros(len(names), np.int8)
-    free = [i for i, n in enumerate(names) if n not in fixed_split]
     for i, n in enumerate(names):
-        if n in fixed_split:
-            split[i] = fixed_split[n]
-    order = rng.permutation(free)
-    n_val = max(1, int(round(len(free) * d["val_fraction"]))) if len(free) > 2 else 0
-    n_test = max(1, int(round(len(free) * d["test_fraction"]))) if len(free) > 2 and not fixed_split else 0
-    split[order[:n_val]] = 1
-    split[order[n_val:n_val + n_test]] = 2
+        split[i] = fixed_split.get(n, 0)
+    # test sequences: CalMS21's own test set when there is one, else drawn; validation is drawn
+    # from what is left for training (CalMS21's task-1 training set included)
+    if not any(v == 2 for v in fixed_split.values()):
+        free = rng.permutation([i for i, n in enumerate(names) if n not in fixed_split])
+        n_test = max(1, int(round(len(free) * d["test_fraction"]))) if len(free) > 2 and d["test_fraction"] > 0 else 0
+        split[free[:n_test]] = 2
+    train = rng.permutation(np.flatnonzero(split == 0))
+    n_val = max(1, int(round(len(train) * d["val_fraction"]))) if len(train) > 1 and d["val_fraction"] > 0 else 0
+    split[train[:n_val]] = 1
     with atomic_path(out) as tmp:
         with h5py.File(tmp, "w") as h:
             for n in names:

@@ -70,7 +70,7 @@ class _Recurrence(torch.autograd.Function):
         rs = ext.new_empty(N, T + 1, B)
         h = ext.new_empty(M.shape[1], B)
         drive = ext.new_empty(N, B)
-        u = u0.t().contiguous()
+        u = u0.t().clone(memory_format=torch.contiguous_format)  # never a view of the caller's state
         torch.tanh(u, out=rs[:, 0]).clamp_(min=0.0)
         for t in range(T):  # every operation writes in place: no allocation per step
             torch.mm(Mt, rs[:, t], out=h)
@@ -91,7 +91,7 @@ class _Recurrence(torch.autograd.Function):
         deriv = (1.0 - rs * rs).masked_fill_(rs == 0, 0.0)  # d r / d u for every step at once
         g_rt = g_rates  # [N, T, B]
         g_h = rs.new_empty(M.shape[1], T, B)  # its first N rows are the gradient of ext
-        g_u = g_u_final.t().contiguous() if g_u_final is not None else rs.new_zeros(N, B)
+        g_u = g_u_final.t().clone(memory_format=torch.contiguous_format) if g_u_final is not None else rs.new_zeros(N, B)
         g_r = rs.new_empty(N, B)
         g_r_next = rs.new_zeros(N, B)  # gradient reaching r_t through h_{t+1}
         w = omega[:, None, :]

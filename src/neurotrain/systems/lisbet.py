@@ -39,9 +39,18 @@ class Frames:
         self.all = np.concatenate(keypoints).astype(np.float32)
 
     def gather(self, seq: np.ndarray, local: np.ndarray) -> np.ndarray:
-        """Frames [B, W, 2, 7, 2] at local indices [B, W] of sequences [B] (clipped to each)."""
-        idx = np.clip(local, 0, self.lengths[seq][:, None] - 1) + self.offsets[seq][:, None]
-        return self.all[idx]
+        """Frames [B, W, 2, 7, 2] at local indices [B, W] of sequences [B] (clipped to each);
+        fractional indices are interpolated linearly between neighbouring frames."""
+        hi = self.lengths[seq][:, None] - 1
+        local = np.clip(local, 0, hi)
+        lo = np.floor(local).astype(int)
+        frac = (local - lo).astype(np.float32)
+        a = self.all[lo + self.offsets[seq][:, None]]
+        if not frac.any():
+            return a
+        b = self.all[np.minimum(lo + 1, hi) + self.offsets[seq][:, None]]
+        f = frac[..., None, None, None]
+        return a + f * (b - a)
 
 
 def make_examples(task: str, frames: Frames, seqs: np.ndarray, n: int, rng: np.random.Generator, t: dict,
@@ -75,6 +84,10 @@ def make_examples(task: str, frames: Frames, seqs: np.ndarray, n: int, rng: np.r
         int_idx = np.where(y[:, None] == 1, res_idx, ostart[:, None] + j)
     elif task == "dmp":
         d = rng.integers(t["delay_min"], t["delay_max"] + 1, n)
+        # windows whose shifted intruder stays inside the recording (no frozen frames at an edge)
+        m = t["delay_max"]
+        start = m + (rng.random(n) * np.maximum(L - W - 2 * m + 1, 1)).astype(int)
+        res_idx = start[:, None] + j
         int_idx = res_idx + np.where(y == 1, -d, d)[:, None]
     elif task == "vsp":
         fast = rng.uniform(*t["speed_fast"], n)
@@ -82,7 +95,7 @@ def make_examples(task: str, frames: Frames, seqs: np.ndarray, n: int, rng: np.r
         f = np.where(y == 1, fast, slow)
         span = np.ceil(f * (W - 1)).astype(int)
         start = (rng.random(n) * np.maximum(L - span, 1)).astype(int)
-        res_idx = start[:, None] + np.round(f[:, None] * j).astype(int)
+        res_idx = start[:, None] + f[:, None] * j  # fractional: frames are interpolated, never repeated
         int_idx = res_idx
     else:
         raise ValueError(f"unknown task {task!r} (known: {', '.join(TASKS)})")
@@ -104,8 +117,9 @@ class LisbetTask:
         self.frames = Frames(data["keypoints"])
         split = np.asarray(data["split"])
         self.train_seqs, self.val_seqs = np.flatnonzero(split == 0), np.flatnonzero(split == 1)
-        if len(self.val_seqs) == 0:
-            self.val_seqs = self.train_seqs
+        if len(self.train_seqs) == 0 or len(self.val_seqs) == 0:
+            raise ValueError(f"need training and validation sequences, got {len(self.train_seqs)} and "
+                             f"{len(self.val_seqs)} (lisbet.data.val_fraction)")
         n_train_windows = int(np.maximum(self.frames.lengths[self.train_seqs] - self.W + 1, 1).sum())
         self.n_per_task = max(t["batch_size"], int(round(t["train_sample"] * n_train_windows)))
         rng = np.random.default_rng(t["seed"] + 1)
@@ -190,9 +204,7 @@ def run_training(cfg: dict, data_path: str, out_dir: str, threads: int = 0) -> d
     try:
         task = LisbetTask(data, cfg, device)
     except ValueError as exc:
-        raise NeurotrainError("config key lisbet.model", str(exc)) from None
-    if len(task.train_seqs) == 0:
-        raise NeurotrainError(data_path, "no training sequences")
+        raise NeurotrainError(data_path, str(exc)) from None
     data_sha = sha256_file(data_path)
     record = {k: cfg[k] for k in ("model", "training")}
     run_record = {"system": "lisbet", "model_config": task.model_config, "device": str(device), "data": str(data_path),

@@ -67,6 +67,9 @@ class RingTask:
         t = {k: torch.as_tensor(data[k], dtype=torch.float32, device=device) for k in ("omega", "theta", "light")}
         split = np.asarray(data["split"])
         self.train_idx, self.val_idx = np.flatnonzero(split == 0), np.flatnonzero(split == 1)
+        if len(self.train_idx) == 0 or len(self.val_idx) == 0:
+            raise ValueError(f"the data need training (split 0) and validation (split 1) trajectories; got "
+                             f"{len(self.train_idx)} and {len(self.val_idx)}")
         self.omega, self.theta, self.light = t["omega"], t["theta"], t["light"]
         self.batch_size = cfg["training"]["batch_size"]
         self.skip = int(round(cfg["loss"]["loss_skip"] / self.dt))

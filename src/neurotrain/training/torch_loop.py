@@ -137,7 +137,9 @@ class Trainer:
         self.config_record, self.run_record = config_record, run_record or {}
         self.np_rng = seed_everything(cfg.seed)
         model = self.model = task.model
-        self.fp = fingerprint(config_record, data_sha, model.state_dict())
+        # max_epochs may change on resume, except under cosine annealing, whose horizon it is
+        fp_record = {**config_record, "_cosine_horizon": cfg.max_epochs} if cfg.scheduler == "cosine" else config_record
+        self.fp = fingerprint(fp_record, data_sha, model.state_dict())
         self.opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         if cfg.scheduler == "cosine":
             self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=cfg.max_epochs, eta_min=cfg.min_lr)
@@ -244,6 +246,9 @@ class Trainer:
         with SignalGuard() as guard:
             try:
                 while state["epoch"] < cfg.max_epochs:
+                    if state["bad_epochs"] >= cfg.patience:  # a resumed run that had already stopped
+                        stop_reason = "early_stopping"
+                        break
                     epoch = state["epoch"] + 1
                     t0 = time.perf_counter()
                     model.train()
