@@ -105,7 +105,7 @@ EXTRA_CODE = {
     },
     "ring_attractor": {
         "preprocess": ["data/fetch.py"],
-        "train": ["models/ring_attractor.py"],
+        "train": ["models/ring_attractor.py", "analysis/ring_attractor.py"],
         "extract": ["models/ring_attractor.py", "systems/ring_attractor.py"],
     },
 }

@@ -196,10 +196,11 @@ class RingAttractorNetwork(nn.Module):
         return torch.cat([top, bottom], 0)
 
     def landmark_input(self, theta: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
-        """[B, T, n_exc] von Mises bump at the true direction while the landmark is visible."""
-        k = self.landmark_kappa
-        bump = torch.exp(k * (torch.cos(self.preferred - theta[..., None]) - 1.0))
-        return self.landmark_strength * light[..., None] * bump
+        """Von Mises bump at the true direction ``theta`` [B, T] while ``light`` [B, T] is 1, in
+        the recurrence's unit-major layout [T, n_exc, B]."""
+        th, li = theta.t(), light.t()  # [T, B]
+        bump = torch.exp(self.landmark_kappa * (torch.cos(self.preferred[None, :, None] - th[:, None, :]) - 1.0))
+        return self.landmark_strength * li[:, None, :] * bump
 
     def forward(self, omega: torch.Tensor, theta: torch.Tensor, light: torch.Tensor, noise: bool = True,
                 generator: torch.Generator | None = None, state: torch.Tensor | None = None):
@@ -212,10 +213,7 @@ class RingAttractorNetwork(nn.Module):
         M = self.recurrent_matrix()
         # Everything that does not depend on the state is computed for all steps at once, in
         # the recurrence's unit-major layout [T, N, B]: tonic drive, landmark, noise.
-        k = self.landmark_kappa
-        th, li = theta.t(), light.t()  # [T, B]
-        land = self.landmark_strength * li[:, None, :] * torch.exp(
-            k * (torch.cos(self.preferred[None, :, None] - th[:, None, :]) - 1.0))  # [T, ne, B]
+        land = self.landmark_input(theta, light)  # [T, ne, B]
         tonic = omega.new_tensor([self.tonic_e] * ne + [self.tonic_i] * ni)[:, None]
         ext = torch.nn.functional.pad(land, (0, 0, 0, ni)) + tonic
         if noise:

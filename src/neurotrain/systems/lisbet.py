@@ -136,7 +136,6 @@ class LisbetTask:
         order = [(k, i) for i in range(0, self.n_per_task, bs) for k in self.task_ids]  # tasks interleaved
         sums = {f"train_{k}_{m}": 0.0 for k in self.task_ids for m in ("loss", "accuracy")}
         counts = dict.fromkeys(self.task_ids, 0)
-        total = 0.0
         for k, i in order:
             x, y = data[k][0][i:i + bs], torch.as_tensor(data[k][1][i:i + bs], device=self.device)
             logits = self._logits(k, x)
@@ -148,7 +147,6 @@ class LisbetTask:
             sums[f"train_{k}_loss"] += float(loss.detach()) * n
             sums[f"train_{k}_accuracy"] += float(((logits.detach() > 0).float() == y).sum())
             counts[k] += n
-            total += float(loss.detach())
         out = {key: v / counts[key.split("_")[1]] for key, v in sums.items()}
         out["train_loss"] = float(np.mean([out[f"train_{k}_loss"] for k in self.task_ids]))
         return out

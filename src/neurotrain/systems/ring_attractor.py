@@ -43,10 +43,6 @@ def tracking_loss(decoded_vec: torch.Tensor, theta: torch.Tensor, skip: int) -> 
     return (1.0 - cos_err[:, skip:]).mean()
 
 
-def population_vector(model: RingAttractorNetwork, rates: torch.Tensor) -> torch.Tensor:
-    return model.population_vector(rates)
-
-
 def circular_error_deg(decoded: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     return torch.rad2deg(torch.abs(torch.remainder(decoded - theta + math.pi, 2 * math.pi) - math.pi))
 
@@ -83,7 +79,7 @@ class RingTask:
         i = torch.as_tensor(idx, device=self.device)
         theta = self.theta[i]
         rates, _ = self.model(self.omega[i], theta, self.light[i], noise=True, generator=generator)
-        track = tracking_loss(population_vector(self.model, rates), theta, self.skip)
+        track = tracking_loss(self.model.population_vector(rates), theta, self.skip)
         if self.rate_penalty > 0:
             rate = (rates**2).mean()
             total = track + self.rate_penalty * rate
@@ -157,9 +153,10 @@ def drift_run(model: RingAttractorNetwork, n: int, duration: float, seed: int, d
 
 def drift_rate(model: RingAttractorNetwork, n: int, duration: float, seed: int, device) -> np.ndarray:
     """Per-trial |net displacement| / time (deg/s) of the decoded direction after the cue."""
+    from ..analysis.ring_attractor import drift_deg_per_s  # numpy only: the analysis stage's measure
+
     _, decoded, _, n_cue = drift_run(model, n, duration, seed, device)
-    un = np.unwrap(decoded.cpu().numpy().astype(np.float64), axis=1)
-    return np.rad2deg(np.abs(un[:, -1] - un[:, n_cue - 1])) / duration
+    return drift_deg_per_s(decoded.cpu().numpy(), n_cue, model.dt)
 
 
 def flush_denormals() -> None:
