@@ -60,6 +60,16 @@ SYSTEMS: dict[str, dict[str, str]] = {
         "figures": "neurotrain.figures.lisbet:render",
         "template": "lisbet.md.j2",
     },
+    "cpc_snn": {
+        "framework": "jax",
+        "generate": "neurotrain.data.cpc_snn:generate_embedded",
+        "preprocess": "neurotrain.data.cpc_snn:preprocess_raw",
+        "train": "neurotrain.systems.cpc_snn:run_training",
+        "extract": "neurotrain.extraction.cpc_snn:extract",
+        "analyze": "neurotrain.analysis.cpc_snn:analyze",
+        "figures": "neurotrain.figures.cpc_snn:render",
+        "template": "cpc_snn.md.j2",
+    },
 }
 
 

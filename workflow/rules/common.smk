@@ -71,6 +71,15 @@ STAGE_CONFIG = {
         "figures": [],
         "report": [],
     },
+    "cpc_snn": {
+        "generate": ["data"],
+        "preprocess": ["data", "model.encoder", "model.cpc.prediction_steps"],
+        "train": ["data.injection", "model", "training"],
+        "extract": ["model", "analysis.spike_examples"],
+        "analyze": ["analysis", "data.injection"],
+        "figures": [],
+        "report": [],
+    },
 }
 
 # Package modules each stage runs, per system ("{system}" is filled in).
@@ -103,6 +112,10 @@ EXTRA_CODE = {
         "train": ["models/lisbet.py"],
         "extract": ["models/lisbet.py", "systems/lisbet.py"],
     },
+    "cpc_snn": {
+        "train": ["models/cpc_snn.py", "training/jax_loop.py", "training/runstate.py"],
+        "extract": ["models/cpc_snn.py", "systems/cpc_snn.py", "training/jax_loop.py"],
+    },
     "ring_attractor": {
         "preprocess": ["data/fetch.py"],
         "train": ["models/ring_attractor.py", "analysis/ring_attractor.py"],
@@ -116,7 +129,9 @@ FRAMEWORK = {
     "cebra": "torch",
     "ring_attractor": "torch",
     "lisbet": "torch",
+    "cpc_snn": "jax",
 }
+CHECKPOINT_EXT = {"torch": "pt", "jax": "npz"}
 STAGE_ENV = {
     "generate": "analysis",
     "fetch": "analysis",
@@ -127,6 +142,16 @@ STAGE_ENV = {
     "figures": "analysis",
     "report": "analysis",
 }
+
+
+def model_file(kind):
+    """``model_best``/``model_final`` of the wildcard's system, in its framework's format."""
+
+    def path(wildcards):
+        ext = CHECKPOINT_EXT[FRAMEWORK[wildcards.system]]
+        return f"results/{wildcards.system}/model/model_{kind}.{ext}"
+
+    return path
 
 
 def all_reports():
@@ -228,10 +253,19 @@ def _calms21_files(data):
     }
 
 
+def _gwosc_files(data):
+    g = data["gwosc"]
+    return {
+        name: {"url": g["url"].format(name=name), "md5": md5, "retries": g["retries"]}
+        for name, md5 in g["files"].items()
+    }
+
+
 DOWNLOADS = {
     ("cebra", "rat"): _rat_files,
     ("ring_attractor", "nwb"): _nwb_url_file,
     ("lisbet", "calms21"): _calms21_files,
+    ("cpc_snn", "gwosc"): _gwosc_files,
 }
 USER_FILES = {
     ("ei_rnn", "mat"): ("path",),

@@ -3,6 +3,8 @@
 
 
 rule train_model:
+    wildcard_constraints:
+        system="|".join(s for s, f in FRAMEWORK.items() if f == "torch"),
     input:
         data="data/processed/{system}.h5",
         code=stage_code("train"),
@@ -28,9 +30,20 @@ rule train_model:
         " --data {input.data} --out-dir $(dirname {output.best}) --threads {threads} > {log} 2>&1"
 
 
+# JAX systems: the same job; parameters are saved as .npz (arrays + JSON metadata, no pickle).
+use rule train_model as train_model_jax with:
+    wildcard_constraints:
+        system="|".join(s for s, f in FRAMEWORK.items() if f == "jax"),
+    output:
+        best="results/{system}/model/model_best.npz",
+        final="results/{system}/model/model_final.npz",
+        log="results/{system}/model/training_log.json",
+        config="results/{system}/model/config.json",
+
+
 rule extract_model:
     input:
-        best="results/{system}/model/model_best.pt",
+        best=model_file("best"),
         data="data/processed/{system}.h5",
         code=stage_code("extract"),
     output:

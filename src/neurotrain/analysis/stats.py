@@ -128,3 +128,39 @@ def pca_fit(x: np.ndarray, n_components: int) -> dict:
 def pca_project(x: np.ndarray, pca: dict) -> np.ndarray:
     """Project x [..., features] onto fitted components -> [..., n_pcs]."""
     return (np.asarray(x, dtype=np.float64) - pca["mean"]) @ pca["components"].T
+
+
+# --------------------------------------------------------------------------- detection
+def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(false-alarm probability, true-positive rate) at every threshold, from strict to loose."""
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    y = np.asarray(labels)[order] == 1
+    tp, fp = np.cumsum(y), np.cumsum(~y)
+    return (np.concatenate([[0.0], fp / max(fp[-1], 1)]), np.concatenate([[0.0], tp / max(tp[-1], 1)]))
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney, ties counted half)."""
+    from scipy.stats import rankdata
+
+    y = np.asarray(labels) == 1
+    n1, n0 = int(y.sum()), int((~y).sum())
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    r = rankdata(scores)
+    return float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def detection_threshold(noise_scores: np.ndarray, fap: float) -> float:
+    """Threshold whose exceedance rate on the noise-only scores is at most ``fap`` (a score
+    strictly above it is a detection); NaN when fewer than 1/fap noise scores exist."""
+    s = np.sort(np.asarray(noise_scores))[::-1]
+    if len(s) * fap < 1:
+        return float("nan")
+    return float(s[int(np.floor(fap * len(s)))])
+
+
+def tpr_at_fap(scores: np.ndarray, labels: np.ndarray, fap: float) -> float:
+    y = np.asarray(labels) == 1
+    thr = detection_threshold(np.asarray(scores)[~y], fap)
+    return float("nan") if np.isnan(thr) else float(np.mean(np.asarray(scores)[y] > thr))

@@ -1,0 +1,343 @@
+"""The one training loop for JAX systems: phases of jitted optax steps over parameter pytrees.
+
+A system supplies a *task* (see :class:`JaxTask`) and a list of :class:`Phase`; each phase
+trains a subset of the top-level parameter groups (the rest frozen) on its own loss weights
+with ``optax.chain(clip_by_global_norm(clip), adam(schedule))``, where the schedule is a
+linear warm-up then cosine decay (or constant) over the phase's steps. One optimizer step
+averages the gradients of ``accumulate`` micro-batches (unrolled inside the jitted step).
+
+Files under ``out_dir`` (``results/<system>/model``)::
+
+    model_best.npz, model_final.npz   parameters (one array per pytree path) + JSON metadata
+    training_log.json                 {"history": [per-epoch rows], "summary": {...}}
+    config.json                       the config, versions, data fingerprint
+    checkpoints/phase{N}.npz          the parameters at the end of phase N
+    checkpoints/last.npz              the full state after the last finished epoch (parameters,
+                                      optimizer state, phase, epoch, numpy generator, history):
+                                      a rerun resumes from it; removed when training finishes
+
+Every ``.npz`` is written atomically and read with ``allow_pickle=False``: metadata is a JSON
+string stored as a byte array, never a pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm import tqdm
+
+from ..errors import Interrupted, NeurotrainError
+from ..io import atomic_path, save_json
+from .runstate import SignalGuard, fingerprint
+
+log = logging.getLogger("neurotrain.train")
+META = "__meta__"
+
+
+# --------------------------------------------------------------------------- pytree files
+def flatten(tree) -> dict[str, np.ndarray]:
+    """``{path: array}`` of a pytree (paths as ``jax.tree_util.keystr``)."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {jax.tree_util.keystr(p): np.asarray(v) for p, v in leaves}
+
+
+def unflatten(like, arrays: dict[str, np.ndarray], where: str = "checkpoint"):
+    """The pytree shaped like ``like`` with leaves from ``arrays`` (names and shapes checked)."""
+    paths, treedef = jax.tree_util.tree_flatten_with_path(like)
+    leaves = []
+    for p, ref in paths:
+        k = jax.tree_util.keystr(p)
+        if k not in arrays:
+            raise NeurotrainError(where, f"has no array {k}")
+        a = arrays[k]
+        if a.shape != np.shape(ref):
+            raise NeurotrainError(where, f"array {k} has shape {a.shape}, expected {np.shape(ref)}")
+        leaves.append(jnp.asarray(a, dtype=jnp.asarray(ref).dtype))
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def save_npz(path: str | Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    """Arrays plus JSON metadata in one ``.npz``, written atomically."""
+    payload = dict(arrays)
+    payload[META] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **payload)
+
+
+def load_npz(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
+    """(arrays, metadata) of a file written by :func:`save_npz`; no pickles."""
+    path = Path(path)
+    if not path.is_file():
+        raise NeurotrainError(path, "checkpoint not found")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        meta = json.loads(arrays.pop(META).tobytes().decode())
+    except Exception as exc:
+        raise NeurotrainError(path, f"corrupt or unreadable checkpoint ({exc.__class__.__name__})") from None
+    return arrays, meta
+
+
+# --------------------------------------------------------------------------- phases and tasks
+@dataclass
+class Phase:
+    name: str
+    title: str
+    trainable: tuple[str, ...]
+    weights: dict  # loss weights passed to the task's loss
+    epochs: int
+    learning_rate: float
+    schedule: str = "cosine"  # cosine | constant
+    warmup_steps: int = 0
+    monitor: str | None = None  # validation key of the best model (lower is better); None: not monitored
+
+
+class JaxTask(Protocol):
+    def init_params(self, key) -> dict: ...
+
+    def steps_per_epoch(self, phase: Phase) -> int: ...
+
+    def batches(self, phase: Phase, np_rng: np.random.Generator, step0: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """One epoch of (x, y), each shaped [accumulate, micro_batch, ...]."""
+
+    def loss(self, params, x, y, weights: dict): ...
+
+    def evaluate(self, params, phase: Phase) -> dict: ...
+
+
+@dataclass
+class LoopConfig:
+    seed: int
+    accumulate: int
+    gradient_clip: float
+    checkpoint_every: int = 1
+    log_every: int = 1
+    extra_fingerprint: dict = field(default_factory=dict)
+
+
+def make_optimizer(phase: Phase, total_steps: int, clip: float):
+    if phase.schedule == "cosine":
+        lr = optax.warmup_cosine_decay_schedule(0.0 if phase.warmup_steps else phase.learning_rate,
+                                                phase.learning_rate, max(phase.warmup_steps, 0),
+                                                max(total_steps, phase.warmup_steps + 1), phase.learning_rate * 0.01)
+    else:
+        lr = (optax.linear_schedule(0.0, phase.learning_rate, phase.warmup_steps) if phase.warmup_steps
+              else optax.constant_schedule(phase.learning_rate))
+        if phase.warmup_steps:
+            lr = optax.join_schedules([lr, optax.constant_schedule(phase.learning_rate)], [phase.warmup_steps])
+    return optax.chain(optax.clip_by_global_norm(clip), optax.adam(lr)), lr
+
+
+def make_step(task: JaxTask, phase: Phase, opt) -> Callable:
+    """The jitted update: gradients of the trainable groups averaged over the micro-batches."""
+    weights = dict(phase.weights)
+
+    def micro_loss(train, frozen, x, y):
+        return task.loss({**frozen, **train}, x, y, weights)
+
+    grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
+
+    def step(train, frozen, opt_state, xs, ys):
+        # micro-batches unrolled (a lax.scan around the CPC loss's scans runs several times slower on CPU)
+        n = xs.shape[0]
+        g = aux = None
+        for i in range(n):
+            (_, a), gi = grad_fn(train, frozen, xs[i], ys[i])
+            g = gi if g is None else jax.tree_util.tree_map(jnp.add, g, gi)
+            aux = a if aux is None else jax.tree_util.tree_map(jnp.add, aux, a)
+        g = jax.tree_util.tree_map(lambda v: v / n, g)
+        aux = jax.tree_util.tree_map(lambda v: v / n, aux)
+        aux["grad_norm"] = optax.tree.norm(g)
+        updates, opt_state = opt.update(g, opt_state, train)
+        return optax.apply_updates(train, updates), opt_state, aux
+
+    return jax.jit(step)
+
+
+def _say(text: str) -> None:
+    tqdm.write(text, file=sys.stderr)
+
+
+def _np_rng_state(rng: np.random.Generator) -> dict:
+    return rng.bit_generator.state
+
+
+class PhaseTrainer:
+    """Runs the phases in order, resuming from ``checkpoints/last.npz`` of the same run."""
+
+    def __init__(self, task: JaxTask, phases: list[Phase], cfg: LoopConfig, out_dir: str | Path,
+                 config_record: dict, data_sha: str, run_record: dict | None = None):
+        self.task, self.phases, self.cfg, self.out = task, phases, cfg, Path(out_dir)
+        self.config_record, self.run_record = config_record, run_record or {}
+        self.params = task.init_params(jax.random.PRNGKey(cfg.seed))
+        shapes = {k: np.zeros(np.shape(v)) for k, v in flatten(self.params).items()}
+        self.fp = fingerprint({**config_record, **cfg.extra_fingerprint}, data_sha, shapes)
+        self.np_rng = np.random.default_rng(cfg.seed)
+        self.state = {"phase": 0, "epoch": 0, "global_step": 0, "history": [], "elapsed": 0.0, "best": None,
+                      "best_epoch": None, "resumed_from": None, "phase_steps": {}}
+        self.best_params = None
+        self.opt_state = None
+
+    # -- checkpoints
+    def _save_last(self, path: Path) -> None:
+        arrays = {"params" + k: v for k, v in flatten(self.params).items()}
+        if self.opt_state is not None:
+            arrays.update({"opt" + k: v for k, v in flatten(self.opt_state).items()})
+        if self.best_params is not None:
+            arrays.update({"best" + k: v for k, v in flatten(self.best_params).items()})
+        save_npz(path, arrays, {"format": "neurotrain-jax-state-v1", "fingerprint": self.fp, "loop": self.state,
+                                "numpy_rng": _np_rng_state(self.np_rng)})
+
+    def _load_last(self, path: Path) -> None:
+        arrays, meta = load_npz(path)
+        if meta.get("fingerprint") != self.fp:
+            raise NeurotrainError(path, "checkpoint belongs to another config, dataset, model or code version")
+        take = lambda prefix: {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}  # noqa: E731
+        self.params = unflatten(self.params, take("params"), str(path))
+        best = take("best")
+        self.best_params = unflatten(self.params, best, str(path)) if best else None
+        self.state = meta["loop"]
+        self.np_rng.bit_generator.state = meta["numpy_rng"]
+        self._pending_opt = take("opt")
+
+    def _resume(self, ckpt_dir: Path) -> None:
+        last = ckpt_dir / "last.npz"
+        self._pending_opt = None
+        if not last.is_file():
+            return
+        try:
+            self._load_last(last)
+        except NeurotrainError as exc:
+            log.warning("Not resuming from %s: %s", last, exc.what)
+            return
+        self.state["resumed_from"] = {"phase": self.state["phase"], "epoch": self.state["epoch"]}
+        log.info("Resuming from %s at phase %d, epoch %d", last, self.state["phase"] + 1, self.state["epoch"])
+
+    # -- the run
+    def train(self) -> dict:
+        out, ckpt_dir = self.out, self.out / "checkpoints"
+        for name in ("model_best.npz", "model_final.npz", "training_log.json", "config.json"):
+            (out / name).unlink(missing_ok=True)
+        self._resume(ckpt_dir)
+        if self.state["resumed_from"] is None and ckpt_dir.exists():
+            stale = sorted(p.name for p in ckpt_dir.iterdir())
+            if stale:
+                log.warning("Starting fresh: removing stale checkpoints %s", ", ".join(stale))
+            shutil.rmtree(ckpt_dir)
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        t_start = time.perf_counter() - self.state["elapsed"]
+        with SignalGuard() as guard:
+            try:
+                while self.state["phase"] < len(self.phases):
+                    self._run_phase(self.phases[self.state["phase"]], ckpt_dir, guard, t_start)
+            except (Interrupted, KeyboardInterrupt):
+                self.state["elapsed"] = time.perf_counter() - t_start
+                log.warning("Interrupted in phase %d at epoch %d; state saved to %s. Rerun the same target to resume.",
+                            self.state["phase"] + 1, self.state["epoch"], ckpt_dir / "last.npz")
+                raise
+        return self._finish(time.perf_counter() - t_start, ckpt_dir)
+
+    def _run_phase(self, phase: Phase, ckpt_dir: Path, guard: SignalGuard, t_start: float) -> None:
+        task, st = self.task, self.state
+        steps = task.steps_per_epoch(phase)
+        opt, lr_fn = make_optimizer(phase, steps * phase.epochs, self.cfg.gradient_clip)
+        train = {k: self.params[k] for k in phase.trainable}
+        frozen = {k: v for k, v in self.params.items() if k not in phase.trainable}
+        opt_state = opt.init(train)
+        if st["epoch"] > 0 and self._pending_opt:
+            opt_state = unflatten(opt_state, self._pending_opt, "checkpoints/last.npz")
+        self._pending_opt = None
+        step = make_step(task, phase, opt)
+        if st["epoch"] == 0:
+            _say(f"\n=== Phase {st['phase'] + 1}: {phase.title} ({phase.epochs} epochs x {steps} steps; "
+                 f"training {', '.join(phase.trainable)}) ===")
+        bar = tqdm(total=phase.epochs, initial=st["epoch"], desc=f"Phase {st['phase'] + 1}", dynamic_ncols=True,
+                   mininterval=1.0 if sys.stderr.isatty() else 30.0, file=sys.stderr)
+        while st["epoch"] < phase.epochs:
+            epoch = st["epoch"] + 1
+            t0 = time.perf_counter()
+            sums, n = {}, 0
+            phase_step = st["epoch"] * steps
+            for xs, ys in task.batches(phase, self.np_rng, st["global_step"]):
+                train, opt_state, aux = step(train, frozen, opt_state, jnp.asarray(xs), jnp.asarray(ys))
+                for k, v in aux.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+                n += 1
+                st["global_step"] += 1
+                phase_step += 1
+                if guard.signum is not None:  # the last epoch-end checkpoint stays the resume point
+                    bar.close()
+                    raise Interrupted(guard.signum)
+            self.params = {**frozen, **train}
+            self.opt_state = opt_state
+            row = {"phase": st["phase"] + 1, "phase_name": phase.name, "epoch": epoch,
+                   "global_step": st["global_step"], "learning_rate": float(lr_fn(phase_step - 1)),
+                   **{f"train_{k}": v / max(n, 1) for k, v in sums.items()}}
+            row.update({f"val_{k}": v for k, v in task.evaluate(self.params, phase).items()})
+            row["epoch_time"] = time.perf_counter() - t0
+            if not all(math.isfinite(v) for v in row.values() if isinstance(v, float)):
+                raise FloatingPointError(f"loss diverged in phase {row['phase']} at epoch {epoch}: {row}")
+            if phase.monitor is not None:
+                score = row[f"val_{phase.monitor}"]
+                if st["best"] is None or score < st["best"]:
+                    st.update(best=score, best_epoch={"phase": row["phase"], "epoch": epoch})
+                    self.best_params = self.params
+            st["history"].append(row)
+            st["epoch"] = epoch
+            st["elapsed"] = time.perf_counter() - t_start
+            bar.update(1)
+            if epoch % self.cfg.log_every == 0 or epoch == phase.epochs:
+                extra = "".join(f" | {k}: {row[k]:.4f}" for k in ("val_classification_loss", "val_accuracy", "val_auc",
+                                                                    "val_cpc_loss", "val_cpc_accuracy") if k in row)
+                _say(f"Epoch {epoch}/{phase.epochs} | Loss: {row.get('train_loss', float('nan')):.4f}{extra} "
+                     f"| lr: {row['learning_rate']:.1e} | time: {row['epoch_time']:.1f}s")
+            if epoch == phase.epochs:
+                save_npz(ckpt_dir / f"phase{row['phase']}.npz", flatten(self.params),
+                         {"phase": phase.name, "epoch": epoch, "fingerprint": self.fp})
+                st["phase"] += 1
+                st["epoch"] = 0
+                self.opt_state = None
+            if epoch % self.cfg.checkpoint_every == 0 or st["epoch"] == 0:
+                self._save_last(ckpt_dir / "last.npz")
+                save_json(self.out / "training_log.json", {"history": st["history"], "summary": {"in_progress": True}})
+            if guard.signum is not None:
+                bar.close()
+                self._save_last(ckpt_dir / "last.npz")
+                raise Interrupted(guard.signum)
+            if st["epoch"] == 0:  # this phase is done
+                break
+        bar.close()
+
+    def _finish(self, total_time: float, ckpt_dir: Path) -> dict:
+        st, out = self.state, self.out
+        history = st["history"]
+        final = history[-1] if history else {}
+        meta = {"fingerprint": self.fp, "config": self.config_record}
+        save_npz(out / "model_final.npz", flatten(self.params), {**meta, "kind": "final", "metrics": final})
+        best = self.best_params if self.best_params is not None else self.params
+        save_npz(out / "model_best.npz", flatten(best), {**meta, "kind": "best", "best_epoch": st["best_epoch"]})
+        summary = {"phases": [p.name for p in self.phases], "epochs_per_phase": [p.epochs for p in self.phases],
+                   "total_epochs": len(history), "global_steps": st["global_step"], "best_epoch": st["best_epoch"],
+                   "best_monitor": st["best"], "final_loss": final.get("train_loss"), "training_time_s": total_time,
+                   "resumed_from": st["resumed_from"]}
+        save_json(out / "training_log.json", {"history": history, "summary": summary})
+        save_json(out / "config.json", {**self.run_record, "config": self.config_record, "fingerprint": self.fp})
+        (ckpt_dir / "last.npz").unlink(missing_ok=True)
+        banner = "=" * 80
+        _say("\n".join([banner, "TRAINING COMPLETE", banner,
+                        f"Final training loss: {final.get('train_loss', float('nan')):.4f}",
+                        f"Best validation {self.phases[-1].monitor}: {st['best']} ({st['best_epoch']})",
+                        f"Training time: {total_time / 60:.1f} min", f"Files saved to: {out.parent}/", banner]))
+        return summary

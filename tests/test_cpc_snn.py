@@ -1,0 +1,316 @@
+"""The cpc_snn system: injected SNRs, whitening, the matched filter, the spiking model's
+gradients, the three phases (frozen encoder, accumulation, resume), GWOSC strain through a
+loopback download, the seed's API, bad input."""
+
+import copy
+import hashlib
+import io
+import os
+import signal
+
+import h5py
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from neurotrain.analysis.cpc_snn import MatchedFilter
+from neurotrain.analysis import stats
+from neurotrain.config import validate_system
+from neurotrain.data import cpc_snn as gw
+from neurotrain.data.fetch import download
+from neurotrain.errors import Interrupted, NeurotrainError
+from neurotrain.models.cpc_snn import CPCEncoder, Detector, SNNClassifier, SpikeBridge, spike
+from neurotrain.systems import cpc_snn as sc
+from neurotrain.training.jax_loop import load_npz
+
+from _http import LoopbackServer  # noqa: I001 - tests/ helper
+
+SMALL = {"data": {"embedded": {"n_segments": 240, "segments_per_stream": 16}},
+         "model": {"encoder": {"latent_dim": 16, "channels": [8, 8, 8]}, "cpc": {"context_dim": 16, "prediction_steps": 2},
+                   "snn": {"hidden_sizes": [32, 16, 8]}},
+         "training": {"micro_batch": 8, "accumulate": 2, "injection_masses": 16, "curriculum": {"steps": 4},
+                      "phase1": {"epochs": 1, "warmup_steps": 2},
+                      "phase2": {"epochs": 1, "steps_per_epoch": 3, "warmup_steps": 1},
+                      "phase3": {"epochs": 2, "steps_per_epoch": 3, "warmup_steps": 1}},
+         "analysis": {"n_templates": 8, "faps": [0.05], "bar_fap": 0.05, "spike_examples": 2}}
+
+
+@pytest.fixture()
+def gcfg():
+    return validate_system("cpc_snn", copy.deepcopy(SMALL))
+
+
+@pytest.fixture()
+def processed(gcfg, tmp_path):
+    gw.generate_embedded(gcfg, tmp_path / "raw")
+    gw.preprocess_raw(gcfg, str(tmp_path / "raw"), tmp_path / "p.h5")
+    return tmp_path / "p.h5"
+
+
+# ----------------------------------------------------------------------------- data
+def test_whitened_noise_is_white_with_unit_variance(gcfg):
+    fs, n = 2048.0, 8192
+    asd = np.sqrt(gw.aligo_psd(np.fft.rfftfreq(n, 1 / fs)))
+    x = gw.colored_noise(asd, n, fs, np.random.default_rng(0), 16)
+    w = gw.Whitener(asd, n, fs, 30.0, 500.0)
+    y = w(x)
+    assert abs(y.var() - 1) < 0.03
+    p = np.abs(np.fft.rfft(y, axis=-1)) ** 2
+    f = np.fft.rfftfreq(n, 1 / fs)
+    low, high = p[:, (f > 60) & (f < 120)].mean(), p[:, (f > 300) & (f < 450)].mean()
+    assert 0.9 < low / high < 1.1  # flat in band
+    assert p[:, f > 520].mean() < 1e-3 * high
+
+
+def test_injections_have_the_requested_optimal_snr(gcfg, processed, tmp_path):
+    d = gw.load_processed(processed)
+    with np.load(tmp_path / "raw" / "truth.npz") as z:
+        truth = {k: z[k] for k in z.files}
+    fs, N = d["attrs"]["sample_rate"], d["strain"].shape[1]
+    w = gw.Whitener(d["asd_whiten"], N, fs, d["attrs"]["f_low"], d["attrs"]["f_high"])
+    est, want = [], []
+    for i in np.flatnonzero(d["label"] == 1)[:60]:
+        h = gw.place_chirp(truth["chirp_mass"][i], truth["tc"][i], truth["phase"][i], fs, d["attrs"]["f_start"], N)
+        t = w(h)
+        est.append(d["strain"][i] @ t / np.linalg.norm(t) / w.scale)  # SNR + N(0, 1) noise
+        want.append(truth["snr"][i])
+    err = np.asarray(est) - np.asarray(want)
+    assert abs(err.mean()) < 0.4 and 0.6 < err.std() < 1.4
+    assert abs(d["strain"][d["label"] == 0].std() - 1) < 0.02
+    assert set(np.unique(d["split"])) == {0, 1, 2}
+    assert np.isnan(d["tc"][d["label"] == 0]).all() and (d["snr"][d["label"] == 0] == 0).all()
+
+
+def test_matched_filter_recovers_the_snr_and_sets_a_sane_threshold(gcfg, processed):
+    d = gw.load_processed(processed)
+    inj = gcfg["data"]["injection"]
+    mf = MatchedFilter(d["asd_whiten"], d["attrs"], inj, 32)
+    ff = mf.fitting_factor(d["asd_whiten"], d["attrs"], inj, n=24)
+    assert ff.min() > 0.97 and ff.max() <= 1.0 + 1e-6
+    noise = mf(d["strain"][d["label"] == 0])
+    assert 2.5 < np.median(noise) < 5.0  # max of |complex SNR| over templates and times
+    s = mf(d["strain"])
+    assert stats.roc_auc(s, d["label"]) > 0.8
+
+
+def test_detection_statistics():
+    labels = np.array([0] * 100 + [1] * 10)
+    scores = np.concatenate([np.arange(100.0), np.full(10, 95.5)])
+    assert stats.detection_threshold(scores[:100], 0.01) == 98.0
+    assert stats.tpr_at_fap(scores, labels, 0.01) == 0.0
+    assert stats.tpr_at_fap(scores, labels, 0.05) == 1.0
+    assert np.isnan(stats.detection_threshold(scores[:50], 0.01))
+    assert stats.roc_auc(scores, labels) == pytest.approx((96 * 10) / 1000)
+
+
+# ----------------------------------------------------------------------------- model
+def test_spike_is_heaviside_with_a_surrogate_gradient():
+    v = jnp.array([-1.0, -0.1, 0.0, 0.2, 2.0])
+    assert np.array_equal(np.asarray(spike(v, 2.0)), [0, 0, 0, 1, 1])
+    g = jax.grad(lambda v: spike(v, 2.0).sum())(v)
+    assert np.allclose(np.asarray(g), 1 / (1 + 2 * np.abs(np.asarray(v))) ** 2)
+
+
+def test_reset_is_not_differentiated():
+    snn = SNNClassifier(hidden_sizes=(3,), input_dim=2, current_norm=False)
+    p = snn.init(jax.random.PRNGKey(0))
+    s = (jax.random.uniform(jax.random.PRNGKey(1), (1, 6, 2)) > 0.3).astype(jnp.float32)
+    grads = jax.grad(lambda p: snn.apply(p, s).sum())(p)
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(grads))
+    jaxpr = str(jax.make_jaxpr(lambda p: snn.apply(p, s))(p))
+    assert "stop_gradient" in jaxpr or "custom_vjp" in jaxpr
+
+
+def test_cpc_loss_is_chance_level_at_init_and_encoder_is_causal():
+    enc = CPCEncoder(latent_dim=16, channels=(8, 8, 8), context_dim=16, prediction_steps=2)
+    p = enc.init(jax.random.PRNGKey(0))
+    x = jax.random.normal(jax.random.PRNGKey(1), (8, 2048))
+    z = enc.apply(p, x)
+    assert z.shape == (8, gw.n_frames(2048, enc.kernels, enc.strides), 16)
+    loss, acc = enc.cpc_loss(p, z)
+    T = z.shape[1]
+    assert abs(float(loss) - np.log(8 + T - 1)) < 1.0
+    # the context at t does not see frames after t
+    c1 = enc.context(p, z)
+    c2 = enc.context(p, z.at[:, 10:].set(0.0))
+    assert np.allclose(np.asarray(c1[:, :10]), np.asarray(c2[:, :10]))
+    assert enc.first_prediction * 32 >= gw.receptive_field(enc.kernels, enc.strides)[0]
+
+
+# ----------------------------------------------------------------------------- training
+def test_phases_freeze_the_encoder_then_fine_tune_and_resume_exactly(gcfg, processed, tmp_path):
+    full = tmp_path / "full"
+    sc.run_training(gcfg, str(processed), str(full))
+    p1, _ = load_npz(full / "checkpoints" / "phase1.npz")
+    p2, _ = load_npz(full / "checkpoints" / "phase2.npz")
+    p3, _ = load_npz(full / "checkpoints" / "phase3.npz")
+    enc = [k for k in p1 if k.startswith("['encoder']")]
+    assert enc and all(np.array_equal(p1[k], p2[k]) for k in enc)  # phase 2: encoder frozen
+    assert any(not np.array_equal(p1[k], p2[k]) for k in p1 if k.startswith("['snn']"))
+    assert any(not np.array_equal(p2[k], p3[k]) for k in enc)  # phase 3: encoder trains
+    assert all(not k.startswith("['encoder']") or np.array_equal(p1[k], p2[k]) for k in p1)
+    log = __import__("json").loads((full / "training_log.json").read_text())
+    assert [r["phase"] for r in log["history"]] == [1, 2, 3, 3]
+    assert not (full / "checkpoints" / "last.npz").exists()
+
+    # interrupt after phase 2's epoch (SIGTERM mid-run), rerun, compare with the full run
+    cut = tmp_path / "cut"
+    orig = sc.CpcSnnTask.evaluate
+    calls = {"n": 0}
+
+    def evaluate(self, params, phase):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return orig(self, params, phase)
+
+    sc.CpcSnnTask.evaluate = evaluate
+    try:
+        with pytest.raises(Interrupted):
+            sc.run_training(gcfg, str(processed), str(cut))
+    finally:
+        sc.CpcSnnTask.evaluate = orig
+    assert (cut / "checkpoints" / "last.npz").is_file() and not (cut / "model_final.npz").exists()
+    summary = sc.run_training(gcfg, str(processed), str(cut))
+    assert summary["resumed_from"] == {"phase": 2, "epoch": 0}
+    a, _ = load_npz(full / "model_final.npz")
+    b, _ = load_npz(cut / "model_final.npz")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_gradient_accumulation_averages_micro_batches(gcfg):
+    from neurotrain.training.jax_loop import Phase, make_optimizer, make_step
+
+    det = Detector.from_config(gcfg["model"])
+    params = det.init(jax.random.PRNGKey(0))
+
+    class T:
+        def loss(self, p, x, y, w):
+            return det.losses(p, x, y, w["cpc"], w["classification"])
+
+    phase = Phase("phase3", "joint", ("encoder", "bridge", "snn"), {"cpc": 1.0, "classification": 1.0}, 1, 1e-3,
+                  "constant", 0, None)
+    opt = __import__("optax").sgd(1.0)  # update = -gradient
+    step = make_step(T(), phase, opt)
+    x = jax.random.normal(jax.random.PRNGKey(2), (2, 4, 2048))
+    y = jnp.array([[0, 1, 0, 1], [1, 1, 0, 0]])
+    new, _, aux = step(params, {}, opt.init(params), x, y)
+    g = jax.grad(lambda p: (det.losses(p, x[0], y[0], 1.0, 1.0)[0] + det.losses(p, x[1], y[1], 1.0, 1.0)[0]) / 2)(params)
+    for a, b, c in zip(jax.tree_util.tree_leaves(new), jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(g)):
+        np.testing.assert_allclose(np.asarray(b - a), np.asarray(c), rtol=2e-3, atol=1e-5)
+    assert make_optimizer(phase, 10, 1.0)[1](0) == pytest.approx(1e-3)
+
+
+def test_seed_unified_trainer_api(capsys):
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((8, 2048)).astype(np.float32), np.array([0, 1] * 4)
+    trainer = sc.UnifiedTrainer(cpc_encoder=CPCEncoder(latent_dim=16, channels=(8, 8, 8), context_dim=16,
+                                                       prediction_steps=2),
+                                spike_bridge=SpikeBridge(threshold=0.1),
+                                snn_classifier=SNNClassifier(num_classes=2, hidden_sizes=[32, 16, 8]),
+                                learning_rate=1e-4, cpc_weight=1.0, classification_weight=1.0, batch_size=4)
+    state, metrics = trainer.train(train_signals=x, train_labels=y, num_epochs=2)
+    cpc_params, classifier_params, spike_bridge_params = state
+    assert "conv" in cpc_params and "layers" in classifier_params and "gain" in spike_bridge_params
+    assert np.isfinite(metrics["final_loss"])
+    assert "Epoch 2/2 | Loss: " in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- GWOSC + bad input
+def _gwosc_file(path, seconds=40.0, rate=4096.0, nan_at=None, dataset=True):
+    n = int(seconds * rate)
+    f = np.fft.rfftfreq(n, 1 / rate)
+    x = gw.colored_noise(np.sqrt(gw.aligo_psd(f)), n, rate, np.random.default_rng(3), 1)[0]
+    x += 1e-19 * np.sin(2 * np.pi * 0.3 * np.arange(n) / rate)  # a slow drift, as real strain has
+    if nan_at is not None:
+        x[nan_at:nan_at + 100] = np.nan
+    with h5py.File(path, "w") as fh:
+        if dataset:
+            ds = fh.create_dataset("strain/Strain", data=x)
+            ds.attrs["Xspacing"] = 1 / rate
+            ds.attrs["Xstart"] = 1126259446.0
+        fh.create_dataset("meta/Duration", data=seconds)
+
+
+def _gwosc_cfg(gcfg, files):
+    c = copy.deepcopy(gcfg)
+    c["data"]["source"] = "gwosc"
+    c["data"]["gwosc"]["files"] = files
+    c["data"]["gwosc"]["stride"] = 0.5
+    return c
+
+
+def test_gwosc_download_and_preprocess(gcfg, tmp_path):
+    _gwosc_file(tmp_path / "H1.hdf5")
+    body = (tmp_path / "H1.hdf5").read_bytes()
+    md5 = hashlib.md5(body).hexdigest()
+    server = LoopbackServer({"H1.hdf5": body}, fail_first=1)
+    try:
+        got = download(f"{server.url}/H1.hdf5", tmp_path / "dl" / "H1.hdf5", md5, retries=3, backoff=0.01)
+    finally:
+        server.close()
+    c = _gwosc_cfg(gcfg, {"H1.hdf5": md5})
+    gw.preprocess_raw(c, [str(got)], tmp_path / "g.h5")
+    d = gw.load_processed(tmp_path / "g.h5")
+    assert d["attrs"]["source"] == "gwosc" and d["strain"].shape[1] == 2048
+    assert len(d["strain"]) == int((40 - 2 - 1) / 0.5) + 1
+    assert abs(d["strain"][d["label"] == 0].std() - 1) < 0.1
+    assert (d["label"] == 1).any() and (d["snr"][d["label"] == 1] >= 3).all()
+
+
+@pytest.mark.parametrize("kind, needle", [
+    ("nan", "NaN/Inf samples"),
+    ("rate", "sample rate 2048 Hz"),
+    ("nodataset", "no dataset strain/Strain"),
+    ("short", "too short"),
+])
+def test_gwosc_bad_input_is_named_and_leaves_nothing(gcfg, tmp_path, kind, needle):
+    p = tmp_path / "bad.hdf5"
+    if kind == "nan":
+        _gwosc_file(p, nan_at=50000)
+    elif kind == "rate":
+        _gwosc_file(p, rate=2048.0)
+    elif kind == "nodataset":
+        _gwosc_file(p, dataset=False)
+    else:
+        _gwosc_file(p, seconds=3.0)
+    out = tmp_path / "out.h5"
+    with pytest.raises(NeurotrainError) as e:
+        gw.preprocess_raw(_gwosc_cfg(gcfg, {"bad.hdf5": "0" * 32}), [str(p)], out)
+    assert needle in str(e.value) and str(p) in str(e.value)
+    assert not out.exists() and not list(tmp_path.glob(".out.h5*"))
+
+
+def test_segments_shorter_than_the_receptive_field_are_refused(gcfg, tmp_path):
+    c = copy.deepcopy(gcfg)
+    c["data"]["segment_duration"] = 0.1
+    c["data"]["injection"].update(tc_min=0.5, tc_max=0.9, chirp_mass_min=10.0, chirp_mass_max=12.0, f_start=150.0)
+    gw.generate_embedded(c, tmp_path / "raw")
+    with pytest.raises(NeurotrainError, match="receptive field"):
+        gw.preprocess_raw(c, str(tmp_path / "raw"), tmp_path / "p.h5")
+    assert not (tmp_path / "p.h5").exists()
+
+
+def test_injection_config_is_checked(gcfg, tmp_path):
+    c = copy.deepcopy(gcfg)
+    c["data"]["injection"]["chirp_mass_min"] = 3.0  # its chirp lasts longer than tc_min allows
+    with pytest.raises(NeurotrainError, match="longest chirp"):
+        gw.generate_embedded(c, tmp_path / "raw")
+    c = copy.deepcopy(gcfg)
+    c["data"]["f_high"] = 1500.0
+    with pytest.raises(NeurotrainError, match="Nyquist"):
+        gw.generate_embedded(c, tmp_path / "raw")
+    assert not (tmp_path / "raw").exists() or not any((tmp_path / "raw").iterdir())
+
+
+def test_corrupt_checkpoint_is_named(tmp_path):
+    p = tmp_path / "model_best.npz"
+    p.write_bytes(b"not a zip")
+    with pytest.raises(NeurotrainError, match="corrupt or unreadable"):
+        load_npz(p)
+    buf = io.BytesIO()
+    np.savez(buf, a=np.zeros(2))
+    p.write_bytes(buf.getvalue())
+    with pytest.raises(NeurotrainError):
+        load_npz(p)  # no __meta__
