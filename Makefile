@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_cebra.py
 	$(BIN)/python tests/benchmarks/bench_ring_attractor.py
 	$(BIN)/python tests/benchmarks/bench_lisbet.py
+	$(BIN)/python tests/benchmarks/bench_cpc_snn.py
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint --cores 1

@@ -329,6 +329,43 @@ def test_lisbet_contract_files(finished):
     assert "# LISBET Self-Supervised Training Report" in report and f"{m['macro_f1_raw']:.3f}" in report
 
 
+def test_cpc_snn_contract_files(finished):
+    run = finished / "results" / "cpc_snn"
+    m = json.loads((run / "metrics.json").read_text())["metrics"]
+    n = m["n_test"]
+    assert n == 72 and m["n_test_noise"] + m["n_test_chirps"] == n
+    assert np.load(run / "outputs" / "scores.npy").shape == (n,)
+    for layer, units in enumerate([32, 32, 16, 8]):
+        assert np.load(run / "outputs" / f"spike_counts_layer{layer}.npy").shape == (n, units)
+        assert np.load(run / "outputs" / f"raster_layer{layer}.npy").shape[::2] == (2, units)
+        assert np.load(run / "metrics" / f"fano_layer{layer}.npy").shape == (units,)
+    assert np.load(run / "outputs" / "latents.npy").shape[::2] == (n, 16)
+    assert np.load(run / "metrics" / "roc_snn.npy").shape == (n + 1, 2)
+    assert np.load(run / "metrics" / "mf_scores.npy").shape == (n,)
+    assert np.load(run / "weights" / "snn.layers.0.w.npy").shape == (32, 32)
+    assert np.load(run / "weights" / "encoder.conv.0.w.npy").shape == (16, 1, 8)
+    assert 0.5 <= m["auc_mf"] <= 1 and m["bank"]["n_templates"] == 8
+    for f in ("phase1", "phase2", "phase3"):
+        assert (run / "model" / "checkpoints" / f"{f}.npz").is_file()
+    for f in ("loss_per_phase", "roc", "efficiency_vs_snr", "spike_raster", "latent_pca"):
+        assert (run / "figures" / f"{f}.png").read_bytes()[:4] == b"\x89PNG", f
+    report = (run / "training_report.md").read_text()
+    assert "# CPC + SNN Gravitational-Wave Detector Report" in report
+    assert f"{m['quality_bar']['tpr_mf']:.3f}" in report
+
+
+def test_cpc_snn_training_change_reruns_only_its_chain(finished):
+    smoke = (finished / "config" / "smoke.yaml").read_text()
+    (finished / "config" / "smoke.yaml").write_text(smoke.replace("steps_per_epoch: 3\n      warmup_steps: 1\n    phase3",
+                                                                  "steps_per_epoch: 4\n      warmup_steps: 1\n    phase3"))
+    try:
+        jobs = planned_jobs(finished)
+    finally:
+        (finished / "config" / "smoke.yaml").write_text(smoke)
+    assert jobs == {"train_model_jax": 1, "extract_model": 1, "analyze_population": 1, "render_figures": 1,
+                    "render_report": 1, "all": 1}
+
+
 def test_one_system_target_builds_only_that_chain(tmp_path):
     wd = workflow_copy(tmp_path)
     r = subprocess.run(["snakemake", "-n", "results/cebra/training_report.md", "--configfile", "config/smoke.yaml"],

@@ -3,8 +3,6 @@
 
 
 rule train_model:
-    wildcard_constraints:
-        system="|".join(s for s, f in FRAMEWORK.items() if f == "torch"),
     input:
         data="data/processed/{system}.h5",
         code=stage_code("train"),
@@ -17,6 +15,8 @@ rule train_model:
         "results/logs/{system}/train_model.log",
     benchmark:
         "results/benchmarks/{system}/train_model.tsv"
+    wildcard_constraints:
+        system="|".join(s for s, f in FRAMEWORK.items() if f == "torch"),
     conda:
         stage_env("train")
     threads: 2
@@ -32,13 +32,13 @@ rule train_model:
 
 # JAX systems: the same job; parameters are saved as .npz (arrays + JSON metadata, no pickle).
 use rule train_model as train_model_jax with:
-    wildcard_constraints:
-        system="|".join(s for s, f in FRAMEWORK.items() if f == "jax"),
     output:
         best="results/{system}/model/model_best.npz",
         final="results/{system}/model/model_final.npz",
         log="results/{system}/model/training_log.json",
         config="results/{system}/model/config.json",
+    wildcard_constraints:
+        system="|".join(s for s, f in FRAMEWORK.items() if f == "jax"),
 
 
 rule extract_model:

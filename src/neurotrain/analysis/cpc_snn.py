@@ -145,6 +145,7 @@ def analyze(cfg: dict, run_dir: str, data_path: str, truth: str | None) -> None:
                        "fano_median": float(np.nanmedian(fano)) if np.isfinite(fano).any() else float("nan")})
         layer += 1
     metrics["spikes"] = layers
+    metrics["frame_rate_hz"] = frame_rate
     # PCA of the CPC latent frames
     lat = load_npy(o / "latents.npy")
     pca = stats.pca_fit(lat.reshape(-1, lat.shape[-1]), a["n_pcs"])

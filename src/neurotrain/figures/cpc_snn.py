@@ -85,9 +85,8 @@ def render(cfg: dict, run_dir: str) -> None:
                                  sharex=True)
         for j in range(cols):
             for i, r in enumerate(rasters):
-                t, n = np.nonzero(r[j])
-                axes[i, j].scatter(t, n, s=0.3, c="k", marker="|")
-                axes[i, j].set_ylim(-0.5, r.shape[2] - 0.5)
+                axes[i, j].imshow(r[j].T, aspect="auto", cmap="Greys", interpolation="nearest", origin="lower",
+                                  vmin=0, vmax=1)
                 if j == 0:
                     axes[i, j].set_ylabel("bridge" if i == 0 else f"LIF {i}", fontsize=8)
             axes[0, j].set_title(f"chirp, SNR {snr[j]:.1f}" if labels[j] == 1 else "noise", fontsize=9)

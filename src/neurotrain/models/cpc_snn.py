@@ -59,6 +59,15 @@ def _spike_bwd(slope, v, g):
 spike.defvjp(_spike_fwd, _spike_bwd)
 
 
+def lif_step(v, current, beta: float, slope: float):
+    """One leaky integrate-and-fire update: (membrane after reset, spike). Threshold 1, reset
+    by subtraction of the spike, which is not differentiated (only the surrogate of the spike
+    itself carries gradient)."""
+    v = beta * v + current
+    s = spike(v - 1.0, slope)
+    return v - jax.lax.stop_gradient(s), s
+
+
 # --------------------------------------------------------------------------- CPC encoder
 @dataclass(frozen=True)
 class CPCEncoder:
@@ -199,11 +208,7 @@ class SNNClassifier:
                 cur = _layer_norm(cur) * layer["g"]
             cur = cur + layer["b"]
 
-            def step(v, i_t):
-                v = self.beta * v + i_t
-                s = spike(v - 1.0, self.surrogate_slope)
-                return v - jax.lax.stop_gradient(s), s
-
+            step = partial(lif_step, beta=self.beta, slope=self.surrogate_slope)
             _, x = jax.lax.scan(step, jnp.zeros(cur.shape[1:], cur.dtype), cur)
             trains.append(jnp.swapaxes(x, 0, 1))
         ro = params["readout"]
