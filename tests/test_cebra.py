@@ -308,7 +308,6 @@ def test_rat_source_through_snakemake(tmp_path):
         before = buddy.stat().st_mtime_ns
         bad = yaml.safe_load((wd / "config" / "rat.yaml").read_text())
         bad["cebra"]["data"]["rat"]["md5"]["achilles"] = "0" * 32
-        bad["cebra"]["data"]["rat"]["retries"] = 1
         (wd / "config" / "rat.yaml").write_text(yaml.safe_dump(bad))
         r = subprocess.run(["snakemake", "--cores", "1", "data/processed/cebra.h5", "--configfile", "config/smoke.yaml",
                             "config/rat.yaml"], cwd=wd, capture_output=True, text=True, env=snakemake_env(), timeout=300)

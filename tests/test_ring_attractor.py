@@ -369,7 +369,7 @@ def test_stage_chain_in_process(rcfg, tmp_path):
 def test_code_change_does_not_resume_from_a_finished_runs_checkpoints(rcfg, tmp_path, monkeypatch, caplog):
     """Snakemake reruns training after a code change; the periodic checkpoints of the finished
     run must not be taken as an interrupted run of the new code."""
-    from neurotrain.training import checkpoint
+    from neurotrain.training import runstate
 
     dr.generate_embedded(rcfg, tmp_path / "raw")
     dr.preprocess_raw(rcfg, [tmp_path / "raw"], tmp_path / "p.h5")
@@ -378,7 +378,7 @@ def test_code_change_does_not_resume_from_a_finished_runs_checkpoints(rcfg, tmp_
     assert (out / "checkpoints" / "model_epoch3.pt").is_file()
     again = sr.run_training(rcfg, str(tmp_path / "p.h5"), str(out))  # same code: nothing left to train
     assert again["resumed_from_epoch"] == 3
-    monkeypatch.setattr(checkpoint, "_CODE_SHA", "a-different-version-of-the-code")
+    monkeypatch.setattr(runstate, "_CODE_SHA", "a-different-version-of-the-code")
     summary = sr.run_training(rcfg, str(tmp_path / "p.h5"), str(out))
     assert summary["resumed_from_epoch"] is None and summary["total_epochs"] == 3
     assert "Not resuming" in caplog.text

@@ -20,6 +20,7 @@ latent], ``bridge.gain.npy`` [latent], ``snn.layers.0.w.npy`` [2 latent, hidden0
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -60,8 +61,7 @@ def extract(cfg: dict, model_dir: str, data_path: str, out_dir: str) -> None:
     out = Path(out_dir)
     with atomic_dir(out / "weights") as w:
         for name, arr in flatten(params).items():
-            clean = name.replace("']['", ".").replace("'][", ".").replace("][", ".").strip("[]'")
-            save_npy(w / f"{clean}.npy", arr)
+            save_npy(w / (".".join(re.findall(r"\['?([^'\]]+)'?\]", name)) + ".npy"), arr)
     with atomic_dir(out / "outputs") as o:
         save_npy(o / "test_index.npy", test.astype(np.int64))
         save_npy(o / "scores.npy", np.concatenate(scores).astype(np.float32))
