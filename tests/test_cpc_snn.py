@@ -319,3 +319,16 @@ def test_corrupt_checkpoint_is_named(tmp_path):
     p.write_bytes(buf.getvalue())
     with pytest.raises(NeurotrainError):
         load_npz(p)  # no __meta__
+
+
+def test_every_model_key_reaches_the_model(gcfg):
+    m = copy.deepcopy(gcfg["model"])
+    m["snn"].update(readout="mean", current_norm=False, beta=0.8, readout_beta=0.7, surrogate_slope=3.0, weight_scale=2.0)
+    m["spike_bridge"]["threshold"] = 0.3
+    det = Detector.from_config(m)
+    assert (det.snn.readout, det.snn.current_norm, det.snn.beta, det.snn.readout_beta, det.snn.surrogate_slope,
+            det.snn.weight_scale, det.snn.hidden_sizes) == ("mean", False, 0.8, 0.7, 3.0, 2.0, (32, 16, 8))
+    assert det.bridge.threshold == 0.3 and det.bridge.surrogate_slope == 3.0
+    assert (det.encoder.latent_dim, det.encoder.channels, det.encoder.context_dim, det.encoder.prediction_steps) == (
+        16, (8, 8, 8), 16, 2)
+    assert "g" not in det.init(jax.random.PRNGKey(0))["snn"]["layers"][0]

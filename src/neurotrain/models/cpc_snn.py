@@ -243,7 +243,8 @@ class Detector:
         bridge = SpikeBridge(threshold=b["threshold"], surrogate_slope=s["surrogate_slope"], latent_dim=e["latent_dim"])
         snn = SNNClassifier(num_classes=s["num_classes"], hidden_sizes=tuple(s["hidden_sizes"]),
                             input_dim=2 * e["latent_dim"], beta=s["beta"], readout_beta=s["readout_beta"],
-                            surrogate_slope=s["surrogate_slope"], weight_scale=s["weight_scale"])
+                            surrogate_slope=s["surrogate_slope"], weight_scale=s["weight_scale"], readout=s["readout"],
+                            current_norm=s["current_norm"])
         return cls(enc, bridge, snn)
 
     def init(self, key) -> dict:
