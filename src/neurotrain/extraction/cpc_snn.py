@@ -47,7 +47,7 @@ def extract(cfg: dict, model_dir: str, data_path: str, out_dir: str) -> None:
         logits, z, trains = forward(params, jnp.asarray(x[i:i + 256]))
         scores.append(np.asarray(logits[:, 1] - logits[:, 0]))
         c = [np.asarray(t.sum(1)).astype(np.int16) for t in trains]
-        counts = c if counts is None else [a + [b] if False else np.concatenate([a, b]) for a, b in zip(counts, c)]
+        counts = c if counts is None else [np.concatenate([a, b]) for a, b in zip(counts, c)]
         if i < 512:
             latents.append(np.asarray(z)[:max(0, 512 - i)])
     labels = data["label"][test]
