@@ -113,12 +113,18 @@ EXTRA_CODE = {
         "extract": ["models/lisbet.py", "systems/lisbet.py"],
     },
     "cpc_snn": {
+        "generate": ["data/splits.py"],
+        "preprocess": ["data/splits.py"],
         "train": ["models/cpc_snn.py", "training/jax_loop.py", "training/runstate.py"],
         "extract": ["models/cpc_snn.py", "systems/cpc_snn.py", "training/jax_loop.py"],
     },
     "ring_attractor": {
-        "preprocess": ["data/fetch.py"],
-        "train": ["models/ring_attractor.py", "analysis/ring_attractor.py"],
+        "preprocess": ["data/fetch.py", "data/splits.py"],
+        "train": [
+            "models/ring_attractor.py",
+            "analysis/ring_attractor.py",
+            "data/splits.py",
+        ],
         "extract": ["models/ring_attractor.py", "systems/ring_attractor.py"],
     },
 }

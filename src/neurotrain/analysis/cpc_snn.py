@@ -36,30 +36,18 @@ from ..io import atomic_dir, load_json, load_npy, save_json, save_npy
 from . import stats
 
 
-def template_bank(inj: dict, n: int) -> np.ndarray:
-    lo, hi = inj["chirp_mass_min"] ** (-5 / 3), inj["chirp_mass_max"] ** (-5 / 3)
-    return np.linspace(hi, lo, n) ** (-3 / 5) if n > 1 else np.array([inj["chirp_mass_min"]])
-
-
 class MatchedFilter:
     """Two-phase matched filter over a chirp-mass bank and the injected coalescence-time range."""
 
     def __init__(self, asd: np.ndarray, attrs: dict, inj: dict, n_templates: int):
-        fs = attrs["sample_rate"]
         self.N = N = (len(asd) - 1) * 2
-        w = gw.Whitener(asd, N, fs, attrs["f_low"], attrs["f_high"])
-        self.masses = template_bank(inj, n_templates)
-        end = int(round(inj["tc_max"] * N))
+        self.masses = gw.chirp_masses(inj, n_templates)
+        end, cos, sin = gw.quadrature_templates(asd, attrs, inj, self.masses)
         self.lags = (np.arange(int(round(inj["tc_min"] * N)), end + 1) - end) % N
-        spectra = []
-        for m in self.masses:
-            a = w(gw.place_chirp(m, end / fs, 0.0, fs, attrs["f_start"], N))
-            b = w(gw.place_chirp(m, end / fs, np.pi / 2, fs, attrs["f_start"], N))
-            # unit-norm quadrature pair; |<d, a>|^2 + |<d, b>|^2 over scale^2 is the SNR^2
-            a, b = a / np.linalg.norm(a), b / np.linalg.norm(b)
-            spectra.append(np.conj(np.fft.fft(a + 1j * b)))
-        self.spectra = np.asarray(spectra, np.complex128)
-        self.scale = w.scale
+        # unit-norm quadrature pairs; |<d, a>|^2 + |<d, b>|^2 over scale^2 is the SNR^2
+        unit = lambda t: t / np.linalg.norm(t, axis=1, keepdims=True)  # noqa: E731
+        self.spectra = np.conj(np.fft.fft(unit(cos) + 1j * unit(sin), axis=1))
+        self.scale = gw.Whitener(asd, N, attrs["sample_rate"], attrs["f_low"], attrs["f_high"]).scale
 
     def __call__(self, x: np.ndarray, chunk: int = 64) -> np.ndarray:
         out = np.empty(len(x))

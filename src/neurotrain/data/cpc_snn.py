@@ -52,6 +52,7 @@ import numpy as np
 
 from ..errors import NeurotrainError
 from ..io import atomic_path, read_hdf5, sha256_file
+from .splits import random_split
 
 MTSUN_S = 4.925490947641267e-06  # G M_sun / c^3 in seconds
 SPLITS = ("train", "val", "test")
@@ -173,6 +174,27 @@ def place_chirp(mc: float, tc: float, phase: float, fs: float, f_start: float, l
     return out
 
 
+def chirp_masses(inj: dict, n: int) -> np.ndarray:
+    """``n`` chirp masses over the injected range, uniform in chirp time tau0 ~ M_c^(-5/3)."""
+    lo, hi = inj["chirp_mass_min"] ** (-5 / 3), inj["chirp_mass_max"] ** (-5 / 3)
+    return np.linspace(hi, lo, n) ** (-3 / 5) if n > 1 else np.array([inj["chirp_mass_min"]])
+
+
+def quadrature_templates(asd: np.ndarray, attrs: dict, inj: dict, masses: np.ndarray):
+    """(coalescence index, cos [M, N], sin [M, N]): whitened chirps of each mass in two phases,
+    coalescing at ``tc_max`` of an N-sample segment, each scaled to optimal SNR 1."""
+    fs = attrs["sample_rate"]
+    N = (len(asd) - 1) * 2
+    w = Whitener(asd, N, fs, attrs["f_low"], attrs["f_high"])
+    end = int(round(inj["tc_max"] * N))
+    out = {0.0: [], np.pi / 2: []}
+    for m in masses:
+        for phase, rows in out.items():
+            h = place_chirp(m, end / fs, phase, fs, attrs["f_start"], N)
+            rows.append(w(h) / optimal_snr(h, w))
+    return end, np.asarray(out[0.0]), np.asarray(out[np.pi / 2])
+
+
 def check_injection_config(cfg: dict, where: str = "config key cpc_snn.data") -> None:
     d = cfg["data"]
     inj, fs, T = d["injection"], d["sample_rate"], d["segment_duration"]
@@ -203,18 +225,6 @@ def inject(segments: np.ndarray, params: dict, whiten_seg: Whitener, fs: float, 
     return amp
 
 
-def assign_splits(n: int, fractions: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
-    n_val, n_test = (int(round(n * f)) for f in fractions)
-    if n - n_val - n_test < 1 or n_val < 1 or n_test < 1:
-        raise NeurotrainError("config key cpc_snn.data", f"{n} segments cannot be split into train, validation "
-                                                         f"({fractions[0]}) and test ({fractions[1]})")
-    split = np.zeros(n, np.int8)
-    order = rng.permutation(n)
-    split[order[:n_val]] = 1
-    split[order[n_val:n_val + n_test]] = 2
-    return split
-
-
 def generate_embedded(cfg: dict, out_dir: str | Path) -> None:
     """Stage ``generate``: coloured aLIGO noise streams with injections, the PSD and the truth."""
     check_injection_config(cfg)
@@ -234,7 +244,7 @@ def generate_embedded(cfg: dict, out_dir: str | Path) -> None:
     seg_whitener = Whitener(np.sqrt(aligo_psd(np.fft.rfftfreq(N, 1 / fs))), N, fs, d["f_low"], d["f_high"])
     amp = inject(seg, params, seg_whitener, fs, d["injection"]["f_start"])
     strain.reshape(n_streams * per, N)[:n_seg] = seg
-    split = assign_splits(n_seg, (d["val_fraction"], d["test_fraction"]), rng)
+    split = random_split(n_seg, d["val_fraction"], d["test_fraction"], rng, "config key cpc_snn.data", "segments")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "strain.npy") as tmp, open(tmp, "wb") as fh:
@@ -366,7 +376,7 @@ def preprocess_raw(cfg: dict, raw: list[str] | str, out: str | Path) -> None:
             h = place_chirp(params["chirp_mass"][i], params["tc"][i], params["phase"][i], fs,
                             d["injection"]["f_start"], N)
             seg[i] += params["snr"][i] / optimal_snr(h, w) * w(h)
-        split = assign_splits(n_seg, (d["val_fraction"], d["test_fraction"]), rng)
+        split = random_split(n_seg, d["val_fraction"], d["test_fraction"], rng, "config key cpc_snn.data", "segments")
         asd_N = np.median(asds, axis=0)
         source = "gwosc"
         import hashlib

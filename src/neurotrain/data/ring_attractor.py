@@ -39,6 +39,7 @@ import numpy as np
 from ..errors import NeurotrainError
 from ..io import atomic_path, read_hdf5, sha256_file
 from .fetch import verify_md5
+from .splits import random_split
 
 TRAJ_FILE = "trajectories.npz"
 
@@ -80,15 +81,7 @@ def simulate_trajectories(e: dict, rng: np.random.Generator) -> dict:
 
 
 def make_split(n: int, val_fraction: float, test_fraction: float, rng: np.random.Generator) -> np.ndarray:
-    n_val, n_test = int(round(n * val_fraction)), int(round(n * test_fraction))
-    if n - n_val - n_test < 1 or n_val < 1 or n_test < 1:
-        raise NeurotrainError("config key ring_attractor.data", f"{n} trajectories cannot be split into train, "
-                                                                f"validation ({val_fraction}) and test ({test_fraction})")
-    split = np.zeros(n, np.int8)
-    order = rng.permutation(n)
-    split[order[:n_val]] = 1
-    split[order[n_val:n_val + n_test]] = 2
-    return split
+    return random_split(n, val_fraction, test_fraction, rng, "config key ring_attractor.data", "trajectories")
 
 
 def generate_embedded(cfg: dict, out_dir: str | Path) -> None:

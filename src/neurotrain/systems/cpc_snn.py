@@ -32,19 +32,11 @@ class Injector:
     """Training examples: shifted noise segments with fresh whitened chirps in half of them."""
 
     def __init__(self, asd: np.ndarray, attrs: dict, inj: dict, n_masses: int):
-        fs = attrs["sample_rate"]
         N = (len(asd) - 1) * 2
-        w = gw.Whitener(asd, N, fs, attrs["f_low"], attrs["f_high"])
-        lo, hi = inj["chirp_mass_min"] ** (-5 / 3), inj["chirp_mass_max"] ** (-5 / 3)
-        self.masses = np.linspace(hi, lo, n_masses) ** (-3 / 5)
-        self.end = int(round(inj["tc_max"] * N))
+        self.masses = gw.chirp_masses(inj, n_masses)
+        self.end, cos, sin = gw.quadrature_templates(asd, attrs, inj, self.masses)
         self.first = int(round(inj["tc_min"] * N))
-        cos, sin = [], []
-        for m in self.masses:  # unit-SNR whitened chirps in quadrature, coalescing at tc_max
-            for phase, out in ((0.0, cos), (np.pi / 2, sin)):
-                h = gw.place_chirp(m, self.end / fs, phase, fs, attrs["f_start"], N)
-                out.append(w(h) / gw.optimal_snr(h, w))
-        self.cos, self.sin = np.asarray(cos, np.float32), np.asarray(sin, np.float32)
+        self.cos, self.sin = cos.astype(np.float32), sin.astype(np.float32)
         self.inj = inj
 
     def batch(self, noise: np.ndarray, n: int, rng: np.random.Generator, snr_scale: float = 1.0):
@@ -88,7 +80,9 @@ class CpcSnnTask:
                              f"({self.micro} x {self.accum})")
         self.injector = Injector(data["asd_whiten"], data["attrs"], cfg["data"]["injection"], t["injection_masses"])
         self.curriculum = t["curriculum"]
-        self.steps_per_epoch_cpc_total = 0  # set by run_training: detection steps count from the end of phase 1
+        # optimizer steps of phase 1: the curriculum counts detection steps after them
+        self.cpc_epoch_steps = len(self.train_x) // (self.micro * self.accum)
+        self.cpc_steps = self.cpc_epoch_steps * t["phase1"]["epochs"]
         self._score = jax.jit(self.det.score)
         self._cpc = jax.jit(lambda p, xb: self.det.encoder.cpc_loss(p, self.det.encoder.apply(p, xb)))
         self._ce = jax.jit(lambda p, xb, yb: self.det.losses(p, xb, yb, 0.0, 1.0)[1])
@@ -98,7 +92,7 @@ class CpcSnnTask:
 
     def steps_per_epoch(self, phase) -> int:
         if phase.name == "cpc":
-            return len(self.train_x) // (self.micro * self.accum)
+            return self.cpc_epoch_steps
         return self.cfg["training"][phase.name]["steps_per_epoch"]
 
     def snr_scale(self, detect_step: int) -> float:
@@ -117,9 +111,8 @@ class CpcSnnTask:
                 x = self.train_x[b].reshape(self.accum, self.micro, -1)
                 yield x, np.zeros((self.accum, self.micro), np.int32)
             return
-        cpc_steps = self.steps_per_epoch_cpc_total
         for i in range(steps):
-            scale = self.snr_scale(global_step + i - cpc_steps)
+            scale = self.snr_scale(global_step + i - self.cpc_steps)
             x, y = self.injector.batch(self.noise, per, rng, scale)
             yield x.reshape(self.accum, self.micro, -1), y.reshape(self.accum, self.micro)
 
@@ -189,13 +182,12 @@ def run_training(cfg: dict, data_path: str, out_dir: str, threads: int = 0) -> d
         raise NeurotrainError(data_path, f"segments of {data['strain'].shape[1]} samples are shorter than the CPC "
                                          f"encoder's receptive field plus its prediction horizon "
                                          f"({gw.min_segment_samples(cfg)} samples)")
+    t = cfg["training"]
+    phases = phases_from_config(cfg)
     try:
         task = CpcSnnTask(data, cfg)
     except ValueError as exc:
         raise NeurotrainError(data_path, str(exc)) from None
-    t = cfg["training"]
-    phases = phases_from_config(cfg)
-    task.steps_per_epoch_cpc_total = task.steps_per_epoch(phases[0]) * phases[0].epochs
     data_sha = sha256_file(data_path)
     record = {k: cfg[k] for k in ("model", "training")}
     run_record = {"system": "cpc_snn", "device": str(jax.devices()[0]), "data": str(data_path), "data_sha256": data_sha,
