@@ -88,6 +88,12 @@ def load_config(path: str | Path | None) -> dict:
         raise NeurotrainError(f"{path}: {exc.where}", exc.what) from None
 
 
+def known_systems(schema: dict | None = None) -> list[str]:
+    """The systems the schema defines (the enum of ``systems``)."""
+    schema = schema if schema is not None else load_schema()
+    return list(schema["properties"]["systems"]["items"]["enum"])
+
+
 def system_slice(system: str, config_path: str | Path | None = None, params_json: str | None = None) -> dict:
     """The validated config block of one system, from a config file or from a JSON slice.
 
@@ -95,7 +101,7 @@ def system_slice(system: str, config_path: str | Path | None = None, params_json
     Either way the slice is validated against the system's part of the schema.
     """
     schema = load_schema()
-    if system not in schema["properties"] or system == "systems":
+    if system not in known_systems(schema):
         raise NeurotrainError(f"system {system!r}", "unknown system")
     if params_json is not None:
         try:
@@ -109,7 +115,7 @@ def system_slice(system: str, config_path: str | Path | None = None, params_json
 def validate_system(system: str, block: dict) -> dict:
     """Validate one system's config block in place (filling defaults) and return it."""
     schema = load_schema()
-    if system not in schema["properties"] or system == "systems":
+    if system not in known_systems(schema):
         raise NeurotrainError(f"system {system!r}", "unknown system")
     return validate(block, schema["properties"][system], prefix=system)
 

@@ -160,6 +160,15 @@ def model_file(kind):
     return path
 
 
+def train_gpus(wildcards):
+    """GPUs the training job asks the cluster for (config cluster.train_gpus; 0 = none)."""
+    return config["cluster"]["train_gpus"].get(wildcards.system, 0)
+
+
+def train_gpu_model(wildcards):
+    return config["cluster"]["gpu_model"] or ""
+
+
 def all_reports():
     return expand("results/{system}/training_report.md", system=config["systems"])
 

@@ -23,6 +23,8 @@ rule train_model:
     resources:
         mem_mb=8000,
         runtime=240,
+        gpu=train_gpus,
+        gpu_model=train_gpu_model,
     params:
         cfg=stage_params("train"),
     shell:
