@@ -93,7 +93,7 @@ def test_template_change_reruns_only_report(finished):
     _private_src(finished)
     tpl = finished / "src" / "neurotrain" / "reports" / "templates" / "ei_rnn.md.j2"
     tpl.write_text(tpl.read_text() + "\n<!-- edited -->\n")
-    assert planned_jobs(finished) == {"render_report": 1, "all": 1}
+    assert planned_jobs(finished) == {"render_report": 1, "index_report": 1, "all": 1}
 
 
 def test_analysis_change_reruns_analysis_figures_report(finished):
@@ -101,7 +101,7 @@ def test_analysis_change_reruns_analysis_figures_report(finished):
     mod = finished / "src" / "neurotrain" / "analysis" / "ei_rnn.py"
     mod.write_text(mod.read_text() + "\n# edited\n")
     jobs = planned_jobs(finished)
-    assert jobs == {"analyze_population": 1, "render_figures": 1, "render_report": 1, "all": 1}
+    assert jobs == {"analyze_population": 1, "render_figures": 1, "render_report": 1, "index_report": 1, "all": 1}
 
 
 def test_training_param_change_reruns_from_training(finished):
@@ -112,7 +112,7 @@ def test_training_param_change_reruns_from_training(finished):
     finally:
         (finished / "config" / "smoke.yaml").write_text(smoke)
     assert jobs == {"train_model": 1, "extract_model": 1, "analyze_population": 1, "render_figures": 1,
-                    "render_report": 1, "all": 1}
+                    "render_report": 1, "index_report": 1, "all": 1}
     assert planned_jobs(finished) == {} or "train_model" not in planned_jobs(finished)
 
 
@@ -364,10 +364,10 @@ def test_cpc_snn_training_change_reruns_only_its_chain(finished):
     finally:
         (finished / "config" / "smoke.yaml").write_text(smoke)
     added = {k: v - before.get(k, 0) for k, v in jobs.items() if v != before.get(k, 0)}
-    assert added == {"train_model_jax": 1, "extract_model": 1, "analyze_population": 1, "render_figures": 1,
-                     "render_report": 1} or (not before and added == {"train_model_jax": 1, "extract_model": 1,
-                                                                      "analyze_population": 1, "render_figures": 1,
-                                                                      "render_report": 1, "all": 1})
+    chain = {"train_model_jax": 1, "extract_model": 1, "analyze_population": 1, "render_figures": 1, "render_report": 1}
+    # the index report and `all` are planned once, whether or not another edit already planned them
+    assert {k: v for k, v in added.items() if k not in ("index_report", "all")} == chain
+    assert jobs.get("index_report") == 1
 
 
 def test_one_system_target_builds_only_that_chain(tmp_path):
@@ -377,3 +377,60 @@ def test_one_system_target_builds_only_that_chain(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     wildcards = set(re.findall(r"wildcards: system=(\w+)", r.stdout))
     assert wildcards == {"cebra"}
+
+
+def test_project_report_indexes_every_system(finished):
+    text = (finished / "results" / "report.md").read_text()
+    for system in ("ei_rnn", "cebra", "ring_attractor", "lisbet", "cpc_snn"):
+        assert f"(`{system}`)" in text
+    links = re.findall(r"\]\(([^)]+)\)", text)
+    assert links and all((finished / "results" / link).is_file() for link in links), links
+    figures = {p.relative_to(finished / "results").as_posix() for p in (finished / "results").glob("*/figures/*.png")}
+    assert figures <= set(links)
+    # every row of a system's table: metric | value | bar | reference | verdict
+    assert "| SNN true-positive rate at FAP 0.05 |" in text and "noise ceiling" in text
+
+
+def _chromium() -> str:
+    import os
+    import shutil
+
+    exe = shutil.which("chromium")
+    if exe is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(["timeout", "-k", "10", "900", "apt-get", "install", "-y", "-q", "chromium"],
+                       capture_output=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        exe = shutil.which("chromium")
+    if exe is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but Debian's chromium is not installed and cannot be")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    return exe
+
+
+def test_snakemake_html_report_shows_every_figure(finished, tmp_path):
+    """`snakemake --report`: opened in headless Chromium, the report's menu lists one category
+    per system, every figure under it, and each figure opened from the menu displays."""
+    chromium = _chromium()
+    smk(finished, "--report", "results/report.html")
+    html = (finished / "results" / "report.html").read_text()
+    js = (Path(__file__).parent / "report" / "check_report.js").read_text()
+    page = tmp_path / "check.html"
+    i = html.rfind("</body>")
+    page.write_text(html[:i] + "<script>" + js + "</script>" + html[i:])
+    r = subprocess.run(["timeout", "-k", "5", "180", chromium, "--headless", "--no-sandbox", "--disable-gpu",
+                        "--enable-logging=stderr", "--v=0", "--virtual-time-budget=600000", "--dump-dom",
+                        page.as_uri()], capture_output=True, text=True)
+    m = re.search(r'neurotrain check result: (\{.*\})", source', r.stderr)
+    assert m, f"the report did not load in Chromium:\n{r.stderr[-3000:]}"
+    found = json.loads(m.group(1).replace('\\"', '"'))
+    assert found["errors"] == []
+    systems = ["ei_rnn", "cebra", "ring_attractor", "lisbet", "cpc_snn"]
+    assert sorted(found["categories"]) == sorted(systems)
+    for system in systems:
+        pngs = sorted(f"results/{system}/figures/{p.name}" for p in (finished / "results" / system / "figures").glob("*.png"))
+        assert pngs and sorted(found["categories"][system]) == pngs, system
+        for f in pngs:
+            shown = found["shown"][f]
+            assert isinstance(shown, list) and len(shown) == 1 and shown[0] and min(shown[0]) > 100, (f, shown)
+    # captions come from workflow/report/figure.rst, one per figure
+    assert "No caption for" not in html and html.count("Report: <tt") >= sum(len(v) for v in found["categories"].values())

@@ -169,6 +169,17 @@ def train_gpu_model(wildcards):
     return config["cluster"]["gpu_model"] or ""
 
 
+INDEX_CODE = [
+    str(PKG / f)
+    for f in (
+        "stages/index.py",
+        "stages/_common.py",
+        "reports/index.py",
+        "reports/templates/index.md.j2",
+    )
+]
+
+
 def all_reports():
     return expand("results/{system}/training_report.md", system=config["systems"])
 

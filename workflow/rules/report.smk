@@ -4,6 +4,7 @@
 localrules:
     render_figures,
     render_report,
+    index_report,
 
 
 rule render_figures:
@@ -16,7 +17,12 @@ rule render_figures:
         population="results/{system}/population",
         code=stage_code("figures"),
     output:
-        directory("results/{system}/figures"),
+        report(
+            directory("results/{system}/figures"),
+            patterns=["{name}.png"],
+            caption="../report/figure.rst",
+            category="{system}",
+        ),
     log:
         "results/logs/{system}/render_figures.log",
     benchmark:
@@ -56,3 +62,29 @@ rule render_report:
     shell:
         "python -m neurotrain.stages.report --system {wildcards.system} --params {params.cfg:q}"
         " --run-dir $(dirname {output}) --out {output} > {log} 2>&1"
+
+
+# The project report: every system's headline metrics beside its bar and ceiling.
+rule index_report:
+    input:
+        reports=expand("results/{system}/training_report.md", system=config["systems"]),
+        summaries=expand("results/{system}/metrics.json", system=config["systems"]),
+        training_logs=expand(
+            "results/{system}/model/training_log.json", system=config["systems"]
+        ),
+        figures=expand("results/{system}/figures", system=config["systems"]),
+        code=INDEX_CODE,
+    output:
+        "results/report.md",
+    log:
+        "results/logs/index_report.log",
+    conda:
+        str(Path(workflow.basedir) / "envs" / "analysis.yaml")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        systems=",".join(config["systems"]),
+    shell:
+        "python -m neurotrain.stages.index --systems {params.systems} --results results --out {output} > {log} 2>&1"

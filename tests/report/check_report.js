@@ -1,0 +1,51 @@
+// Appended to a copy of Snakemake's HTML report and run in headless Chromium: walks the
+// report's own menu like a reader (Results -> each category -> each file), and for every file
+// it opens (its "eye" button) records the image the app displays (natural size, or null when it is broken).
+// Reports one JSON console message: "neurotrain check result: {...}".
+(function () {
+  const out = { categories: {}, shown: {}, errors: [] };
+  window.addEventListener("error", (e) => out.errors.push(String(e.message)));
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  const leaves = (sel) => [...document.querySelectorAll(sel)].filter((e) => e.children.length === 0 ||
+    e.tagName === "A" || e.tagName === "TD");
+  const byText = (sel, t) => [...document.querySelectorAll(sel)].reverse().find((e) => e.textContent.trim() === t);
+  const settle = async () => { await sleep(200); };
+  async function imageShown() {
+    for (let i = 0; i < 50; i++) {
+      const imgs = [...document.querySelectorAll("#app img")].filter((im) => im.src.startsWith("data:image/png"));
+      if (imgs.length && imgs.every((im) => im.complete)) {
+        return imgs.map((im) => im.naturalWidth > 0 ? [im.naturalWidth, im.naturalHeight] : null);
+      }
+      await sleep(100);
+    }
+    return [];
+  }
+  async function run() {
+    await settle();
+    const cats = [...new Set(Object.keys(results).map((k) => k.split("/")[1]))];
+    for (const cat of cats) {
+      const home = byText("#app nav a", "Results");
+      if (home) { home.click(); await settle(); }
+      const link = byText("#app nav *", cat);
+      if (!link) { out.categories[cat] = null; continue; }
+      link.click();
+      await settle();
+      const files = leaves("#app nav td").map((e) => e.textContent.trim()).filter((t) => t.startsWith("results/"));
+      out.categories[cat] = files;
+      for (const f of files) {
+        const cell = byText("#app nav td", f);
+        if (!cell) { out.shown[f] = "no menu entry"; continue; }
+        const eye = cell.parentElement.querySelector('a[iconname="eye"]');
+        if (!eye) { out.shown[f] = "no view button"; continue; }
+        eye.click();
+        await settle();
+        out.shown[f] = await imageShown();
+        const back = byText("#app nav a", cat);
+        if (back && !byText("#app nav td", f)) { back.click(); await settle(); }
+      }
+    }
+    console.log("neurotrain check result: " + JSON.stringify(out));
+  }
+  const start = () => run().catch((e) => console.log("neurotrain check failed: " + e));
+  if (document.readyState === "complete") start(); else window.addEventListener("load", start);
+})();
