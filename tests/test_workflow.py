@@ -209,7 +209,7 @@ def test_killed_training_job_resumes_on_rerun(tmp_path):
         if log.exists() and "Epoch 20 |" in log.read_text(errors="replace"):
             for child in psutil.Process(proc.pid).children(recursive=True):
                 try:  # short-lived shell helpers may exit while we look
-                    if "neurotrain.stages.train" in " ".join(child.cmdline()):
+                    if "neurotrain.stages.train" in child.cmdline():  # python -m ..., not its shell
                         trainer = child
                 except psutil.Error:
                     continue
