@@ -434,3 +434,65 @@ def test_snakemake_html_report_shows_every_figure(finished, tmp_path):
             assert isinstance(shown, list) and len(shown) == 1 and shown[0] and min(shown[0]) > 100, (f, shown)
     # captions come from workflow/report/figure.rst, one per figure
     assert "No caption for" not in html and html.count("Report: <tt") >= sum(len(v) for v in found["categories"].values())
+
+
+TIMING_KEYS = {"training_time_s", "epoch_time", "elapsed", "steps_per_s", "time_s", "wall_time_s", "step_time_s"}
+
+
+def _digests(wd: Path) -> dict[str, str]:
+    """sha256 of every array under results/ (weights, outputs, metrics, population, saved models'
+    tensors) and of every metrics.json with its timing fields removed."""
+    import hashlib
+
+    import torch
+
+    out = {}
+    res = wd / "results"
+    for f in sorted(res.glob("*/*/*.npy")):
+        out[f.relative_to(res).as_posix()] = hashlib.sha256(np.load(f, allow_pickle=False).tobytes()).hexdigest()
+    for f in sorted(res.glob("*/model/model_*.pt")):
+        state = torch.load(f, map_location="cpu", weights_only=True)
+        state = state.get("model", state.get("solver"))
+        flat = {}
+
+        def walk(prefix, node):
+            if isinstance(node, torch.Tensor):
+                flat[prefix] = hashlib.sha256(node.contiguous().numpy().tobytes()).hexdigest()
+            elif isinstance(node, dict):
+                for k, v in node.items():
+                    walk(f"{prefix}.{k}", v)
+
+        walk("", state)
+        for k, v in flat.items():
+            out[f"{f.relative_to(res).as_posix()}{k}"] = v
+    def strip(node):
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k not in TIMING_KEYS}
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+
+    for f in sorted(res.glob("*/model/model_*.npz")):
+        with np.load(f, allow_pickle=False) as z:
+            for k in z.files:
+                data = z[k].tobytes()
+                if k == "__meta__":  # JSON metadata: its timings differ between runs, nothing else may
+                    data = json.dumps(strip(json.loads(data)), sort_keys=True).encode()
+                out[f"{f.relative_to(res).as_posix()}:{k}"] = hashlib.sha256(data).hexdigest()
+
+    for f in sorted(res.glob("*/metrics.json")):
+        text = json.dumps(strip(json.loads(f.read_text())), sort_keys=True)
+        out[f.relative_to(res).as_posix()] = hashlib.sha256(text.encode()).hexdigest()
+    return out
+
+
+def test_two_smoke_runs_are_byte_identical(finished, tmp_path):
+    """Determinism: a second smoke run from scratch gives the same bytes in every array of every
+    system (weights, outputs, metrics, population, the saved models) and the same metrics."""
+    first = _digests(finished)
+    wd = workflow_copy(tmp_path)
+    smk(wd)
+    second = _digests(wd)
+    assert len(first) > 100 and first.keys() == second.keys()
+    differ = sorted(k for k in first if first[k] != second[k])
+    assert not differ, differ[:10]

@@ -8,6 +8,7 @@ built in a temporary sibling folder and renamed as a whole.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -23,6 +24,18 @@ from .errors import NeurotrainError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
+def _write_failure(path: Path, exc: BaseException) -> NeurotrainError | None:
+    """A full disk, an exceeded quota or file-size limit, or a read-only filesystem while
+    writing ``path``, as the one-line user error naming ``path`` (None for anything else)."""
+    if isinstance(exc, OSError) and (exc.errno in _NO_ROOM or "No space left" in str(exc)):
+        return NeurotrainError(path, f"cannot write it: {os.strerror(exc.errno) if exc.errno else exc} "
+                                     "(nothing was replaced; free space and rerun)")
+    return None
 
 
 def _tmp_sibling(path: Path) -> Path:
@@ -43,9 +56,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp, "rb+") as fh:  # data on disk before the rename makes it visible
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        failure = _write_failure(path, exc)
+        if failure is not None:
+            raise failure from None
         raise
 
 
@@ -65,8 +81,14 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, NeurotrainError) and exc.where.startswith(str(tmp) + os.sep):
+            # a file inside the folder: name it where it was going, not the temporary folder
+            raise NeurotrainError(path / os.path.relpath(exc.where, tmp), exc.what) from None
+        failure = _write_failure(path, exc)
+        if failure is not None:
+            raise failure from None
         raise
 
 

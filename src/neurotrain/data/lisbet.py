@@ -313,9 +313,14 @@ def preprocess_raw(cfg: dict, raw, out: str | Path) -> None:
             with tempfile.TemporaryDirectory(dir=Path(out).parent, prefix=".extract_") as folder:
                 files = safe_extract(r, Path(folder))
                 for jf in sorted(p for p in files if p.suffix == ".json"):
-                    for name, s in read_calms21_json(jf, c["frame_width"]).items():
+                    entry = f"{r}: {jf.relative_to(folder).as_posix()}"  # name the zip entry, not the scratch copy
+                    try:
+                        sequences = read_calms21_json(jf, c["frame_width"])
+                    except NeurotrainError as exc:
+                        raise NeurotrainError(entry, exc.what) from None
+                    for name, s in sequences.items():
                         if name in seqs:
-                            raise NeurotrainError(jf, f"sequence {name!r} appears in more than one file")
+                            raise NeurotrainError(entry, f"sequence {name!r} appears in more than one file")
                         if kind == "task1":
                             fixed_split[name] = 2 if "test" in jf.name else 0
                         seqs[name] = s

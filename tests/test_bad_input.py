@@ -1,0 +1,503 @@
+"""The bad-input catalogue (README, "Bad input"): one test per row, through the command line a
+user (or a Snakemake rule) runs. Every row checks the exit status, that the message names the
+file or config key, that there is no traceback, that no partial output is left (no file, no
+temporary sibling) and that an earlier result at the output path, or beside it, is unchanged.
+
+The README table is checked against ``CATALOGUE`` so the two cannot drift apart."""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import yaml
+
+from _http import LoopbackServer
+from conftest import NEUROTRAIN, ROOT, snakemake_env, workflow_copy
+
+SMOKE = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+EARLIER = b"an earlier result that must survive"
+
+
+@dataclass
+class Case:
+    argv: list[str]                     # after `neurotrain` (or a full command if argv[0] == "snakemake")
+    where: str                          # the file or key the message must name
+    needle: str                         # what the message must say
+    code: int = 2
+    absent: list[Path] = field(default_factory=list)   # must not exist afterwards
+    kept: list[Path] = field(default_factory=list)     # hold EARLIER before, and after
+    cwd: Path | None = None
+    stream: str = "stderr"
+
+
+def _config(tmp: Path, system: str, override: dict, name="config.yaml") -> Path:
+    cfg = {"systems": [system], system: copy.deepcopy(SMOKE.get(system, {}))}
+
+    def merge(a, b):
+        for k, v in b.items():
+            if isinstance(v, dict) and isinstance(a.get(k), dict):
+                merge(a[k], v)
+            else:
+                a[k] = v
+
+    merge(cfg[system], override)
+    path = tmp / name
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _earlier(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(EARLIER)
+    return path
+
+
+def _preprocess(tmp: Path, system: str, override: dict, raw: list[Path], where, needle) -> Case:
+    out = _earlier(tmp / "out" / "processed.h5")
+    cfg = _config(tmp, system, override)
+    return Case(["preprocess", "--system", system, "--config", str(cfg), "--raw", *map(str, raw), "--out", str(out)],
+                str(where), needle, kept=[out])
+
+
+# ------------------------------------------------------------------------------ rows: config
+def config_unknown_key(tmp):
+    cfg = tmp / "c.yaml"
+    cfg.write_text("ei_rnn:\n  training:\n    max_epochz: 10\n")
+    return Case(["train", "--system", "ei_rnn", "--config", str(cfg), "--data", str(tmp / "p.h5"),
+                 "--out-dir", str(tmp / "model")], "ei_rnn.training.max_epochz", "unknown key",
+                absent=[tmp / "model"])
+
+
+def config_wrong_type(tmp):
+    cfg = tmp / "c.yaml"
+    cfg.write_text("ei_rnn:\n  training:\n    max_epochs: ten\n")
+    return Case(["train", "--system", "ei_rnn", "--config", str(cfg), "--data", str(tmp / "p.h5"),
+                 "--out-dir", str(tmp / "model")], "ei_rnn.training.max_epochs", "is not of type 'integer'",
+                absent=[tmp / "model"])
+
+
+def config_out_of_range(tmp):
+    cfg = tmp / "c.yaml"
+    cfg.write_text("cebra:\n  training:\n    learning_rate: -0.1\n")
+    return Case(["train", "--system", "cebra", "--config", str(cfg), "--data", str(tmp / "p.h5"),
+                 "--out-dir", str(tmp / "model")], "cebra.training.learning_rate", "minimum",
+                absent=[tmp / "model"])
+
+
+def config_missing_file(tmp):
+    return Case(["generate", "--system", "ei_rnn", "--config", str(tmp / "absent.yaml"), "--out-dir", str(tmp / "raw")],
+                str(tmp / "absent.yaml"), "config file not found", absent=[tmp / "raw"])
+
+
+def config_not_yaml(tmp):
+    cfg = tmp / "c.yaml"
+    cfg.write_text("ei_rnn: [unclosed\n")
+    return Case(["generate", "--system", "ei_rnn", "--config", str(cfg), "--out-dir", str(tmp / "raw")],
+                str(cfg), "not valid YAML", absent=[tmp / "raw"])
+
+
+def config_python_tag(tmp):
+    cfg = tmp / "c.yaml"
+    cfg.write_text("ei_rnn: !!python/object/apply:os.system ['touch pwned']\n")
+    return Case(["generate", "--system", "ei_rnn", "--config", str(cfg), "--out-dir", str(tmp / "raw")],
+                str(cfg), "not valid YAML", absent=[tmp / "raw", tmp / "pwned"], cwd=tmp)
+
+
+def config_not_mapping(tmp):
+    cfg = tmp / "c.yaml"
+    cfg.write_text("- ei_rnn\n- cebra\n")
+    return Case(["generate", "--system", "ei_rnn", "--config", str(cfg), "--out-dir", str(tmp / "raw")],
+                str(cfg), "a config must be a mapping", absent=[tmp / "raw"])
+
+
+def unknown_system(tmp):
+    return Case(["generate", "--system", "hopfield", "--out-dir", str(tmp / "raw")], "system 'hopfield'",
+                "unknown system", absent=[tmp / "raw"])
+
+
+def _wf(tmp: Path) -> Path:
+    (tmp / "wf").mkdir()
+    return workflow_copy(tmp / "wf")
+
+
+def workflow_unknown_key(tmp):
+    wd = _wf(tmp)
+    (wd / "config" / "bad.yaml").write_text("ei_rnn:\n  trainig:\n    max_epochs: 3\n")
+    return Case(["snakemake", "-n", "--configfile", "config/bad.yaml"], "trainig", "Additional properties",
+                code=1, absent=[wd / "results", wd / "data"], cwd=wd, stream="both")
+
+
+def workflow_unknown_system(tmp):
+    wd = _wf(tmp)
+    (wd / "config" / "bad.yaml").write_text("systems: [ei_rnn, hopfield]\n")
+    return Case(["snakemake", "-n", "--configfile", "config/bad.yaml"], "hopfield", "is not one of",
+                code=1, absent=[wd / "results", wd / "data"], cwd=wd, stream="both")
+
+
+# ------------------------------------------------------------------------------ rows: MATLAB
+def _mat(tmp, kind):
+    from test_matlab import _write_bad
+
+    (tmp / "raw").mkdir()
+    return _write_bad(tmp / "raw", kind)
+
+
+def mat_missing(tmp):
+    return _preprocess(tmp, "ei_rnn", {"data": {"source": "mat"}}, [tmp / "absent.mat"], tmp / "absent.mat",
+                       "file not found")
+
+
+def mat_truncated(tmp):
+    bad = _mat(tmp, "truncated")
+    return _preprocess(tmp, "ei_rnn", {"data": {"source": "mat"}}, [bad], bad, "truncated or corrupt")
+
+
+def mat_nan(tmp):
+    bad = _mat(tmp, "nan")
+    return _preprocess(tmp, "ei_rnn", {"data": {"source": "mat"}}, [bad], bad, "NaN/Inf")
+
+
+def mat_missing_variable(tmp):
+    bad = _mat(tmp, "missing_variable")
+    return _preprocess(tmp, "ei_rnn", {"data": {"source": "mat"}}, [bad], bad, "missing variable 'ei_labels'")
+
+
+def mat_wrong_shape(tmp):
+    bad = _mat(tmp, "shapes")
+    return _preprocess(tmp, "ei_rnn", {"data": {"source": "mat"}}, [bad], bad, "expected 6 (one per trial)")
+
+
+# ------------------------------------------------------------------------------ rows: downloads
+def download_md5_mismatch(tmp, server):
+    server.files["rat.jl.gz"] = b"these are not the bytes you are looking for"
+    out = tmp / "dl" / "rat.jl.gz"
+    return Case(["fetch", "--url", f"{server.url}/rat.jl.gz", "--md5", "0" * 32,
+                 "--retries", "2", "--out", str(out)], f"{server.url}/rat.jl.gz", "checksum mismatch", absent=[out])
+
+
+def download_unreachable(tmp, server):
+    out = tmp / "dl" / "absent.hdf5"
+    return Case(["fetch", "--url", f"{server.url}/absent.hdf5", "--md5", "0" * 32,
+                 "--retries", "2", "--out", str(out)], "absent.hdf5", "404", absent=[out])
+
+
+# ------------------------------------------------------------------------------ rows: CEBRA
+def rat_pickle_corrupt(tmp):
+    files = []
+    md5 = {}
+    for name in ("achilles", "buddy"):
+        f = tmp / "raw" / f"{name}.jl.gz"
+        f.parent.mkdir(exist_ok=True)
+        f.write_bytes(gzip.compress(b"not a pickle " + name.encode()))
+        md5[name] = hashlib.md5(f.read_bytes()).hexdigest()
+        files.append(f)
+    return _preprocess(tmp, "cebra", {"data": {"source": "rat", "rat": {"names": ["achilles", "buddy"], "md5": md5}}},
+                       files, files[0], "corrupt joblib")
+
+
+def rat_checksum_mismatch(tmp):
+    f = tmp / "raw" / "achilles.jl.gz"
+    f.parent.mkdir()
+    f.write_bytes(gzip.compress(b"cos\nsystem\n(S'touch pwned'\ntR."))  # a pickle that would run a command
+    g = tmp / "raw" / "buddy.jl.gz"
+    g.write_bytes(f.read_bytes())
+    return _preprocess(tmp, "cebra", {"data": {"source": "rat", "rat": {"names": ["achilles", "buddy"]}}},
+                       [f, g], f, "md5")
+
+
+def nwb_unreadable(tmp):
+    bad = tmp / "raw" / "broken.nwb"
+    bad.parent.mkdir()
+    bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"0" * 100)
+    return _preprocess(tmp, "cebra", {"data": {"source": "nwb", "nwb": {"paths": [str(bad)]}}}, [bad], bad,
+                       "cannot read NWB")
+
+
+def _sessions(tmp, mutate):
+    from test_cebra import _npz_sessions, _session
+
+    sessions = [_session(seed=0), _session(seed=1)]
+    mutate(sessions)
+    _npz_sessions(tmp / "raw", sessions)
+    return tmp / "raw"
+
+
+def sessions_nan(tmp):
+    raw = _sessions(tmp, lambda s: s[1]["behavior"].__setitem__((3, 0), np.nan))
+    return _preprocess(tmp, "cebra", {"data": {"min_session_bins": 50}}, [raw], raw, "session1: behavior has 1 NaN/Inf")
+
+
+def session_too_short(tmp):
+    raw = _sessions(tmp, lambda s: s[1].update(spikes=s[1]["spikes"][:40], behavior=s[1]["behavior"][:40],
+                                                latent=s[1]["latent"][:40]))
+    return _preprocess(tmp, "cebra", {"data": {"min_session_bins": 50}}, [raw], raw, "shorter than the minimum 50")
+
+
+def sessions_mismatched_lengths(tmp):
+    raw = _sessions(tmp, lambda s: s[0].update(behavior=s[0]["behavior"][:150]))
+    return _preprocess(tmp, "cebra", {"data": {"min_session_bins": 50}}, [raw], raw, "behaviour has shape")
+
+
+def shared_model_mismatched_sessions(tmp, processed):
+    cfg = _config(tmp, "cebra", {"model": {"sharing": "shared"}})
+    model = tmp / "model"
+    return Case(["train", "--system", "cebra", "--config", str(cfg), "--data", str(processed["cebra"]),
+                 "--out-dir", str(model)], "model.sharing 'shared'", "needs every session to have 10 neurons",
+                absent=[model], kept=[])
+
+
+# ------------------------------------------------------------------------------ rows: LISBET
+def zip_entry_escaping(tmp):
+    from test_lisbet import _zip
+
+    bad = tmp / "raw" / "task1_classic_classification.zip"
+    bad.parent.mkdir()
+    bad.write_bytes(_zip({"../../evil.json": "{}"}))
+    md5 = hashlib.md5(bad.read_bytes()).hexdigest()
+    case = _preprocess(tmp, "lisbet", {"data": {"source": "calms21", "calms21": {"md5": {"task1": md5}}}}, [bad],
+                       "../../evil.json", "would be written outside")
+    case.absent += [tmp / "evil.json", tmp.parent / "evil.json"]
+    return case
+
+
+def calms21_json_truncated(tmp):
+    from test_lisbet import _calms21_json, _zip
+
+    text = _calms21_json(["task1/train/m1"])
+    bad = tmp / "raw" / "task1_classic_classification.zip"
+    bad.parent.mkdir()
+    bad.write_bytes(_zip({"task1_classic_classification/calms21_task1_train.json": text[: len(text) // 2]}))
+    md5 = hashlib.md5(bad.read_bytes()).hexdigest()
+    return _preprocess(tmp, "lisbet", {"data": {"source": "calms21", "calms21": {"md5": {"task1": md5}}}}, [bad],
+                       f"{bad}: task1_classic_classification/calms21_task1_train.json", "not valid JSON")
+
+
+def movement_missing_keypoint(tmp):
+    from test_lisbet import _movement_file
+
+    from neurotrain.data import lisbet as dl
+
+    bad = tmp / "raw" / "pair.nc"
+    bad.parent.mkdir()
+    _movement_file(bad, kp_names=dl.KEYPOINTS[:-1])
+    return _preprocess(tmp, "lisbet", {"data": {"source": "movement"}}, [bad], bad, "keypoint(s) tail missing")
+
+
+# ------------------------------------------------------------------------------ rows: strain (GWOSC)
+def _strain(tmp, **kw):
+    from test_cpc_snn import _gwosc_file
+
+    p = tmp / "raw" / "H1.hdf5"
+    p.parent.mkdir()
+    _gwosc_file(p, **kw)
+    return p
+
+
+_GW = {"data": {"source": "gwosc", "gwosc": {"files": {"H1.hdf5": "0" * 32}, "stride": 0.5}}}
+
+
+def strain_nan_gap(tmp):
+    p = _strain(tmp, nan_at=50000)
+    return _preprocess(tmp, "cpc_snn", _GW, [p], p, "NaN/Inf samples")
+
+
+def strain_rate_mismatch(tmp):
+    p = _strain(tmp, rate=2048.0)
+    return _preprocess(tmp, "cpc_snn", _GW, [p], p, "sample rate 2048 Hz")
+
+
+def strain_no_dataset(tmp):
+    p = _strain(tmp, dataset=False)
+    return _preprocess(tmp, "cpc_snn", _GW, [p], p, "no dataset strain/Strain")
+
+
+def strain_too_short(tmp):
+    p = _strain(tmp, seconds=3.0)
+    return _preprocess(tmp, "cpc_snn", _GW, [p], p, "too short")
+
+
+def segments_shorter_than_receptive_field(tmp):
+    from neurotrain.config import validate_system
+    from neurotrain.data import cpc_snn as gw
+
+    override = {"data": {"segment_duration": 0.1, "injection": {"tc_min": 0.5, "tc_max": 0.9, "chirp_mass_min": 10.0,
+                                                                "chirp_mass_max": 12.0, "f_start": 150.0}}}
+    cfg_path = _config(tmp, "cpc_snn", override, "gen.yaml")
+    cfg = validate_system("cpc_snn", yaml.safe_load(cfg_path.read_text())["cpc_snn"])
+    gw.generate_embedded(cfg, tmp / "raw")
+    return _preprocess(tmp, "cpc_snn", override, [tmp / "raw"], "cpc_snn.data.segment_duration", "receptive field")
+
+
+# ------------------------------------------------------------------------------ rows: training and models
+def processed_file_corrupt(tmp):
+    bad = tmp / "p.h5"
+    bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 64)
+    return Case(["train", "--system", "ei_rnn", "--data", str(bad), "--out-dir", str(tmp / "model")], str(bad),
+                "not a processed ei_rnn dataset", absent=[tmp / "model"])
+
+
+def diverging_loss(tmp, processed):
+    cfg = _config(tmp, "ring_attractor", {"model": {"tonic_e": 1e39}})  # inf drive: NaN rates, NaN loss
+    model = tmp / "model"
+    return Case(["train", "--system", "ring_attractor", "--config", str(cfg), "--data", str(processed["ring_attractor"]),
+                 "--out-dir", str(model)], "loss diverged", "training diverged", code=3,
+                absent=[model / "model_final.pt", model / "model_best.pt"], kept=[processed["ring_attractor"]])
+
+
+def checkpoint_corrupt(tmp, processed):
+    model = tmp / "model"
+    (model / "checkpoints").mkdir(parents=True)
+    (model / "checkpoints" / "last.pt").write_bytes(b"PK\x03\x04 not a checkpoint")
+    cfg = _config(tmp, "ei_rnn", {})
+    return Case(["train", "--system", "ei_rnn", "--config", str(cfg), "--data", str(processed["ei_rnn"]),
+                 "--out-dir", str(model)], str(model / "checkpoints" / "last.pt"), "corrupt or unreadable checkpoint",
+                code=0, kept=[processed["ei_rnn"]])
+
+
+def model_file_corrupt(tmp, processed):
+    model = tmp / "model"
+    model.mkdir()
+    (model / "model_best.pt").write_bytes(b"garbage")
+    run = tmp / "run"
+    weights = _earlier(run / "weights" / "W_rec.npy")
+    cfg = _config(tmp, "ei_rnn", {})
+    return Case(["extract", "--system", "ei_rnn", "--config", str(cfg), "--model-dir", str(model), "--data",
+                 str(processed["ei_rnn"]), "--out-dir", str(run)], str(model / "model_best.pt"),
+                "corrupt or unreadable checkpoint", absent=[run / "outputs"], kept=[weights])
+
+
+def disk_full(tmp, processed):
+    """The output folder is a 64 kB tmpfs (root only): the processed file does not fit."""
+    full = tmp / "full"
+    full.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill: {r.stderr.decode().strip()}")
+    earlier = _earlier(full / "earlier.h5")
+    raw = tmp / "raw"
+    from neurotrain.config import system_defaults
+    from neurotrain.data import ei_rnn as de
+
+    de.generate_embedded(system_defaults("ei_rnn"), raw)
+    out = full / "processed.h5"
+    return Case(["preprocess", "--system", "ei_rnn", "--raw", str(raw), "--out", str(out)], str(out),
+                "No space left on device", absent=[out], kept=[earlier])
+
+
+CATALOGUE: dict[str, tuple[str, Callable]] = {
+    "config-unknown-key": ("a key the schema does not know", config_unknown_key),
+    "config-wrong-type": ("a value of the wrong type", config_wrong_type),
+    "config-out-of-range": ("a value out of its range", config_out_of_range),
+    "config-missing-file": ("a config file that does not exist", config_missing_file),
+    "config-not-yaml": ("a config file that is not YAML", config_not_yaml),
+    "config-python-tag": ("a YAML tag that would run code (`!!python/object`)", config_python_tag),
+    "config-not-mapping": ("a config that is a list, not a mapping", config_not_mapping),
+    "unknown-system": ("an unknown system on the command line", unknown_system),
+    "workflow-unknown-key": ("a misspelt key given to Snakemake", workflow_unknown_key),
+    "workflow-unknown-system": ("an unknown system in `systems`", workflow_unknown_system),
+    "mat-missing": ("a `.mat` file that does not exist", mat_missing),
+    "mat-truncated": ("a truncated `.mat` (v7.3)", mat_truncated),
+    "mat-nan": ("NaN/Inf in the spikes of a `.mat`", mat_nan),
+    "mat-missing-variable": ("a `.mat` without a required variable", mat_missing_variable),
+    "mat-wrong-shape": ("variables whose shapes disagree", mat_wrong_shape),
+    "download-md5-mismatch": ("a download whose md5 does not match", download_md5_mismatch),
+    "download-unreachable": ("a download that fails every retry (HTTP 404)", download_unreachable),
+    "rat-checksum-mismatch": ("a rat recording (a pickle) with the wrong md5: never opened", rat_checksum_mismatch),
+    "rat-pickle-corrupt": ("a rat recording with the right md5 that is not a joblib pickle", rat_pickle_corrupt),
+    "nwb-unreadable": ("an NWB file that is not readable", nwb_unreadable),
+    "sessions-nan": ("NaN/Inf in a session's behaviour", sessions_nan),
+    "session-too-short": ("a session shorter than `min_session_bins`", session_too_short),
+    "sessions-mismatched-lengths": ("behaviour and spikes of different lengths", sessions_mismatched_lengths),
+    "shared-model-mismatched-sessions": ("a shared CEBRA model over sessions with different neuron counts",
+                                         shared_model_mismatched_sessions),
+    "zip-entry-escaping": ("a zip entry that would be written outside its folder", zip_entry_escaping),
+    "calms21-json-truncated": ("a truncated CalMS21 JSON inside its zip", calms21_json_truncated),
+    "movement-missing-keypoint": ("a pose file without one of the 7 keypoints", movement_missing_keypoint),
+    "strain-nan-gap": ("strain with NaN samples (a data gap)", strain_nan_gap),
+    "strain-rate-mismatch": ("strain at another sample rate than configured", strain_rate_mismatch),
+    "strain-no-dataset": ("an HDF5 file without `strain/Strain`", strain_no_dataset),
+    "strain-too-short": ("a strain file too short for one segment", strain_too_short),
+    "segments-shorter-than-receptive-field": ("segments shorter than the encoder's receptive field",
+                                              segments_shorter_than_receptive_field),
+    "processed-file-corrupt": ("a corrupt processed HDF5 given to training", processed_file_corrupt),
+    "diverging-loss": ("a loss that becomes NaN/Inf during training", diverging_loss),
+    "checkpoint-corrupt": ("a corrupt resume checkpoint", checkpoint_corrupt),
+    "model-file-corrupt": ("a corrupt model file given to extraction", model_file_corrupt),
+    "disk-full": ("a full disk while writing an artifact", disk_full),
+}
+
+
+@pytest.fixture(scope="module")
+def processed(tmp_path_factory):
+    """Smoke-size processed datasets for the rows that need a valid one."""
+    from neurotrain.config import validate_system
+    from neurotrain.registry import entry
+
+    d = tmp_path_factory.mktemp("processed")
+    out = {}
+    for system in ("ei_rnn", "cebra", "ring_attractor"):
+        cfg = validate_system(system, copy.deepcopy(SMOKE[system]))
+        entry(system, "generate")(cfg, d / system)
+        entry(system, "preprocess")(cfg, [d / system], d / f"{system}.h5")
+        out[system] = d / f"{system}.h5"
+    return out
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = LoopbackServer({})
+    yield s
+    s.close()
+
+
+def _run(case: Case) -> subprocess.CompletedProcess:
+    if case.argv[0] == "snakemake":
+        cmd = case.argv[:1] + ["--cores", "1"] + case.argv[1:]
+    else:
+        cmd = [NEUROTRAIN, *case.argv]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=case.cwd, env=snakemake_env(), timeout=600)
+
+
+@pytest.mark.parametrize("row", list(CATALOGUE))
+def test_bad_input(row, tmp_path, request):
+    make = CATALOGUE[row][1]
+    args = [request.getfixturevalue(n) for n in make.__code__.co_varnames[1:make.__code__.co_argcount]]
+    case = make(tmp_path, *args)
+    before = {p: p.read_bytes() for p in case.kept}
+    try:
+        r = _run(case)
+        text = r.stdout + r.stderr if case.stream == "both" else r.stderr
+        assert r.returncode == case.code, \
+            f"{row}: exit {r.returncode}, expected {case.code}\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
+        assert case.where in text and case.needle in text, \
+            f"{row}: message does not name {case.where!r} / {case.needle!r}:\n{text[-2000:]}"
+        if case.argv[0] != "snakemake":
+            assert "Traceback" not in r.stderr, r.stderr
+        for p in case.absent:
+            assert not p.exists(), f"{row}: partial output {p} was left"
+        for p, content in before.items():
+            assert p.read_bytes() == content, f"{row}: the earlier result {p} was changed"
+            leftovers = [q.name for q in p.parent.iterdir() if q.name.startswith(".") and q.name.endswith(".tmp")]
+            assert not leftovers, f"{row}: temporary files left beside {p}: {leftovers}"
+    finally:
+        if row == "disk-full":
+            subprocess.run(["umount", str(tmp_path / "full")], capture_output=True)
+
+
+def test_readme_lists_every_row():
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Bad input")[1].split("\n## ")[0]
+    rows = re.findall(r"^\| `([a-z0-9-]+)` \|", table, re.M)
+    assert rows == list(CATALOGUE), "README's bad-input table and CATALOGUE differ"
+    assert len(rows) >= 25
