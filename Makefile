@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_ring_attractor.py
 	$(BIN)/python tests/benchmarks/bench_lisbet.py
 	$(BIN)/python tests/benchmarks/bench_cpc_snn.py
+	$(BIN)/python tests/benchmarks/bench_workflow.py --cores $(if $(filter all,$(CORES)),$(shell nproc),$(CORES))
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint --cores 1

@@ -45,9 +45,20 @@ def flop_rows(flops: float, seconds: float, peak: float, what: str) -> list[str]
             f"| fraction of matmul rate | {rate / peak:.4f} |"]
 
 
-def write_report(name: str, text: str) -> None:
-    """Write ``results/benchmarks/<name>`` and print it."""
+def write_report(name: str, text: str, steps: list[dict] | None = None) -> None:
+    """Write ``results/benchmarks/<name>`` and print it; ``steps`` (one dict per timed training
+    step: system, step, framework, gflop, seconds, matmul_gflops, fraction) also go to
+    ``<name>.json`` for the suite's summary (tests/benchmarks/bench_workflow.py)."""
+    import json
+
     out = ROOT / "results" / "benchmarks" / name
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
+    if steps is not None:
+        out.with_suffix(".json").write_text(json.dumps({"steps": steps}, indent=1))
     print(text)
+
+
+def step_record(system: str, step: str, framework: str, flops: float, seconds: float, peak: float) -> dict:
+    return {"system": system, "step": step, "framework": framework, "gflop": flops / 1e9, "seconds": seconds,
+            "matmul_gflops": peak / 1e9, "fraction": flops / seconds / peak}

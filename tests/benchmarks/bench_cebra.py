@@ -25,7 +25,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, flop_rows, matmul_rate, write_report  # noqa: E402
+from _common import ROOT, flop_rows, matmul_rate, step_record, write_report  # noqa: E402
 
 STEPS, REPEATS = 60, 5
 
@@ -133,7 +133,7 @@ def main() -> int:
         f"| ratio pipeline / cebra.CEBRA | | {pf / sf:.3f} |", "",
         "| one solver step | value |", "| --- | --- |",
         *flop_rows(flops, step_s, peak, "solver step"), ""])
-    write_report("cebra_train.md", text)
+    write_report("cebra_train.md", text, [step_record("cebra", "solver step (3 sessions x 512)", "torch", flops, step_s, peak)])
     return 0
 
 

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from _common import ROOT, write_report
+from _common import ROOT, step_record, write_report
 
 sys.path.insert(0, str(ROOT / "src"))
 
@@ -62,7 +62,7 @@ def main() -> None:
     xs = jnp.asarray(rng.standard_normal((1, B, N)).astype(np.float32))
     ys = jnp.asarray(rng.integers(0, 2, (1, B)).astype(np.int32))
     peak = jax_matmul_rate()
-    rows = []
+    rows, records = [], []
     for phase in phases_from_config(cfg):
         train = {k: params[k] for k in phase.trainable}
         frozen = {k: v for k, v in params.items() if k not in phase.trainable}
@@ -81,6 +81,7 @@ def main() -> None:
             jax.block_until_ready(compiled(train, frozen, state, xs, ys))
             times.append(time.perf_counter() - t)
         sec = statistics.median(times)
+        records.append(step_record("cpc_snn", f"{phase.name}: {phase.title}", "jax", flops, sec, peak))
         rows.append(f"| {phase.name}: {phase.title} | {compile_s:.1f} s | {flops / 1e9:.2f} | {sec * 1000:.0f} ms | "
                     f"{flops / sec / 1e9:.1f} | {flops / sec / peak:.3f} |")
     text = "\n".join([
@@ -90,7 +91,7 @@ def main() -> None:
         f"JAX float32 matmul rate (1024^3, same run): {peak / 1e9:.1f} GFLOP/s", "",
         "| step | compile | GFLOP per step (XLA cost analysis) | wall time | GFLOP/s | fraction of matmul rate |",
         "| --- | --- | --- | --- | --- | --- |", *rows, ""])
-    write_report("cpc_snn.md", text)
+    write_report("cpc_snn.md", text, records)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, flop_rows, matmul_rate, write_report  # noqa: E402
+from _common import ROOT, flop_rows, matmul_rate, step_record, write_report  # noqa: E402
 
 
 def main() -> int:
@@ -56,7 +56,7 @@ def main() -> int:
         *flop_rows(flops, epoch_s, peak, "epoch"), "",
         "The step is a 60-step recurrence of small [batch x N] x [N x N] products: it is bound by",
         "per-operation overhead, not arithmetic, so the fraction of the matmul rate is small.", ""])
-    write_report("ei_rnn_train_step.md", text)
+    write_report("ei_rnn_train_step.md", text, [step_record("ei_rnn", "epoch (full batch)", "torch", flops, epoch_s, peak)])
     return 0
 
 

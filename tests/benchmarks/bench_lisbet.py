@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import flop_rows, matmul_rate, median_time, write_report  # noqa: E402
+from _common import flop_rows, matmul_rate, median_time, step_record, write_report  # noqa: E402
 
 REF = {"step": 3.2, "embed128": 1.1, "embed2000": 44.0}
 
@@ -80,7 +80,7 @@ def main() -> int:
         *flop_rows(flops, step_s, peak, "training step"), "",
         "The reference numbers were measured for the `lisbet` package on an idle 2-core CPU of this kind (from the",
         "issue); that package pulls a torchvision that does not import beside this torch, so it is not re-run here.", ""])
-    write_report("lisbet_model.md", text)
+    write_report("lisbet_model.md", text, [step_record("lisbet", "training step (seed size, 4 tasks)", "torch", flops, step_s, peak)])
     return 0
 
 
