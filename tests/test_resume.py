@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 LONGER = {
     "ei_rnn": "ei_rnn:\n  training:\n    max_epochs: 120\n    patience: 120\n    checkpoint_every: 10\n    detail_every: 60\n",
     "cebra": "cebra:\n  training:\n    max_steps: 80\n    checkpoint_every: 8\n",
-    "ring_attractor": "ring_attractor:\n  training:\n    max_epochs: 24\n    checkpoint_every: 2\n    patience: 24\n",
+    "ring_attractor": "ring_attractor:\n  training:\n    max_epochs: 60\n    checkpoint_every: 2\n    patience: 60\n",
     "lisbet": "lisbet:\n  training:\n    epochs: 16\n    checkpoint_every: 1\n",
     "cpc_snn": "cpc_snn:\n  training:\n    phase3:\n      epochs: 12\n      steps_per_epoch: 3\n      warmup_steps: 1\n",
 }

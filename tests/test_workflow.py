@@ -186,49 +186,6 @@ def test_bad_user_file_stops_workflow_without_output(tmp_path):
     assert not (wd / "data" / "processed" / "ei_rnn.h5").exists()
 
 
-def test_killed_training_job_resumes_on_rerun(tmp_path):
-    """SIGTERM to the training job under Snakemake: the state is saved; rerunning the same
-    target resumes from it and finishes."""
-    import signal
-    import time
-
-    import psutil
-
-    wd = workflow_copy(tmp_path)
-    (wd / "config" / "long.yaml").write_text(
-        "ei_rnn:\n  training:\n    max_epochs: 400\n    patience: 400\n    checkpoint_every: 50\n    detail_every: 50\n")
-    target = "results/ei_rnn/model/model_final.pt"
-    cmd = ["snakemake", "--cores", "1", target, "--configfile", "config/smoke.yaml", "config/long.yaml"]
-    proc = subprocess.Popen(cmd, cwd=wd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=snakemake_env())
-    log = wd / "results" / "logs" / "ei_rnn" / "train_model.log"
-    deadline = time.time() + 120
-    trainer = None
-    while time.time() < deadline and trainer is None:
-        time.sleep(0.2)
-        if log.exists() and "Epoch 20 |" in log.read_text(errors="replace"):
-            for child in psutil.Process(proc.pid).children(recursive=True):
-                try:  # short-lived shell helpers may exit while we look
-                    if "neurotrain.stages.train" in child.cmdline():  # python -m ..., not its shell
-                        trainer = child
-                except psutil.Error:
-                    continue
-    assert trainer is not None, "training job never reached epoch 20"
-    trainer.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=120)
-    assert proc.returncode != 0
-    first_log = log.read_text(errors="replace")
-    assert "state saved" in first_log
-    assert (wd / "results" / "ei_rnn" / "model" / "checkpoints" / "last.pt").exists()
-    assert not (wd / target).exists()
-
-    r = subprocess.run(cmd, cwd=wd, capture_output=True, text=True, env=snakemake_env(), timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
-    summary = json.loads((wd / "results" / "ei_rnn" / "model" / "training_log.json").read_text())["summary"]
-    assert summary["total_epochs"] == 400 and summary["resumed_from_epoch"] >= 20
-    assert "Resuming from" in log.read_text(errors="replace")
-
-
 @pytest.mark.parametrize("data,needle", [
     ("    source: mat\n", "ei_rnn.data.path"),
     ("    source: mat\n    path: exports/absent.mat\n", "exports/absent.mat"),
