@@ -164,25 +164,16 @@ class SpikeBridge:
     threshold: float = 0.1
     surrogate_slope: float = 10.0
     latent_dim: int = 128
-    levels: int = 1  # thermometer code: ON/OFF pairs at threshold + k * level_spacing, k < levels
-    level_spacing: float = 0.5
-    normalize: bool = False  # layer-normalise each frame's latents before the affine map
-
-    @property
-    def n_out(self) -> int:
-        return 2 * self.latent_dim * self.levels
 
     def init(self, key, x=None) -> dict:
         return {"gain": jnp.ones(self.latent_dim), "bias": jnp.zeros(self.latent_dim)}
 
     def apply(self, params, z):
-        """ON/OFF spikes [B, T, 2 levels latent_dim] of latents z [B, T, latent_dim] (all ON
-        channels of every level, then all OFF channels)."""
-        u = (_layer_norm(z) if self.normalize else z) * params["gain"] + params["bias"]
-        th = self.threshold + self.level_spacing * jnp.arange(self.levels, dtype=u.dtype)
-        on = spike(u[..., None, :] - th[:, None], self.surrogate_slope)
-        off = spike(-u[..., None, :] - th[:, None], self.surrogate_slope)
-        return jnp.concatenate([on.reshape(*u.shape[:-1], -1), off.reshape(*u.shape[:-1], -1)], axis=-1)
+        """ON/OFF spikes [B, T, 2 latent_dim] of latents z [B, T, latent_dim]."""
+        u = z * params["gain"] + params["bias"]
+        on = spike(u - self.threshold, self.surrogate_slope)
+        off = spike(-u - self.threshold, self.surrogate_slope)
+        return jnp.concatenate([on, off], axis=-1)
 
 
 # --------------------------------------------------------------------------- SNN classifier
@@ -249,10 +240,9 @@ class Detector:
         enc = CPCEncoder(latent_dim=e["latent_dim"], channels=tuple(e["channels"]), kernels=tuple(e["kernels"]),
                          strides=tuple(e["strides"]), context_dim=c["context_dim"],
                          prediction_steps=c["prediction_steps"])
-        bridge = SpikeBridge(threshold=b["threshold"], surrogate_slope=s["surrogate_slope"], latent_dim=e["latent_dim"],
-                             levels=b["levels"], level_spacing=b["level_spacing"], normalize=b["normalize"])
+        bridge = SpikeBridge(threshold=b["threshold"], surrogate_slope=s["surrogate_slope"], latent_dim=e["latent_dim"])
         snn = SNNClassifier(num_classes=s["num_classes"], hidden_sizes=tuple(s["hidden_sizes"]),
-                            input_dim=bridge.n_out, beta=s["beta"], readout_beta=s["readout_beta"],
+                            input_dim=2 * e["latent_dim"], beta=s["beta"], readout_beta=s["readout_beta"],
                             surrogate_slope=s["surrogate_slope"], weight_scale=s["weight_scale"], readout=s["readout"],
                             current_norm=s["current_norm"])
         return cls(enc, bridge, snn)
