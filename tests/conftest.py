@@ -62,3 +62,49 @@ def snakemake_env() -> dict:
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     return env
+
+
+TIMING_KEYS = {"training_time_s", "epoch_time", "elapsed", "steps_per_s", "time_s", "wall_time_s", "step_time_s"}
+
+
+def strip_timings(node):
+    """A JSON value without its timing fields (they differ between identical runs)."""
+    if isinstance(node, dict):
+        return {k: strip_timings(v) for k, v in node.items() if k not in TIMING_KEYS}
+    if isinstance(node, list):
+        return [strip_timings(v) for v in node]
+    return node
+
+
+def model_digests(path: Path) -> dict[str, str]:
+    """sha256 of every array of a saved model, by name: every tensor of a torch checkpoint
+    (nested dicts and lists; a CEBRA checkpoint's solver state), every array of an ``.npz``
+    (its JSON ``__meta__`` with the timings removed)."""
+    import hashlib
+    import json
+
+    import numpy as np
+    import torch
+
+    out = {}
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            for k in z.files:
+                data = z[k].tobytes()
+                if k == "__meta__":
+                    data = json.dumps(strip_timings(json.loads(data)), sort_keys=True).encode()
+                out[k] = hashlib.sha256(data).hexdigest()
+        return out
+
+    def walk(prefix, node):
+        if isinstance(node, torch.Tensor):
+            out[prefix] = hashlib.sha256(node.detach().contiguous().numpy().tobytes()).hexdigest()
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}", v)
+        elif isinstance(node, (list, tuple)):
+            for i, v in enumerate(node):
+                walk(f"{prefix}.{i}", v)
+
+    walk("", torch.load(path, map_location="cpu", weights_only=True))
+    return out

@@ -3,7 +3,7 @@ user (or a Snakemake rule) runs. Every row checks the exit status, that the mess
 file or config key, that there is no traceback, that no partial output is left (no file, no
 temporary sibling) and that an earlier result at the output path, or beside it, is unchanged.
 
-The README table is checked against ``CATALOGUE`` so the two cannot drift apart."""
+The README table lists the same row ids, in the same order, as ``CATALOGUE`` (checked)."""
 
 from __future__ import annotations
 
@@ -212,8 +212,10 @@ def rat_checksum_mismatch(tmp):
     f.write_bytes(gzip.compress(b"cos\nsystem\n(S'touch pwned'\ntR."))  # a pickle that would run a command
     g = tmp / "raw" / "buddy.jl.gz"
     g.write_bytes(f.read_bytes())
-    return _preprocess(tmp, "cebra", {"data": {"source": "rat", "rat": {"names": ["achilles", "buddy"]}}},
-                       [f, g], f, "md5")
+    case = _preprocess(tmp, "cebra", {"data": {"source": "rat", "rat": {"names": ["achilles", "buddy"]}}},
+                       [f, g], f, "checksum mismatch")
+    case.cwd, case.absent = tmp, [tmp / "pwned"]  # unpickling it would have created this file
+    return case
 
 
 def nwb_unreadable(tmp):
@@ -488,8 +490,9 @@ def test_bad_input(row, tmp_path, request):
             assert not p.exists(), f"{row}: partial output {p} was left"
         for p, content in before.items():
             assert p.read_bytes() == content, f"{row}: the earlier result {p} was changed"
-            leftovers = [q.name for q in p.parent.iterdir() if q.name.startswith(".") and q.name.endswith(".tmp")]
-            assert not leftovers, f"{row}: temporary files left beside {p}: {leftovers}"
+        for folder in {p.parent for p in case.absent + case.kept if p.parent.is_dir()}:
+            leftovers = [q.name for q in folder.iterdir() if q.name.startswith(".") and q.name.endswith(".tmp")]
+            assert not leftovers, f"{row}: temporary files left in {folder}: {leftovers}"
     finally:
         if row == "disk-full":
             subprocess.run(["umount", str(tmp_path / "full")], capture_output=True)

@@ -6,7 +6,6 @@ last periodic checkpoint (written atomically), so the rerun repeats the lost wor
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import shutil
@@ -15,12 +14,10 @@ import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
 import psutil
 import pytest
-import torch
 
-from conftest import snakemake_env, workflow_copy
+from conftest import model_digests, snakemake_env, workflow_copy
 
 pytestmark = pytest.mark.slow
 
@@ -36,28 +33,8 @@ EXT = {"cpc_snn": "npz"}
 
 
 def arrays(path: Path) -> dict[str, str]:
-    """sha256 of every array of a saved model (torch .pt or .npz), by name."""
-    out = {}
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            for k in z.files:
-                if k != "__meta__":
-                    out[k] = hashlib.sha256(np.ascontiguousarray(z[k]).tobytes()).hexdigest()
-        return out
-
-    def walk(prefix, node):
-        if isinstance(node, torch.Tensor):
-            out[prefix] = hashlib.sha256(node.detach().contiguous().numpy().tobytes()).hexdigest()
-        elif isinstance(node, dict):
-            for k, v in node.items():
-                walk(f"{prefix}.{k}", v)
-        elif isinstance(node, (list, tuple)):
-            for i, v in enumerate(node):
-                walk(f"{prefix}.{i}", v)
-
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    walk("", saved["model"] if "model" in saved else saved["solver"])  # CEBRA saves its solver's state
-    return out
+    """sha256 of every array of the saved model (weights, optimizer-free), by name."""
+    return {k: v for k, v in model_digests(path).items() if k != "__meta__" and not k.startswith(".metrics")}
 
 
 def smk(wd: Path, *args, timeout=600):
@@ -112,7 +89,7 @@ def test_killed_training_resumes_to_identical_weights(reference, sig, tmp_path):
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
-        if ckpts.is_dir() and any(ckpts.iterdir()):
+        if ckpts.is_dir() and any(not f.name.startswith(".") for f in ckpts.iterdir()):  # a whole checkpoint, not a temp
             time.sleep(delay)
             trainer = trainer_of(proc)
             if trainer is not None and trainer.is_running():

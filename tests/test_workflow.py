@@ -393,52 +393,22 @@ def test_snakemake_html_report_shows_every_figure(finished, tmp_path):
     assert "No caption for" not in html and html.count("Report: <tt") >= sum(len(v) for v in found["categories"].values())
 
 
-TIMING_KEYS = {"training_time_s", "epoch_time", "elapsed", "steps_per_s", "time_s", "wall_time_s", "step_time_s"}
-
-
 def _digests(wd: Path) -> dict[str, str]:
-    """sha256 of every array under results/ (weights, outputs, metrics, population, saved models'
-    tensors) and of every metrics.json with its timing fields removed."""
+    """sha256 of every array under results/ (every .npy at any depth, every saved model's
+    tensors and arrays) and of every metrics.json with its timing fields removed."""
     import hashlib
 
-    import torch
+    from conftest import model_digests, strip_timings
 
     out = {}
     res = wd / "results"
-    for f in sorted(res.glob("*/*/*.npy")):
+    for f in sorted(res.rglob("*.npy")):
         out[f.relative_to(res).as_posix()] = hashlib.sha256(np.load(f, allow_pickle=False).tobytes()).hexdigest()
-    for f in sorted(res.glob("*/model/model_*.pt")):
-        state = torch.load(f, map_location="cpu", weights_only=True)
-        state = state.get("model", state.get("solver"))
-        flat = {}
-
-        def walk(prefix, node):
-            if isinstance(node, torch.Tensor):
-                flat[prefix] = hashlib.sha256(node.contiguous().numpy().tobytes()).hexdigest()
-            elif isinstance(node, dict):
-                for k, v in node.items():
-                    walk(f"{prefix}.{k}", v)
-
-        walk("", state)
-        for k, v in flat.items():
-            out[f"{f.relative_to(res).as_posix()}{k}"] = v
-    def strip(node):
-        if isinstance(node, dict):
-            return {k: strip(v) for k, v in node.items() if k not in TIMING_KEYS}
-        if isinstance(node, list):
-            return [strip(v) for v in node]
-        return node
-
-    for f in sorted(res.glob("*/model/model_*.npz")):
-        with np.load(f, allow_pickle=False) as z:
-            for k in z.files:
-                data = z[k].tobytes()
-                if k == "__meta__":  # JSON metadata: its timings differ between runs, nothing else may
-                    data = json.dumps(strip(json.loads(data)), sort_keys=True).encode()
-                out[f"{f.relative_to(res).as_posix()}:{k}"] = hashlib.sha256(data).hexdigest()
-
+    for f in sorted(list(res.rglob("model_*.pt")) + list(res.rglob("model_*.npz")) + list(res.rglob("*/model/**/*.pt"))):
+        for k, v in model_digests(f).items():
+            out[f"{f.relative_to(res).as_posix()}:{k}"] = v
     for f in sorted(res.glob("*/metrics.json")):
-        text = json.dumps(strip(json.loads(f.read_text())), sort_keys=True)
+        text = json.dumps(strip_timings(json.loads(f.read_text())), sort_keys=True)
         out[f.relative_to(res).as_posix()] = hashlib.sha256(text.encode()).hexdigest()
     return out
 
@@ -453,3 +423,29 @@ def test_two_smoke_runs_are_byte_identical(finished, tmp_path):
     assert len(first) > 100 and first.keys() == second.keys()
     differ = sorted(k for k in first if first[k] != second[k])
     assert not differ, differ[:10]
+
+
+def test_project_report_on_real_data_without_ground_truth(finished, tmp_path):
+    """Real data has no true latent, no teacher rates and maybe no behaviour labels: the index
+    leaves those rows out and reads "n/a" for a bar it cannot score, instead of failing."""
+    import shutil
+
+    from neurotrain.reports.index import render_index
+
+    res = tmp_path / "results"
+    shutil.copytree(finished / "results", res, ignore=shutil.ignore_patterns("*.html"))
+    for system, drop in (("ei_rnn", ["mean_correlation_with_true_rates"]),
+                         ("cebra", ["reconstruction_r2", "reconstruction_r2_min", "raw_reconstruction_r2"]),
+                         ("lisbet", ["macro_f1_embedding", "macro_f1_raw"])):
+        path = res / system / "metrics.json"
+        m = json.loads(path.read_text())
+        for k in drop:
+            m.pop(k)
+        if system == "cebra":
+            m["quality"] = {k: v for k, v in m["quality"].items() if "reconstruction" not in k}
+        if system == "lisbet":
+            m["quality"] = {"passes": None, "note": "no behaviour annotations: classifiers not scored"}
+        path.write_text(json.dumps(m))
+    text = render_index(["ei_rnn", "cebra", "ring_attractor", "lisbet", "cpc_snn"], res, tmp_path / "report.md").read_text()
+    assert "true latent" not in text and "teacher's true rates" not in text
+    assert "| LISBET social-behaviour transformer (`lisbet`) | n/a |" in text and "of 4 scored systems" in text

@@ -33,8 +33,9 @@ def _write_failure(path: Path, exc: BaseException) -> NeurotrainError | None:
     """A full disk, an exceeded quota or file-size limit, or a read-only filesystem while
     writing ``path``, as the one-line user error naming ``path`` (None for anything else)."""
     if isinstance(exc, OSError) and (exc.errno in _NO_ROOM or "No space left" in str(exc)):
+        remedy = "make it writable" if exc.errno == errno.EROFS else "free space"
         return NeurotrainError(path, f"cannot write it: {os.strerror(exc.errno) if exc.errno else exc} "
-                                     "(nothing was replaced; free space and rerun)")
+                                     f"(nothing was replaced; {remedy} and rerun)")
     return None
 
 

@@ -73,10 +73,12 @@ def default_run(cores: int) -> dict:
     _, dry = smk("-n", "--configfile", "config/config.yaml")
     record_path = OUT / "default_run.json"
     if "Nothing to be done" not in dry.stdout:
-        print("running the default workflow (make run) ...", flush=True)
+        _, every = smk("-n", "--forceall", "--configfile", "config/config.yaml")
+        jobs, total = _job_count(dry.stdout), _job_count(every.stdout)
+        print(f"running the default workflow (make run): {jobs} of its {total} jobs ...", flush=True)
         wall, _ = smk("--cores", str(cores), "--configfile", "config/config.yaml")
         rec = {"wall_time_s": wall, "cores": cores, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "jobs": dry.stdout.split("Job stats:")[1].split("total")[1].split()[0] if "Job stats:" in dry.stdout else "?"}
+               "jobs": jobs, "all_jobs": total}
         OUT.mkdir(parents=True, exist_ok=True)
         record_path.write_text(json.dumps(rec, indent=1))
     elif record_path.is_file():
@@ -93,6 +95,12 @@ def default_run(cores: int) -> dict:
     rec["dry_run_s"] = statistics.median(dry_times)
     rec["noop_rerun_s"] = statistics.median(noop_times)
     return rec
+
+
+def _job_count(dry_run_stdout: str) -> int:
+    """Total of Snakemake's job-stats table in a dry run's output."""
+    m = re.search(r"^total\s+(\d+)\s*$", dry_run_stdout, re.M)
+    return int(m.group(1)) if m else 0
 
 
 def rule_benchmarks() -> list[dict]:
@@ -171,13 +179,13 @@ def figure(rules: list[dict], scale: list[dict], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     ax = axes[0]
-    order = ["generate_dataset", "preprocess_dataset", "train_model", "train_model_jax", "extract_model",
+    order = ["generate_dataset", "preprocess_dataset", "train_model", "extract_model",
              "analyze_population", "render_figures", "render_report"]
     bottom = [0.0] * len(SYSTEMS)
     for rule in order:
         vals = [sum(r["s"] for r in rules if r["system"] == s and r["rule"] == rule) / 60 for s in SYSTEMS]
         if any(vals):
-            ax.bar(SYSTEMS, vals, bottom=bottom, label=rule.replace("_model_jax", "_model"))
+            ax.bar(SYSTEMS, vals, bottom=bottom, label=rule)
             bottom = [b + v for b, v in zip(bottom, vals)]
     ax.set_ylabel("wall time per rule (min)")
     ax.set_title("default run, per system and rule")
@@ -208,7 +216,8 @@ def summary(run: dict, rules: list[dict], steps: list[dict], scale: list[dict]) 
              "## Workflow", "", "| quantity | value |", "| --- | --- |"]
     wall = run.get("wall_time_s")
     if wall:
-        what = f"{wall / 60:.1f} min ({run.get('jobs', '?')} jobs on {run.get('cores')} cores, {run.get('date', '')})"
+        part = "" if run.get("jobs") == run.get("all_jobs") else f" (partial: {run.get('jobs')} of {run.get('all_jobs')} jobs)"
+        what = f"{wall / 60:.1f} min{part}, {run.get('all_jobs', '?')} jobs on {run.get('cores')} cores, {run.get('date', '')}"
     else:
         what = run.get("note", "not measured")
     lines.append(f"| default run (`make run`), wall time | {what} |")
@@ -255,6 +264,13 @@ def main(argv=None) -> None:
     figure(rules, scale, OUT / "summary.png")
     text = summary(run, rules, steps, scale)
     (OUT / "summary.md").write_text(text)
+    readme = ROOT / "README.md"
+    start, end = "<!-- summary:start -->", "<!-- summary:end -->"
+    body = readme.read_text()
+    if start in body and end in body:  # the README shows the latest table
+        tables = text.split("\n", 2)[2].replace("## ", "#### ").replace("](summary.png)", "](results/benchmarks/summary.png)")
+        body = body[:body.index(start) + len(start)] + "\n" + tables + "\n" + body[body.index(end):]
+        readme.write_text(body)
     print(text)
 
 

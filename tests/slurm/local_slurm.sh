@@ -8,8 +8,9 @@
 # resolves, starts munged (as the munge user) only if none is running, writes a one-node
 # slurm.conf into STATE_DIR (proctrack/linuxproc, task/none, no accounting database: jobs stay
 # visible to `squeue --states=all` for MinJobAge seconds) and starts slurmctld and slurmd with
-# it, linking /etc/slurm/slurm.conf to it. Every daemon and link it makes is recorded in
-# STATE_DIR/started; stop kills exactly those daemons, by pid, and removes the link.
+# it, linking /etc/slurm/slurm.conf to it. Every daemon it starts and every system file it adds
+# (that link; an /etc/hosts line and a munge key, only if they were missing) is recorded in
+# STATE_DIR/started; stop kills exactly those daemons, by pid, and removes those files and lines.
 # Exit status 77 means SLURM cannot be started here, with the reason on stderr.
 set -euo pipefail
 
@@ -22,7 +23,10 @@ skip() { echo "SLURM unavailable: $*" >&2; [[ -n "${state:-}" && -f "$state/star
 stop() {
     [[ -f "$state/started" ]] || return 0
     while read -r name pidfile; do
-        if [[ "$name" == link ]]; then rm -f "$pidfile"; echo "removed $pidfile" >&2; continue; fi
+        case "$name" in  # the second field is a pid file, or what to undo
+            link|file) rm -f "$pidfile"; echo "removed $pidfile" >&2; continue ;;
+            hosts) sed -i "/^127\.0\.0\.1 $pidfile\$/d" /etc/hosts; echo "removed $pidfile from /etc/hosts" >&2; continue ;;
+        esac
         [[ -f "$pidfile" ]] || continue
         pid=$(cat "$pidfile")
         if kill -0 "$pid" 2>/dev/null; then
@@ -54,7 +58,10 @@ mkdir -p "$state"
 state=$(cd "$state" && pwd)
 : > "$state/started"
 host=$(hostname -s)
-getent hosts "$host" >/dev/null || echo "127.0.0.1 $host" >> /etc/hosts
+if ! getent hosts "$host" >/dev/null; then
+    echo "127.0.0.1 $host" >> /etc/hosts
+    echo "hosts $host" >> "$state/started"
+fi
 
 # munge: reuse a running munged, else start one as the munge user
 if ! pgrep -x munged >/dev/null; then
@@ -63,6 +70,7 @@ if ! pgrep -x munged >/dev/null; then
         install -d -o munge -g munge -m 0700 /etc/munge
         dd if=/dev/urandom of=/etc/munge/munge.key bs=1 count=1024 status=none
         chown munge:munge /etc/munge/munge.key; chmod 0400 /etc/munge/munge.key
+        echo "file /etc/munge/munge.key" >> "$state/started"
     fi
     $T 20 runuser -u munge -- munged --pid-file=/run/munge/munged.pid || skip "munged did not start"
     echo "munged /run/munge/munged.pid" >> "$state/started"

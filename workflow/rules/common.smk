@@ -169,12 +169,14 @@ def train_gpu_model(wildcards):
     return config["cluster"]["gpu_model"] or ""
 
 
+# The project report's code (rule index_report, one job over all systems).
 INDEX_CODE = [
     str(PKG / f)
     for f in (
         "stages/index.py",
         "stages/_common.py",
         "reports/index.py",
+        "reports/render.py",
         "reports/templates/index.md.j2",
     )
 ]

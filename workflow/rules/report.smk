@@ -79,7 +79,7 @@ rule index_report:
     log:
         "results/logs/index_report.log",
     conda:
-        str(Path(workflow.basedir) / "envs" / "analysis.yaml")
+        str(Path(workflow.basedir) / "envs" / f"{STAGE_ENV['report']}.yaml")
     threads: 1
     resources:
         mem_mb=1000,

@@ -27,15 +27,26 @@ def array_inventory(run: Path) -> dict[str, list[dict]]:
     return out
 
 
+def fmt(value, spec: str = ".3f") -> str:
+    """A number in ``spec``, anything else as text (the templates' ``fmt`` filter)."""
+    return format(value, spec) if isinstance(value, (int, float)) else str(value)
+
+
+def environment() -> jinja2.Environment:
+    """The Jinja environment of every report template: strict about undefined names."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters["fmt"] = fmt
+    return env
+
+
 def render_report(system: str, cfg: dict, run_dir: str, out: str | None = None) -> Path:
     """Stage ``report``: fill ``templates/<system>.md.j2`` and write ``training_report.md``."""
     run = Path(run_dir)
     for need in ("metrics.json", "model/training_log.json", "model/config.json"):
         if not (run / need).is_file():
             raise NeurotrainError(run / need, "missing; run the earlier stages first")
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
-                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters["fmt"] = lambda v, spec=".3f": format(v, spec) if isinstance(v, (int, float)) else str(v)
+    env = environment()
     log = load_json(run / "model" / "training_log.json")
     ctx = {"system": system, "cfg": cfg, "run_dir": str(run), "metrics": load_json(run / "metrics.json"),
            "summary": log["summary"], "history": log["history"], "run_config": load_json(run / "model" / "config.json"),
