@@ -71,54 +71,54 @@ def _preprocess(tmp: Path, system: str, override: dict, raw: list[Path], where, 
 
 
 # ------------------------------------------------------------------------------ rows: config
-def config_unknown_key(tmp):
+def _train_with(tmp, system: str, text: str, key: str, needle: str) -> Case:
+    """`train` with a config file holding ``text``: refused before anything is written."""
     cfg = tmp / "c.yaml"
-    cfg.write_text("ei_rnn:\n  training:\n    max_epochz: 10\n")
-    return Case(["train", "--system", "ei_rnn", "--config", str(cfg), "--data", str(tmp / "p.h5"),
-                 "--out-dir", str(tmp / "model")], "ei_rnn.training.max_epochz", "unknown key",
-                absent=[tmp / "model"])
+    cfg.write_text(text)
+    return Case(["train", "--system", system, "--config", str(cfg), "--data", str(tmp / "p.h5"),
+                 "--out-dir", str(tmp / "model")], key, needle, absent=[tmp / "model"])
+
+
+def _generate_with(tmp, text: str | None, needle: str, **kw) -> Case:
+    """`generate` with a config file holding ``text`` (None: no file at all)."""
+    cfg = tmp / ("absent.yaml" if text is None else "c.yaml")
+    if text is not None:
+        cfg.write_text(text)
+    return Case(["generate", "--system", "ei_rnn", "--config", str(cfg), "--out-dir", str(tmp / "raw")],
+                str(cfg), needle, absent=[tmp / "raw"], **kw)
+
+
+def config_unknown_key(tmp):
+    return _train_with(tmp, "ei_rnn", "ei_rnn:\n  training:\n    max_epochz: 10\n", "ei_rnn.training.max_epochz",
+                       "unknown key")
 
 
 def config_wrong_type(tmp):
-    cfg = tmp / "c.yaml"
-    cfg.write_text("ei_rnn:\n  training:\n    max_epochs: ten\n")
-    return Case(["train", "--system", "ei_rnn", "--config", str(cfg), "--data", str(tmp / "p.h5"),
-                 "--out-dir", str(tmp / "model")], "ei_rnn.training.max_epochs", "is not of type 'integer'",
-                absent=[tmp / "model"])
+    return _train_with(tmp, "ei_rnn", "ei_rnn:\n  training:\n    max_epochs: ten\n", "ei_rnn.training.max_epochs",
+                       "is not of type 'integer'")
 
 
 def config_out_of_range(tmp):
-    cfg = tmp / "c.yaml"
-    cfg.write_text("cebra:\n  training:\n    learning_rate: -0.1\n")
-    return Case(["train", "--system", "cebra", "--config", str(cfg), "--data", str(tmp / "p.h5"),
-                 "--out-dir", str(tmp / "model")], "cebra.training.learning_rate", "minimum",
-                absent=[tmp / "model"])
+    return _train_with(tmp, "cebra", "cebra:\n  training:\n    learning_rate: -0.1\n", "cebra.training.learning_rate",
+                       "minimum")
 
 
 def config_missing_file(tmp):
-    return Case(["generate", "--system", "ei_rnn", "--config", str(tmp / "absent.yaml"), "--out-dir", str(tmp / "raw")],
-                str(tmp / "absent.yaml"), "config file not found", absent=[tmp / "raw"])
+    return _generate_with(tmp, None, "config file not found")
 
 
 def config_not_yaml(tmp):
-    cfg = tmp / "c.yaml"
-    cfg.write_text("ei_rnn: [unclosed\n")
-    return Case(["generate", "--system", "ei_rnn", "--config", str(cfg), "--out-dir", str(tmp / "raw")],
-                str(cfg), "not valid YAML", absent=[tmp / "raw"])
+    return _generate_with(tmp, "ei_rnn: [unclosed\n", "not valid YAML")
 
 
 def config_python_tag(tmp):
-    cfg = tmp / "c.yaml"
-    cfg.write_text("ei_rnn: !!python/object/apply:os.system ['touch pwned']\n")
-    return Case(["generate", "--system", "ei_rnn", "--config", str(cfg), "--out-dir", str(tmp / "raw")],
-                str(cfg), "not valid YAML", absent=[tmp / "raw", tmp / "pwned"], cwd=tmp)
+    case = _generate_with(tmp, "ei_rnn: !!python/object/apply:os.system ['touch pwned']\n", "not valid YAML", cwd=tmp)
+    case.absent.append(tmp / "pwned")
+    return case
 
 
 def config_not_mapping(tmp):
-    cfg = tmp / "c.yaml"
-    cfg.write_text("- ei_rnn\n- cebra\n")
-    return Case(["generate", "--system", "ei_rnn", "--config", str(cfg), "--out-dir", str(tmp / "raw")],
-                str(cfg), "a config must be a mapping", absent=[tmp / "raw"])
+    return _generate_with(tmp, "- ei_rnn\n- cebra\n", "a config must be a mapping")
 
 
 def unknown_system(tmp):
