@@ -82,6 +82,30 @@ def test_task_examples_follow_their_definitions(task, lcfg):
         assert (rt == it).all()
 
 
+def test_encoder_equals_torch_prenorm_transformer():
+    """The encoder (SDPA attention, the last layer computed for the last frame only) gives what
+    ``nn.TransformerEncoder`` of pre-norm GELU layers gives with the same weights, at the last
+    frame, and its parameter names are that module's."""
+    torch.manual_seed(0)
+    mc = {"emb_dim": 16, "num_heads": 4, "hidden_dim": 32, "num_layers": 3, "window": 11, "in_dim": 28}
+    emb = Embedder(mc).eval()
+    layer = torch.nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, activation="gelu", batch_first=True, norm_first=True)
+    ref = torch.nn.TransformerEncoder(layer, 3, enable_nested_tensor=False).eval()
+    assert set(ref.state_dict()) == {k.removeprefix("backbone.encoder.") for k in emb.state_dict() if ".encoder." in k}
+    ref.load_state_dict({k.removeprefix("backbone.encoder."): v for k, v in emb.state_dict().items() if ".encoder." in k})
+    x = torch.randn(5, 11, 16)
+    for train in (False, True):  # torch's inference fast path and its training path
+        ref.train(train)
+        with torch.no_grad():
+            assert torch.allclose(emb.backbone.encoder(x), ref(x)[:, -1], atol=1e-5)
+    x.requires_grad_(True)
+    emb.backbone.encoder(x).square().sum().backward()
+    g = x.grad.clone()
+    x.grad = None
+    ref(x)[:, -1].square().sum().backward()
+    assert torch.allclose(g, x.grad, atol=1e-5)
+
+
 def test_embedder_matches_window_by_window_and_drops_heads(lcfg):
     torch.manual_seed(0)
     mc = {**{k: lcfg["model"][k] for k in sl.MODEL_KEYS}, "in_dim": 28, "task_ids": ["nwp", "smp"]}

@@ -7,11 +7,14 @@ four tasks, summed loss, one Adam step; compute only, windows prepared beforehan
 embedding every frame of a 2000-frame sequence (one window per frame, batched). Reference
 numbers for the `lisbet` 0.4.3 package on a 2-core CPU of this kind (from the issue; the package
 cannot be installed beside this torch): 3.2 s per training step, 1.1 s per 128 windows, 44 s for
-2000 frames. Writes results/benchmarks/lisbet_model.md.
+2000 frames. Side by side in the same run: the same model built on torch's own
+``nn.TransformerEncoder`` (pre-norm GELU layers, same weights), alternating with ours.
+Writes results/benchmarks/lisbet_model.md.
 """
 
 from __future__ import annotations
 
+import statistics
 import sys
 from pathlib import Path
 
@@ -24,6 +27,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import flop_rows, matmul_rate, median_time, step_record, write_report  # noqa: E402
 
 REF = {"step": 3.2, "embed128": 1.1, "embed2000": 44.0}
+ROUNDS = 3  # alternating rounds of (ours, torch's encoder); medians over all timed calls
+
+
+class TorchEncoder(torch.nn.Module):
+    """``nn.TransformerEncoder`` with our encoder's weights, read at the last frame."""
+
+    def __init__(self, mc: dict, state: dict):
+        super().__init__()
+        layer = torch.nn.TransformerEncoderLayer(mc["emb_dim"], mc["num_heads"], mc["hidden_dim"], dropout=0.0,
+                                                 activation="gelu", batch_first=True, norm_first=True)
+        self.enc = torch.nn.TransformerEncoder(layer, mc["num_layers"], enable_nested_tensor=False)
+        self.enc.load_state_dict(state)
+
+    def forward(self, x):
+        return self.enc(x)[:, -1]
 
 
 def main() -> int:
@@ -46,6 +64,10 @@ def main() -> int:
     batches = {k: sl.make_examples(k, frames, np.arange(3), bs, rng, cfg["training"], W) for k in TASKS}
     batches = {k: (torch.as_tensor(x), torch.as_tensor(y)) for k, (x, y) in batches.items()}
 
+    ours = model.backbone.encoder
+    theirs = TorchEncoder(mc, {k.removeprefix("backbone.encoder."): v for k, v in model.state_dict().items()
+                               if k.startswith("backbone.encoder.")})
+
     def step():
         model.train()
         opt.zero_grad(set_to_none=True)
@@ -56,7 +78,6 @@ def main() -> int:
     with FlopCounterMode(display=False) as fc:
         step()
     flops = fc.get_total_flops()
-    step_s = median_time(step, 5)
     emb = sl.export_embedder(mc, model.state_dict())
     x128 = batches["nwp"][0][:1].repeat(128, 1, 1)
 
@@ -64,9 +85,20 @@ def main() -> int:
         with torch.no_grad():
             emb(x128)
 
-    e128 = median_time(embed128, 5)
     seq = torch.as_tensor(seqs[0].reshape(2000, -1))
-    e2000 = median_time(lambda: emb.embed_sequence(seq, 256), 3)
+    times = {k: [] for k in ("step", "embed128", "embed2000", "torch_step", "torch_embed128")}
+    for _ in range(ROUNDS):  # ours and torch's encoder alternate, so load changes hit both
+        times["step"].append(median_time(step, 3))
+        model.backbone.encoder = theirs
+        times["torch_step"].append(median_time(step, 3))
+        model.backbone.encoder = ours
+        times["embed128"].append(median_time(embed128, 3))
+        emb.backbone.encoder = theirs.eval()
+        times["torch_embed128"].append(median_time(embed128, 3))
+        emb.backbone.encoder = ours
+        times["embed2000"].append(median_time(lambda: emb.embed_sequence(seq, 256), 1))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    step_s, e128, e2000 = med["step"], med["embed128"], med["embed2000"]
     peak = matmul_rate()
     text = "\n".join([
         "# LISBET model benchmark (seed size)", "",
@@ -76,7 +108,12 @@ def main() -> int:
         f"| training step | {step_s:.2f} s | {REF['step']} s | {REF['step'] / step_s:.1f}x |",
         f"| embed 128 windows | {e128:.3f} s | {REF['embed128']} s | {REF['embed128'] / e128:.1f}x |",
         f"| embed 2000 frames (one window per frame) | {e2000:.2f} s | {REF['embed2000']} s | {REF['embed2000'] / e2000:.1f}x |",
-        "", "| training step | value |", "| --- | --- |",
+        "", f"Same run, alternating ({ROUNDS} rounds): the same model and weights on torch's `nn.TransformerEncoder` "
+        "(its training path, and its fused inference fast path under `no_grad`).", "",
+        "| quantity | this package | `nn.TransformerEncoder` | speed-up |", "| --- | --- | --- | --- |",
+        f"| training step | {step_s:.2f} s | {med['torch_step']:.2f} s | {med['torch_step'] / step_s:.2f}x |",
+        f"| embed 128 windows | {e128:.3f} s | {med['torch_embed128']:.3f} s | {med['torch_embed128'] / e128:.2f}x |",
+        "", "Per round (s): " + "; ".join(f"{k} " + ", ".join(f"{x:.3f}" for x in v) for k, v in times.items()), "", "| training step | value |", "| --- | --- |",
         *flop_rows(flops, step_s, peak, "training step"), "",
         "The reference numbers were measured for the `lisbet` package on an idle 2-core CPU of this kind (from the",
         "issue); that package pulls a torchvision that does not import beside this torch, so it is not re-run here.", ""])

@@ -11,9 +11,65 @@ Self-supervised task heads (one binary logit each) read that representation; the
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 TASKS = ("nwp", "smp", "dmp", "vsp")
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention through ``F.scaled_dot_product_attention`` (the fused flash
+    kernel on CPU, in training and in inference alike). Parameters as in ``nn.MultiheadAttention``:
+    ``in_proj_weight`` [3E, E] (query, key, value rows), ``in_proj_bias``, ``out_proj``."""
+
+    def __init__(self, emb_dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * emb_dim, emb_dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * emb_dim))
+        self.out_proj = nn.Linear(emb_dim, emb_dim)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, x: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """x [B, L, E] -> [B, L, E], or [B, 1, E] for the last query alone."""
+        B, L, E = x.shape
+        H = self.num_heads
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias).view(B, L, 3, H, E // H)
+        q = qkv[:, -1:, 0] if last_only else qkv[:, :, 0]
+        a = F.scaled_dot_product_attention(q.transpose(1, 2), qkv[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2))
+        return self.out_proj(a.transpose(1, 2).reshape(B, q.shape[1], E))
+
+
+class EncoderLayer(nn.Module):
+    """Pre-norm transformer layer, x + attn(LN(x)), then x + FFN(LN(x)) (GELU, no dropout);
+    parameter names as in ``nn.TransformerEncoderLayer``."""
+
+    def __init__(self, emb_dim: int, num_heads: int, hidden_dim: int):
+        super().__init__()
+        self.self_attn = SelfAttention(emb_dim, num_heads)
+        self.linear1 = nn.Linear(emb_dim, hidden_dim)
+        self.linear2 = nn.Linear(hidden_dim, emb_dim)
+        self.norm1 = nn.LayerNorm(emb_dim)
+        self.norm2 = nn.LayerNorm(emb_dim)
+
+    def forward(self, x: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        a = self.self_attn(self.norm1(x), last_only)
+        x = (x[:, -1:] if last_only else x) + a
+        return x + self.linear2(F.gelu(self.linear1(self.norm2(x))))
+
+
+class Encoder(nn.Module):
+    def __init__(self, emb_dim: int, num_heads: int, hidden_dim: int, num_layers: int):
+        super().__init__()
+        self.layers = nn.ModuleList([EncoderLayer(emb_dim, num_heads, hidden_dim) for _ in range(num_layers)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, W, E] -> the last frame's output [B, E]. Only that frame is read, so the last
+        layer computes its query, attention and FFN for that frame alone (same result)."""
+        for layer in self.layers[:-1]:
+            x = layer(x)
+        return self.layers[-1](x, last_only=True)[:, 0]
 
 
 class Backbone(nn.Module):
@@ -23,9 +79,7 @@ class Backbone(nn.Module):
             raise ValueError(f"emb_dim ({emb_dim}) must be divisible by num_heads ({num_heads})")
         self.frame_embedder = nn.Linear(in_dim, emb_dim)
         self.pos_embedding = nn.Parameter(torch.randn(1, max_len, emb_dim) * 0.02)
-        layer = nn.TransformerEncoderLayer(emb_dim, num_heads, hidden_dim, dropout=0.0, activation="gelu",
-                                           batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.encoder = Encoder(emb_dim, num_heads, hidden_dim, num_layers)
         self.norm = nn.LayerNorm(emb_dim)
 
     @classmethod
@@ -36,7 +90,7 @@ class Backbone(nn.Module):
         """x [B, W, in_dim] -> embedding of the last frame [B, emb_dim]."""
         W = x.shape[1]
         h = self.frame_embedder(x) + self.pos_embedding[:, -W:]
-        return self.norm(self.encoder(h)[:, -1])
+        return self.norm(self.encoder(h))
 
 
 class LisbetModel(nn.Module):
