@@ -5,8 +5,14 @@ Same data (the default embedded sessions of config/config.yaml), model, batch, l
 number of steps, 2 CPU threads, measured in one run. Both are timed as whole processes, from
 interpreter start to exit: the pipeline as the ``train_model`` job of Snakemake (its
 ``benchmark:`` file), ``cebra.CEBRA(...).fit`` as a ``python -c`` process. Also reports one
-solver step's FLOP rate against the torch matmul rate measured in the same run. Writes
-results/benchmarks/cebra_train.md.
+solver step's FLOP rate against the torch matmul rate measured in the same run.
+
+CPU time on this machine drifts by tens of percent from minute to minute (other tenants), more
+than the two paths differ, so a second comparison runs both inside this one process, in short
+fits that alternate (``PAIRS`` pairs of ``PAIR_STEPS`` steps): the pipeline's training function
+as its rule calls it (data loading, set-up, fit, saving) against loading the same arrays and
+``cebra.CEBRA(...).fit``; the median of the per-pair time ratios is reported beside the medians.
+Writes results/benchmarks/cebra_train.md.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, flop_rows, matmul_rate, step_record, write_report  # noqa: E402
 
 STEPS, REPEATS = 60, 5
+PAIR_STEPS, PAIRS = 20, 9
 
 SKLEARN = """
 import sys, h5py, numpy as np, torch, cebra
@@ -45,6 +52,44 @@ t0 = time.perf_counter()
 m.fit(X, y)
 print("FIT_SECONDS", time.perf_counter() - t0)
 """
+
+
+def sklearn_fit(h5: Path, m: dict, t: dict, steps: int) -> float:
+    """Seconds to load the training arrays and run ``cebra.CEBRA(...).fit`` in this process."""
+    import cebra
+    import h5py
+
+    t0 = time.perf_counter()
+    with h5py.File(h5) as fh:
+        names = [str(n) for n in fh.attrs["session_names"]]
+        X = [fh[f"sessions/{n}/spikes"][()][fh[f"sessions/{n}/train_idx"][()]] for n in names]
+        y = [fh[f"sessions/{n}/behavior"][()][fh[f"sessions/{n}/train_idx"][()]] for n in names]
+    cebra.CEBRA(model_architecture=m["architecture"], batch_size=t["batch_size"], num_hidden_units=m["num_units"],
+                output_dimension=m["output_dim"], max_iterations=steps, conditional="time_delta",
+                time_offset=t["time_offset"], temperature=t["temperature"], learning_rate=t["learning_rate"],
+                device="cpu", verbose=False).fit(X, y)
+    return time.perf_counter() - t0
+
+
+def interleaved(h5: Path, cfg: dict, out: Path) -> dict:
+    """Alternating in-process fits of both paths: per-pair seconds and their ratios."""
+    from neurotrain.systems.cebra import run_training
+
+    c = json.loads(json.dumps(cfg))
+    c["training"].update(max_steps=PAIR_STEPS, checkpoint_every=10**6)
+    def rule() -> float:
+        t0 = time.perf_counter()
+        run_training(c, str(h5), str(out), threads=2)
+        return time.perf_counter() - t0
+
+    paths = {"rule": rule, "sklearn": lambda: sklearn_fit(h5, cfg["model"], cfg["training"], PAIR_STEPS)}
+    times = {"rule": [], "sklearn": []}
+    for i in range(PAIRS + 1):  # the first pair warms both up and is dropped
+        for name in (("rule", "sklearn") if i % 2 else ("sklearn", "rule")):  # which goes first alternates
+            dt = paths[name]()
+            if i:
+                times[name].append(dt)
+    return {**times, "ratios": [b / a for a, b in zip(times["rule"], times["sklearn"])]}
 
 
 def main() -> int:
@@ -89,6 +134,7 @@ def main() -> int:
         rule_s, skl_s = statistics.median(rule_runs), statistics.median(skl_runs)
         rule_f, skl_f = statistics.median(rule_fit), statistics.median(skl_fit)
 
+        pairs = interleaved(h5, cfg, wd / "inproc")
         data = load_processed(h5)
         mc = {"architecture": m["architecture"], "num_units": m["num_units"], "output_dim": m["output_dim"],
               "sharing": "per_session", "n_features": [s["spikes"].shape[1] for s in data["sessions"]],
@@ -131,6 +177,15 @@ def main() -> int:
         f"| pipeline `solver.fit` | {rule_f:.1f} | {pf:.3f} |",
         f"| `cebra.CEBRA.fit` | {skl_f:.1f} | {sf:.3f} |",
         f"| ratio pipeline / cebra.CEBRA | | {pf / sf:.3f} |", "",
+        f"In one process, {PAIRS} alternating pairs of {PAIR_STEPS}-step fits (which path goes first alternates; "
+        "a warm-up pair dropped): pipeline training function (loading, set-up, fit, saving) "
+        f"{', '.join(f'{x:.1f}' for x in pairs['rule'])} s; load + `cebra.CEBRA.fit` "
+        f"{', '.join(f'{x:.1f}' for x in pairs['sklearn'])} s.", "",
+        "| in-process pairs | value |", "| --- | --- |",
+        f"| median pipeline time | {statistics.median(pairs['rule']):.2f} s |",
+        f"| median cebra.CEBRA time | {statistics.median(pairs['sklearn']):.2f} s |",
+        f"| median of per-pair speed ratios (pipeline / cebra.CEBRA, steps/s) | {statistics.median(pairs['ratios']):.3f} |",
+        f"| pairs where the pipeline was faster | {sum(r > 1 for r in pairs['ratios'])} of {PAIRS} |", "",
         "| one solver step | value |", "| --- | --- |",
         *flop_rows(flops, step_s, peak, "solver step"), ""])
     write_report("cebra_train.md", text, [step_record("cebra", "solver step (3 sessions x 512)", "torch", flops, step_s, peak)])
