@@ -66,7 +66,7 @@ def sklearn_fit(h5: Path, m: dict, t: dict, steps: int) -> float:
         y = [fh[f"sessions/{n}/behavior"][()][fh[f"sessions/{n}/train_idx"][()]] for n in names]
     cebra.CEBRA(model_architecture=m["architecture"], batch_size=t["batch_size"], num_hidden_units=m["num_units"],
                 output_dimension=m["output_dim"], max_iterations=steps, conditional="time_delta",
-                time_offset=t["time_offset"], temperature=t["temperature"], learning_rate=t["learning_rate"],
+                time_offsets=t["time_offset"], temperature=t["temperature"], learning_rate=t["learning_rate"],
                 device="cpu", verbose=False).fit(X, y)
     return time.perf_counter() - t0
 
