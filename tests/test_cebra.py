@@ -277,7 +277,7 @@ def test_fast_positive_search_draws_what_cebras_loader_draws(ccfg):
     t = ccfg["training"]
 
     def draws(loader):
-        return [[(b.reference, b.positive, b.negative) for b in [loader.get_indices(64)]] for _ in range(20)]
+        return [loader.get_indices(64) for _ in range(20)]
 
     seed_everything(7)
     ours = make_loader(coll, 20, t)
@@ -287,8 +287,8 @@ def test_fast_positive_search_draws_what_cebras_loader_draws(ccfg):
     want = draws(cebra.data.ContinuousMultiSessionDataLoader(coll, num_steps=20, batch_size=t["batch_size"],
                                                              conditional=t["conditional"], time_offset=t["time_offset"]))
     for g, w in zip(got, want):
-        for a, b in zip(g[0], w[0]):
-            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        for field in ("reference", "positive", "negative"):
+            np.testing.assert_array_equal(np.asarray(getattr(g, field)), np.asarray(getattr(w, field)))
 
 
 def test_consistency_matrix_hand_case():

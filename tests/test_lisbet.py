@@ -19,7 +19,7 @@ from neurotrain.config import validate_system
 from neurotrain.data import lisbet as dl
 from neurotrain.data.fetch import download
 from neurotrain.errors import NeurotrainError
-from neurotrain.models.lisbet import Embedder, LisbetModel
+from neurotrain.models.lisbet import Embedder, LisbetModel, TorchReference
 from neurotrain.systems import lisbet as sl
 
 from _http import LoopbackServer  # noqa: I001 - tests/ helper
@@ -89,20 +89,19 @@ def test_encoder_equals_torch_prenorm_transformer():
     torch.manual_seed(0)
     mc = {"emb_dim": 16, "num_heads": 4, "hidden_dim": 32, "num_layers": 3, "window": 11, "in_dim": 28}
     emb = Embedder(mc).eval()
-    layer = torch.nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, activation="gelu", batch_first=True, norm_first=True)
-    ref = torch.nn.TransformerEncoder(layer, 3, enable_nested_tensor=False).eval()
-    assert set(ref.state_dict()) == {k.removeprefix("backbone.encoder.") for k in emb.state_dict() if ".encoder." in k}
-    ref.load_state_dict({k.removeprefix("backbone.encoder."): v for k, v in emb.state_dict().items() if ".encoder." in k})
+    ref = TorchReference(emb.backbone.encoder)
+    assert isinstance(ref.stack, torch.nn.TransformerEncoder) and ref.stack.layers[0].norm_first
+    assert set(ref.stack.state_dict()) == set(emb.backbone.encoder.state_dict())
     x = torch.randn(5, 11, 16)
     for train in (False, True):  # torch's inference fast path and its training path
         ref.train(train)
         with torch.no_grad():
-            assert torch.allclose(emb.backbone.encoder(x), ref(x)[:, -1], atol=1e-5)
+            assert torch.allclose(emb.backbone.encoder(x), ref(x), atol=1e-5)
     x.requires_grad_(True)
     emb.backbone.encoder(x).square().sum().backward()
     g = x.grad.clone()
     x.grad = None
-    ref(x)[:, -1].square().sum().backward()
+    ref(x).square().sum().backward()
     assert torch.allclose(g, x.grad, atol=1e-5)
 
 

@@ -36,26 +36,19 @@ from _common import ROOT, flop_rows, matmul_rate, step_record, write_report  # n
 STEPS, REPEATS = 60, 5
 PAIR_STEPS, PAIRS = 20, 9
 
+# The cebra.CEBRA path as its own process: this file's sklearn_fit, with the same arguments.
 SKLEARN = """
-import sys, h5py, numpy as np, torch, cebra
+import json, sys, torch
 torch.set_num_threads(2)
-with h5py.File(sys.argv[1]) as fh:
-    names = [str(n) for n in fh.attrs["session_names"]]
-    X = [fh[f"sessions/{n}/spikes"][()][fh[f"sessions/{n}/train_idx"][()]] for n in names]
-    y = [fh[f"sessions/{n}/behavior"][()][fh[f"sessions/{n}/train_idx"][()]] for n in names]
-m = cebra.CEBRA(model_architecture=sys.argv[2], batch_size=int(sys.argv[3]), num_hidden_units=int(sys.argv[4]),
-                output_dimension=int(sys.argv[5]), max_iterations=int(sys.argv[6]), conditional="time_delta",
-                time_offsets=int(sys.argv[7]), temperature=float(sys.argv[8]), learning_rate=float(sys.argv[9]),
-                device="cpu", verbose=True)
-import time
-t0 = time.perf_counter()
-m.fit(X, y)
-print("FIT_SECONDS", time.perf_counter() - t0)
+sys.path.insert(0, sys.argv[1])
+from bench_cebra import sklearn_fit
+from pathlib import Path
+print("FIT_SECONDS", sklearn_fit(Path(sys.argv[2]), *json.loads(sys.argv[3]), verbose=True)[1])
 """
 
 
-def sklearn_fit(h5: Path, m: dict, t: dict, steps: int) -> float:
-    """Seconds to load the training arrays and run ``cebra.CEBRA(...).fit`` in this process."""
+def sklearn_fit(h5: Path, m: dict, t: dict, steps: int, verbose: bool = False) -> tuple[float, float]:
+    """Seconds to load the training arrays and run ``cebra.CEBRA(...).fit``, and of ``fit`` alone."""
     import cebra
     import h5py
 
@@ -64,11 +57,14 @@ def sklearn_fit(h5: Path, m: dict, t: dict, steps: int) -> float:
         names = [str(n) for n in fh.attrs["session_names"]]
         X = [fh[f"sessions/{n}/spikes"][()][fh[f"sessions/{n}/train_idx"][()]] for n in names]
         y = [fh[f"sessions/{n}/behavior"][()][fh[f"sessions/{n}/train_idx"][()]] for n in names]
-    cebra.CEBRA(model_architecture=m["architecture"], batch_size=t["batch_size"], num_hidden_units=m["num_units"],
-                output_dimension=m["output_dim"], max_iterations=steps, conditional="time_delta",
-                time_offsets=t["time_offset"], temperature=t["temperature"], learning_rate=t["learning_rate"],
-                device="cpu", verbose=False).fit(X, y)
-    return time.perf_counter() - t0
+    model = cebra.CEBRA(model_architecture=m["architecture"], batch_size=t["batch_size"], num_hidden_units=m["num_units"],
+                        output_dimension=m["output_dim"], max_iterations=steps, conditional="time_delta",
+                        time_offsets=t["time_offset"], temperature=t["temperature"], learning_rate=t["learning_rate"],
+                        device="cpu", verbose=verbose)
+    t1 = time.perf_counter()
+    model.fit(X, y)
+    t2 = time.perf_counter()
+    return t2 - t0, t2 - t1
 
 
 def interleaved(h5: Path, cfg: dict, out: Path) -> dict:
@@ -82,7 +78,7 @@ def interleaved(h5: Path, cfg: dict, out: Path) -> dict:
         run_training(c, str(h5), str(out), threads=2)
         return time.perf_counter() - t0
 
-    paths = {"rule": rule, "sklearn": lambda: sklearn_fit(h5, cfg["model"], cfg["training"], PAIR_STEPS)}
+    paths = {"rule": rule, "sklearn": lambda: sklearn_fit(h5, cfg["model"], cfg["training"], PAIR_STEPS)[0]}
     times = {"rule": [], "sklearn": []}
     for i in range(PAIRS + 1):  # the first pair warms both up and is dropped
         for name in (("rule", "sklearn") if i % 2 else ("sklearn", "rule")):  # which goes first alternates
@@ -93,13 +89,11 @@ def interleaved(h5: Path, cfg: dict, out: Path) -> dict:
 
 
 def main() -> int:
-    import cebra
-    import cebra.data
     from torch.utils.flop_counter import FlopCounterMode
 
     from neurotrain.config import load_config
     from neurotrain.data.cebra import load_processed
-    from neurotrain.systems.cebra import build_models, make_datasets, make_solver
+    from neurotrain.systems.cebra import build_models, make_datasets, make_loader, make_solver
 
     torch.set_num_threads(2)
     cfg = load_config(ROOT / "config" / "config.yaml")["cebra"]
@@ -125,10 +119,8 @@ def main() -> int:
             log = json.loads((wd / "results/cebra/model/training_log.json").read_text())
             rule_fit.append(log["summary"]["training_time_s"])
             t0 = time.perf_counter()
-            r = subprocess.run([sys.executable, "-c", SKLEARN, str(h5), m["architecture"], str(t["batch_size"]),
-                                str(m["num_units"]), str(m["output_dim"]), str(STEPS), str(t["time_offset"]),
-                                str(t["temperature"]), str(t["learning_rate"])], check=True, capture_output=True,
-                               env=env, text=True)
+            r = subprocess.run([sys.executable, "-c", SKLEARN, str(Path(__file__).resolve().parent), str(h5),
+                                json.dumps([m, t, STEPS])], check=True, capture_output=True, env=env, text=True)
             skl_runs.append(time.perf_counter() - t0)
             skl_fit.append(float(r.stdout.split("FIT_SECONDS")[1].split()[0]))
         rule_s, skl_s = statistics.median(rule_runs), statistics.median(skl_runs)
@@ -143,8 +135,7 @@ def main() -> int:
         coll = make_datasets(data["sessions"])
         coll.configure_for(models)
         solver = make_solver(models, cfg, tqdm_on=False)
-        loader = cebra.data.ContinuousMultiSessionDataLoader(coll, num_steps=8, batch_size=t["batch_size"],
-                                                             conditional=t["conditional"], time_offset=t["time_offset"])
+        loader = make_loader(coll, 8, t)
         solver._set_fitted_params(loader)
         batches = iter(loader)
         solver.step(next(batches))

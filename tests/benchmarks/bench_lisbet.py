@@ -30,24 +30,10 @@ REF = {"step": 3.2, "embed128": 1.1, "embed2000": 44.0}
 ROUNDS = 3  # alternating rounds of (ours, torch's encoder); medians over all timed calls
 
 
-class TorchEncoder(torch.nn.Module):
-    """``nn.TransformerEncoder`` with our encoder's weights, read at the last frame."""
-
-    def __init__(self, mc: dict, state: dict):
-        super().__init__()
-        layer = torch.nn.TransformerEncoderLayer(mc["emb_dim"], mc["num_heads"], mc["hidden_dim"], dropout=0.0,
-                                                 activation="gelu", batch_first=True, norm_first=True)
-        self.enc = torch.nn.TransformerEncoder(layer, mc["num_layers"], enable_nested_tensor=False)
-        self.enc.load_state_dict(state)
-
-    def forward(self, x):
-        return self.enc(x)[:, -1]
-
-
 def main() -> int:
     from neurotrain.config import validate_system
     from neurotrain.data.lisbet import simulate_sequence
-    from neurotrain.models.lisbet import TASKS, LisbetModel
+    from neurotrain.models.lisbet import TASKS, LisbetModel, TorchReference
     from neurotrain.systems import lisbet as sl
 
     torch.set_num_threads(2)
@@ -65,8 +51,7 @@ def main() -> int:
     batches = {k: (torch.as_tensor(x), torch.as_tensor(y)) for k, (x, y) in batches.items()}
 
     ours = model.backbone.encoder
-    theirs = TorchEncoder(mc, {k.removeprefix("backbone.encoder."): v for k, v in model.state_dict().items()
-                               if k.startswith("backbone.encoder.")})
+    theirs = TorchReference(ours)
 
     def step():
         model.train()

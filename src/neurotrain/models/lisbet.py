@@ -72,6 +72,24 @@ class Encoder(nn.Module):
         return self.layers[-1](x, last_only=True)[:, 0]
 
 
+class TorchReference(nn.Module):
+    """Torch's own ``nn.TransformerEncoder`` of pre-norm GELU layers holding an :class:`Encoder`'s
+    weights (loaded strictly: the parameter names are the same), read at the last frame like it.
+    The definition the encoder is tested and benchmarked against."""
+
+    def __init__(self, encoder: Encoder):
+        super().__init__()
+        first = encoder.layers[0]
+        layer = nn.TransformerEncoderLayer(first.linear1.in_features, first.self_attn.num_heads,
+                                           first.linear1.out_features, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.stack = nn.TransformerEncoder(layer, len(encoder.layers), enable_nested_tensor=False)
+        self.stack.load_state_dict(encoder.state_dict())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stack(x)[:, -1]
+
+
 class Backbone(nn.Module):
     def __init__(self, in_dim: int, emb_dim: int, hidden_dim: int, num_heads: int, num_layers: int, max_len: int):
         super().__init__()
