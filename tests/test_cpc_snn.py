@@ -127,6 +127,28 @@ def test_reset_is_not_differentiated():
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(grads))
 
 
+def test_delayed_synapses_are_a_causal_dilated_convolution():
+    """A single input spike at frame t0 reaches the first layer's membrane at t0 + j d through
+    W_j only (taps j < 3, dilation 2), and never before t0."""
+    snn = SNNClassifier(hidden_sizes=(4,), input_dim=3, current_norm=False, beta=0.0, delay_taps=3,
+                        delay_dilations=(2,))
+    p = snn.init(jax.random.PRNGKey(0))
+    assert p["layers"][0]["w"].shape == (3, 3, 4) and snn.delay_span == 5
+    t0, T = 3, 10
+    s = jnp.zeros((1, T, 3)).at[0, t0, 1].set(1.0)
+    # with beta 0 a unit fires exactly in the frames where its current exceeds the threshold 1
+    w = np.zeros((3, 3, 4), np.float32)
+    w[0, 1, 0], w[1, 1, 1], w[2, 1, 2] = 2.0, 2.0, 2.0  # tap j drives unit j above threshold 1
+    p["layers"][0]["w"] = jnp.asarray(w)
+    _, trains = snn.run(p, s)
+    fired = {(int(t), int(u)) for t, u in zip(*np.nonzero(np.asarray(trains[0][0])))}
+    assert fired == {(t0, 0), (t0 + 2, 1), (t0 + 4, 2)}
+    # one tap is the plain per-frame synapse
+    assert SNNClassifier(hidden_sizes=(4,), input_dim=3).delay_span == 1
+    with pytest.raises(ValueError):
+        SNNClassifier(hidden_sizes=(4, 2), delay_dilations=(1,))
+
+
 def test_cpc_loss_is_chance_level_at_init_and_encoder_is_causal():
     enc = CPCEncoder(latent_dim=16, channels=(8, 8, 8), context_dim=16, prediction_steps=2)
     p = enc.init(jax.random.PRNGKey(0))
@@ -325,10 +347,19 @@ def test_every_model_key_reaches_the_model(gcfg):
     m = copy.deepcopy(gcfg["model"])
     m["snn"].update(readout="mean", current_norm=False, beta=0.8, readout_beta=0.7, surrogate_slope=3.0, weight_scale=2.0)
     m["spike_bridge"]["threshold"] = 0.3
+    m["snn"].update(delay_taps=3, delay_dilations=[1, 2, 4])
     det = Detector.from_config(m)
+    assert (det.snn.delay_taps, det.snn.delay_dilations, det.snn.delay_span) == (3, (1, 2, 4), 15)
     assert (det.snn.readout, det.snn.current_norm, det.snn.beta, det.snn.readout_beta, det.snn.surrogate_slope,
             det.snn.weight_scale, det.snn.hidden_sizes) == ("mean", False, 0.8, 0.7, 3.0, 2.0, (32, 16, 8))
     assert det.bridge.threshold == 0.3 and det.bridge.surrogate_slope == 3.0
     assert (det.encoder.latent_dim, det.encoder.channels, det.encoder.context_dim, det.encoder.prediction_steps) == (
         16, (8, 8, 8), 16, 2)
     assert "g" not in det.init(jax.random.PRNGKey(0))["snn"]["layers"][0]
+
+
+def test_delay_dilations_must_match_the_hidden_layers(gcfg, tmp_path):
+    gcfg["model"]["snn"].update(delay_taps=3, delay_dilations=[1, 2])
+    with pytest.raises(NeurotrainError, match=r"cpc_snn\.model\.snn\.delay_dilations.*2 entries for 3 hidden layers"):
+        sc.run_training(gcfg, str(tmp_path / "missing.h5"), str(tmp_path / "model"))
+    assert not (tmp_path / "model").exists()

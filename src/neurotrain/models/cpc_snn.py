@@ -13,9 +13,13 @@ steps are plain jitted functions of (parameters, optimizer state, batch, key).
 - :class:`SpikeBridge`: per-feature affine map of the layer-normalised latents, then ON/OFF
   threshold spikes ``H(u - threshold)``, ``H(-u - threshold)`` per frame, [B, T, 2 latent_dim].
 - :class:`SNNClassifier`: leaky integrate-and-fire layers (``hidden_sizes``), membrane
-  ``v <- beta v + W s_in + b``, spike ``H(v - 1)``, reset by subtraction of the (not
-  differentiated) spike; a leaky non-spiking readout whose time-averaged membrane gives the
-  class logits.
+  ``v <- beta v + I_t + b``, spike ``H(v - 1)``, reset by subtraction of the (not
+  differentiated) spike; a leaky non-spiking readout whose membrane's maximum (or mean) over
+  time gives the class logits. Synapses may carry delays (``delay_taps``, ``delay_dilations``):
+  layer l's input current is ``I_t = sum_j W_j s_in[t - j d_l]``, j < taps, a causal dilated
+  convolution over the incoming spike frames (Hammouamri et al. 2023 learn such delays; here
+  they are fixed and the weight of every delay is learned). One tap is the plain per-frame
+  synapse. A chirp lasts 0.1-0.75 s, many frames; delays let the network integrate it.
 
 Spikes are Heaviside in the forward pass and use the fast-sigmoid surrogate derivative
 ``1 / (1 + slope |v - threshold|)^2`` in the backward pass (Zenke & Ganguli 2018).
@@ -188,11 +192,29 @@ class SNNClassifier:
     weight_scale: float = 1.0
     readout: str = "max"
     current_norm: bool = True
+    delay_taps: int = 1
+    delay_dilations: tuple = ()  # frames between taps, per layer; () = 1 everywhere
+
+    def __post_init__(self):
+        if self.delay_dilations and len(self.delay_dilations) != len(self.hidden_sizes):
+            raise ValueError("delay_dilations needs one entry per hidden layer")
+
+    def dilation(self, layer: int) -> int:
+        return int(self.delay_dilations[layer]) if self.delay_dilations else 1
+
+    @property
+    def delay_span(self) -> int:
+        """Frames back that the last LIF layer's current can reach (1 = the current frame)."""
+        return 1 + sum((self.delay_taps - 1) * self.dilation(i) for i in range(len(self.hidden_sizes)))
 
     def init(self, key, x=None) -> dict:
         sizes = (self.input_dim,) + tuple(self.hidden_sizes)
         keys = jax.random.split(key, len(sizes))
-        layers = [_dense_init(keys[i], sizes[i], sizes[i + 1], self.weight_scale) for i in range(len(sizes) - 1)]
+        k = self.delay_taps
+        layers = []
+        for i in range(len(sizes) - 1):  # with one tap, the same draws as a [in, out] dense layer
+            layers.append({"w": jax.random.normal(keys[i], (k, sizes[i], sizes[i + 1])) * (self.weight_scale / jnp.sqrt(k * sizes[i])),
+                           "b": jnp.zeros(sizes[i + 1])})
         if self.current_norm:
             for layer in layers:
                 layer["g"] = jnp.full(layer["b"].shape, self.weight_scale)
@@ -201,9 +223,13 @@ class SNNClassifier:
     def run(self, params, spikes):
         """(logits [B, classes], spike trains per hidden layer [[B, T, n_l]]) of input spikes [B, T, in]."""
         x = jnp.swapaxes(spikes, 0, 1)  # [T, B, in]
+        T = x.shape[0]
         trains = []
-        for layer in params["layers"]:
-            cur = jnp.einsum("tbi,io->tbo", x, layer["w"])
+        for i, layer in enumerate(params["layers"]):
+            d, k = self.dilation(i), self.delay_taps
+            xp = jnp.concatenate([jnp.zeros(((k - 1) * d,) + x.shape[1:], x.dtype), x]) if k > 1 else x
+            # tap j reads the input j * d frames back (zeros before the first frame)
+            cur = sum(jnp.einsum("tbi,io->tbo", xp[(k - 1 - j) * d:(k - 1 - j) * d + T], layer["w"][j]) for j in range(k))
             if self.current_norm:
                 cur = _layer_norm(cur) * layer["g"]
             cur = cur + layer["b"]
@@ -244,7 +270,8 @@ class Detector:
         snn = SNNClassifier(num_classes=s["num_classes"], hidden_sizes=tuple(s["hidden_sizes"]),
                             input_dim=2 * e["latent_dim"], beta=s["beta"], readout_beta=s["readout_beta"],
                             surrogate_slope=s["surrogate_slope"], weight_scale=s["weight_scale"], readout=s["readout"],
-                            current_norm=s["current_norm"])
+                            current_norm=s["current_norm"], delay_taps=s["delay_taps"],
+                            delay_dilations=tuple(s["delay_dilations"]))
         return cls(enc, bridge, snn)
 
     def init(self, key) -> dict:

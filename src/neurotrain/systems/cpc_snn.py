@@ -177,6 +177,10 @@ def run_training(cfg: dict, data_path: str, out_dir: str, threads: int = 0) -> d
     from ..io import sha256_file
     from ..training.jax_loop import LoopConfig, PhaseTrainer
 
+    snn = cfg["model"]["snn"]
+    if snn["delay_dilations"] and len(snn["delay_dilations"]) != len(snn["hidden_sizes"]):
+        raise NeurotrainError("config key cpc_snn.model.snn.delay_dilations",
+                              f"{len(snn['delay_dilations'])} entries for {len(snn['hidden_sizes'])} hidden layers")
     data = gw.load_processed(data_path)
     if data["strain"].shape[1] < gw.min_segment_samples(cfg):
         raise NeurotrainError(data_path, f"segments of {data['strain'].shape[1]} samples are shorter than the CPC "
@@ -226,7 +230,7 @@ class UnifiedTrainer:
         bridge = SpikeBridge(spike_bridge.threshold, spike_bridge.surrogate_slope, cpc_encoder.latent_dim)
         s = snn_classifier
         snn = SNNClassifier(s.num_classes, tuple(s.hidden_sizes), 2 * cpc_encoder.latent_dim, s.beta, s.readout_beta,
-                            s.surrogate_slope, s.weight_scale, s.readout, s.current_norm)
+                            s.surrogate_slope, s.weight_scale, s.readout, s.current_norm, s.delay_taps, s.delay_dilations)
         self.det = Detector(cpc_encoder, bridge, snn)
         self.learning_rate, self.batch_size = learning_rate, batch_size
         self.weights = {"cpc": cpc_weight, "classification": classification_weight}
