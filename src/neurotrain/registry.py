@@ -73,19 +73,11 @@ SYSTEMS: dict[str, dict[str, str]] = {
 }
 
 
-# the stages that compute with torch (the others read and write arrays with numpy/h5py)
-TORCH_COMPUTE_STAGES = ("train", "extract")
-
-
 def entry(system: str, stage: str) -> Callable:
     """The function implementing ``stage`` for ``system``."""
     if system not in SYSTEMS:
         raise NeurotrainError(f"system {system!r}", f"unknown system (known: {', '.join(sorted(SYSTEMS))})")
     if stage not in SYSTEMS[system]:
         raise NeurotrainError(f"system {system!r}", f"has no {stage} stage")
-    if SYSTEMS[system]["framework"] == "torch" and stage in TORCH_COMPUTE_STAGES:
-        from .torch_numerics import warm_up_vector_math
-
-        warm_up_vector_math()  # before any threaded torch call (see torch_numerics)
     module, func = SYSTEMS[system][stage].split(":")
     return getattr(importlib.import_module(module), func)

@@ -8,6 +8,10 @@ on 2 threads gave one thread's half with relative errors up to 1.5e-4, while eve
 was exact. That made CEBRA's first InfoNCE value, and so every weight after it, differ between
 otherwise identical runs and resumed runs. One call from one thread before any parallel call
 sets MKL up (a single small ``log`` was enough for ``exp``: 0 odd results in 150 processes).
+
+The torch systems' modules (``systems/{ei_rnn,cebra,ring_attractor,lisbet}.py``, which their
+extraction modules import too) import this module first, so the set-up runs at import, before
+any computation of the train and extract stages.
 """
 
 from __future__ import annotations
@@ -29,3 +33,6 @@ def warm_up_vector_math() -> None:
                    torch.expm1, torch.sigmoid):
             fn(x)
     _done = True
+
+
+warm_up_vector_math()

@@ -27,6 +27,7 @@ import cebra.distributions
 import cebra.models
 import cebra.solver
 
+from .. import torch_numerics  # noqa: F401  (sets up MKL's vector math before any threaded call)
 from ..errors import Interrupted, NeurotrainError
 from ..io import save_json, sha256_file
 from ..training.checkpoint import (SignalGuard, fingerprint, load_checkpoint, rng_state, save_checkpoint,

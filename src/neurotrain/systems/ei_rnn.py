@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .. import torch_numerics  # noqa: F401  (sets up MKL's vector math before any threaded call)
+
 
 class AttentionEmbedding(nn.Module):
     """Multi-head attention across input channels: u [B, T, n_inputs] -> [B, T, embed_dim]."""

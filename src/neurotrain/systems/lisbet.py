@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import torch_numerics  # noqa: F401  (sets up MKL's vector math before any threaded call)
 from ..models.lisbet import TASKS, Embedder, LisbetModel
 
 MODEL_KEYS = ("emb_dim", "num_layers", "num_heads", "hidden_dim", "window")

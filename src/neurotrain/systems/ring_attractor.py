@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import torch_numerics  # noqa: F401  (sets up MKL's vector math before any threaded call)
 from ..models.ring_attractor import RingAttractorNetwork
 
 MODEL_KEYS = ("n_exc", "n_inh", "sigma_ee", "tau_e", "tau_i", "g_ee", "g_ei", "g_ie", "g_av", "noise_rate_e",
