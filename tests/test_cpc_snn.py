@@ -360,6 +360,6 @@ def test_every_model_key_reaches_the_model(gcfg):
 
 def test_delay_dilations_must_match_the_hidden_layers(gcfg, tmp_path):
     gcfg["model"]["snn"].update(delay_taps=3, delay_dilations=[1, 2])
-    with pytest.raises(NeurotrainError, match=r"cpc_snn\.model\.snn\.delay_dilations.*2 entries for 3 hidden layers"):
+    with pytest.raises(NeurotrainError, match=r"config key cpc_snn\.model: snn\.delay_dilations has 2 entries for 3 hidden layers"):
         sc.run_training(gcfg, str(tmp_path / "missing.h5"), str(tmp_path / "model"))
     assert not (tmp_path / "model").exists()

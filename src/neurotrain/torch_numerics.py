@@ -16,23 +16,18 @@ any computation of the train and extract stages.
 
 from __future__ import annotations
 
-_done = False
+import torch
 
 
 def warm_up_vector_math() -> None:
     """Call torch's MKL-backed vector functions once, serially (small tensors stay on the
-    calling thread). Idempotent; costs well under a millisecond."""
-    global _done
-    if _done:
-        return
-    import torch
+    calling thread); well under a millisecond."""
 
     for dtype in (torch.float32, torch.float64):
         x = torch.linspace(0.1, 0.9, 16, dtype=dtype)
         for fn in (torch.exp, torch.log, torch.tanh, torch.erf, torch.sin, torch.cos, torch.sqrt, torch.log1p,
                    torch.expm1, torch.sigmoid):
             fn(x)
-    _done = True
 
 
 warm_up_vector_math()

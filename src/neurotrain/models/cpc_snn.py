@@ -84,7 +84,8 @@ class CPCEncoder:
 
     def __post_init__(self):
         if len(self.kernels) != len(self.strides) or len(self.channels) != len(self.kernels) - 1:
-            raise ValueError("encoder needs one kernel and stride per layer and one channel count per hidden layer")
+            raise ValueError(f"encoder: {len(self.kernels)} kernels, {len(self.strides)} strides and {len(self.channels)} "
+                             f"channels; it needs one kernel and stride per layer and one channel count per hidden layer")
 
     def init(self, key, x=None) -> dict:
         keys = jax.random.split(key, len(self.kernels) + 2 + self.prediction_steps)
@@ -197,7 +198,8 @@ class SNNClassifier:
 
     def __post_init__(self):
         if self.delay_dilations and len(self.delay_dilations) != len(self.hidden_sizes):
-            raise ValueError("delay_dilations needs one entry per hidden layer")
+            raise ValueError(f"snn.delay_dilations has {len(self.delay_dilations)} entries for {len(self.hidden_sizes)} "
+                             f"hidden layers")
 
     def dilation(self, layer: int) -> int:
         return int(self.delay_dilations[layer]) if self.delay_dilations else 1

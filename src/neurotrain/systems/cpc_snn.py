@@ -58,13 +58,11 @@ class Injector:
 class CpcSnnTask:
     """What the JAX phase loop needs: parameters, batches, the loss and validation."""
 
-    def __init__(self, data: dict, cfg: dict):
+    def __init__(self, data: dict, cfg: dict, det):
         import jax
 
-        from ..models.cpc_snn import Detector
-
         self.cfg, t = cfg, cfg["training"]
-        self.det = Detector.from_config(cfg["model"])
+        self.det = det
         split, label = data["split"], data["label"]
         x = data["strain"]
         self.train_x = x[split == 0]
@@ -175,12 +173,13 @@ def run_training(cfg: dict, data_path: str, out_dir: str, threads: int = 0) -> d
 
     from ..errors import NeurotrainError
     from ..io import sha256_file
+    from ..models.cpc_snn import Detector
     from ..training.jax_loop import LoopConfig, PhaseTrainer
 
-    snn = cfg["model"]["snn"]
-    if snn["delay_dilations"] and len(snn["delay_dilations"]) != len(snn["hidden_sizes"]):
-        raise NeurotrainError("config key cpc_snn.model.snn.delay_dilations",
-                              f"{len(snn['delay_dilations'])} entries for {len(snn['hidden_sizes'])} hidden layers")
+    try:  # the model's own checks of its sizes, before anything is read or written
+        det = Detector.from_config(cfg["model"])
+    except ValueError as exc:
+        raise NeurotrainError("config key cpc_snn.model", str(exc)) from None
     data = gw.load_processed(data_path)
     if data["strain"].shape[1] < gw.min_segment_samples(cfg):
         raise NeurotrainError(data_path, f"segments of {data['strain'].shape[1]} samples are shorter than the CPC "
@@ -189,7 +188,7 @@ def run_training(cfg: dict, data_path: str, out_dir: str, threads: int = 0) -> d
     t = cfg["training"]
     phases = phases_from_config(cfg)
     try:
-        task = CpcSnnTask(data, cfg)
+        task = CpcSnnTask(data, cfg, det)
     except ValueError as exc:
         raise NeurotrainError(data_path, str(exc)) from None
     data_sha = sha256_file(data_path)
