@@ -150,7 +150,8 @@ def test_delayed_synapses_are_a_causal_dilated_convolution():
 
 
 def test_cpc_loss_is_chance_level_at_init_and_encoder_is_causal():
-    enc = CPCEncoder(latent_dim=16, channels=(8, 8, 8), context_dim=16, prediction_steps=2)
+    # layer norm keeps the initial latents at unit scale, so the InfoNCE logits start near 0
+    enc = CPCEncoder(latent_dim=16, channels=(8, 8, 8), context_dim=16, prediction_steps=2, norm="layer")
     p = enc.init(jax.random.PRNGKey(0))
     x = jax.random.normal(jax.random.PRNGKey(1), (8, 2048))
     z = enc.apply(p, x)
@@ -163,6 +164,18 @@ def test_cpc_loss_is_chance_level_at_init_and_encoder_is_causal():
     c2 = enc.context(p, z.at[:, 10:].set(0.0))
     assert np.allclose(np.asarray(c1[:, :10]), np.asarray(c2[:, :10]))
     assert enc.first_prediction * 32 >= gw.receptive_field(enc.kernels, enc.strides)[0]
+
+
+def test_encoder_latents_keep_the_signal_amplitude_unless_layer_normalised():
+    """A chirp shows as extra power in whitened strain. Without normalisation the latents of 3x
+    the input differ from those of x; layer norm over each frame's channels divides the factor
+    out (biases are 0 at init), so the latents of x and 3x are the same."""
+    x = jax.random.normal(jax.random.PRNGKey(1), (4, 2048))
+    for norm, same in (("none", False), ("layer", True)):
+        enc = CPCEncoder(latent_dim=16, channels=(8, 8, 8), context_dim=16, prediction_steps=2, norm=norm)
+        p = enc.init(jax.random.PRNGKey(0))
+        z1, z3 = np.asarray(enc.apply(p, x)), np.asarray(enc.apply(p, 3 * x))
+        assert np.allclose(z1, z3, rtol=1e-3, atol=1e-3) == same, norm
 
 
 # ----------------------------------------------------------------------------- training
@@ -346,16 +359,32 @@ def test_corrupt_checkpoint_is_named(tmp_path):
 def test_every_model_key_reaches_the_model(gcfg):
     m = copy.deepcopy(gcfg["model"])
     m["snn"].update(readout="mean", current_norm=False, beta=0.8, readout_beta=0.7, surrogate_slope=3.0, weight_scale=2.0)
-    m["spike_bridge"]["threshold"] = 0.3
+    m["spike_bridge"].update(threshold=0.3, features="context")
+    m["encoder"]["latent_dim"], m["cpc"]["context_dim"], m["encoder"]["norm"] = 16, 12, "layer"
     m["snn"].update(delay_taps=3, delay_dilations=[1, 2, 4])
     det = Detector.from_config(m)
     assert (det.snn.delay_taps, det.snn.delay_dilations, det.snn.delay_span) == (3, (1, 2, 4), 15)
     assert (det.snn.readout, det.snn.current_norm, det.snn.beta, det.snn.readout_beta, det.snn.surrogate_slope,
             det.snn.weight_scale, det.snn.hidden_sizes) == ("mean", False, 0.8, 0.7, 3.0, 2.0, (32, 16, 8))
-    assert det.bridge.threshold == 0.3 and det.bridge.surrogate_slope == 3.0
-    assert (det.encoder.latent_dim, det.encoder.channels, det.encoder.context_dim, det.encoder.prediction_steps) == (
-        16, (8, 8, 8), 16, 2)
-    assert "g" not in det.init(jax.random.PRNGKey(0))["snn"]["layers"][0]
+    assert (det.bridge.threshold, det.bridge.surrogate_slope, det.bridge.features) == (0.3, 3.0, "context")
+    assert (det.encoder.latent_dim, det.encoder.channels, det.encoder.context_dim, det.encoder.prediction_steps,
+            det.encoder.norm) == (16, (8, 8, 8), 12, 2, "layer")
+    p = det.init(jax.random.PRNGKey(0))
+    assert "g" not in p["snn"]["layers"][0]
+    # the bridge encodes the context: 12 features x ON/OFF feed the first LIF layer
+    assert p["bridge"]["gain"].shape == (12,) and p["snn"]["layers"][0]["w"].shape == (3, 24, 32)
+    logits, z, trains = det.forward(p, jnp.zeros((2, 2048)))
+    assert z.shape[-1] == 16 and trains[0].shape[-1] == 24 and logits.shape == (2, 2)
+
+
+def test_bridge_spikes_on_and_off_of_the_normalised_features():
+    """ON spike of a feature when its layer-normalised value exceeds the threshold, OFF spike when
+    it is below minus the threshold; scaling the features changes nothing (layer norm)."""
+    b = SpikeBridge(threshold=0.5, latent_dim=4)
+    u = np.array([1.0, 0.2, -0.2, -1.0])
+    for scale in (1.0, 0.01, 30.0):
+        s = np.asarray(b.apply(b.init(None), jnp.asarray(scale * u, jnp.float32)[None, None]))[0, 0]
+        np.testing.assert_array_equal(s, [1, 0, 0, 0, 0, 0, 0, 1])
 
 
 def test_delay_dilations_must_match_the_hidden_layers(gcfg, tmp_path):

@@ -1,4 +1,4 @@
-"""Benchmark: the CPC+SNN jitted training steps (default config, one micro-batch of 32 segments).
+"""Benchmark: the CPC+SNN jitted training steps (config/config.yaml, the default run; one micro-batch of 32 segments).
 
 For each phase's step: the compile time, the FLOPs of the compiled step from XLA's own cost
 analysis, the median wall time, and the achieved rate as a fraction of JAX's float32 matmul
@@ -21,7 +21,7 @@ from _common import ROOT, step_record, write_report
 
 sys.path.insert(0, str(ROOT / "src"))
 
-from neurotrain.config import system_defaults  # noqa: E402
+from neurotrain.config import system_slice  # noqa: E402
 from neurotrain.models.cpc_snn import Detector  # noqa: E402
 from neurotrain.systems.cpc_snn import phases_from_config  # noqa: E402
 from neurotrain.training.jax_loop import make_optimizer, make_step  # noqa: E402
@@ -48,8 +48,7 @@ def flops_of(compiled) -> float:
 
 
 def main() -> None:
-    cfg = system_defaults("cpc_snn")
-    cfg["training"]["cpc_weight"] = 0.1
+    cfg = system_slice("cpc_snn", ROOT / "config" / "config.yaml")  # the default run's model
     det = Detector.from_config(cfg["model"])
 
     class Task:

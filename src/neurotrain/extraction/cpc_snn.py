@@ -3,7 +3,7 @@
 
 ``weights/``: one ``.npy`` per parameter, named by its path (``encoder.conv.0.w.npy`` [k, in,
 out], ``encoder.gru.wx.npy`` [latent, 3 context], ``encoder.predict.npy`` [steps, context,
-latent], ``bridge.gain.npy`` [latent], ``snn.layers.0.w.npy`` [delay taps, 2 latent, hidden0], ...,
+latent], ``bridge.gain.npy`` [features], ``snn.layers.0.w.npy`` [delay taps, 2 features, hidden0], ...,
 ``snn.readout.w.npy`` [hidden_last, 2]).
 
 ``outputs/`` (test split, n segments, in file order):

@@ -4,14 +4,19 @@ Each component is a small frozen dataclass holding its hyper-parameters, with ``
 parameters (a dict of arrays) and ``apply(params, x)``; nothing holds state, so the training
 steps are plain jitted functions of (parameters, optimizer state, batch, key).
 
-- :class:`CPCEncoder` (van den Oord et al. 2018): strided 1-D convolutions (layer norm, GELU)
-  from strain [B, N] to latent frames z [B, T, latent_dim]; a GRU context network c_t over
+- :class:`CPCEncoder` (van den Oord et al. 2018): strided 1-D convolutions with GELU (``norm=
+  "layer"`` adds a layer norm over each frame's channels, which divides out the amplitude a
+  chirp adds) from strain [B, N] to latent frames z [B, T, latent_dim]; a GRU context c_t over
   z_<=t; linear predictors W_k c_t of z_{t+k} for ``prediction_steps`` offsets k, starting at
   the first frame that shares no input sample with frame t (in white noise nothing else is
   predictable: only a signal is), scored by InfoNCE against the other sequences' frames at t+k
   and the same sequence's other frames.
-- :class:`SpikeBridge`: per-feature affine map of the layer-normalised latents, then ON/OFF
-  threshold spikes ``H(u - threshold)``, ``H(-u - threshold)`` per frame, [B, T, 2 latent_dim].
+- :class:`SpikeBridge`: per-feature affine map of the layer-normalised encoder features, then
+  ON/OFF threshold spikes ``H(u - threshold)``, ``H(-u - threshold)`` per frame, [B, T, 2 D].
+  The features are the GRU context c_t (``features="context"``, the default, D = context_dim),
+  the representation van den Oord et al. hand to downstream tasks when context helps, or the
+  latent frames z_t (``"latent"``, D = latent_dim). A chirp spans tens of frames and the
+  context accumulates it: TPR ratio 0.77 against 0.70 from z_t, in one comparison.
 - :class:`SNNClassifier`: leaky integrate-and-fire layers (``hidden_sizes``), membrane
   ``v <- beta v + I_t + b``, spike ``H(v - 1)``, reset by subtraction of the (not
   differentiated) spike; a leaky non-spiking readout whose membrane's maximum (or mean) over
@@ -81,6 +86,7 @@ class CPCEncoder:
     strides: tuple = (4, 2, 2, 2)
     context_dim: int = 128
     prediction_steps: int = 4
+    norm: str = "none"  # "layer": layer-normalise each frame's channels between convolutions
 
     def __post_init__(self):
         if len(self.kernels) != len(self.strides) or len(self.channels) != len(self.kernels) - 1:
@@ -112,7 +118,7 @@ class CPCEncoder:
             h = jax.lax.conv_general_dilated(h, layer["w"], (s,), "VALID", dimension_numbers=("NWC", "WIO", "NWC"))
             h = h + layer["b"]
             if i < n - 1:
-                h = jax.nn.gelu(_layer_norm(h))
+                h = jax.nn.gelu(_layer_norm(h) if self.norm == "layer" else h)
         return h
 
     def context(self, params, z):
@@ -139,10 +145,10 @@ class CPCEncoder:
         rf, stride = receptive_field(self.kernels, self.strides)
         return -(-rf // stride)
 
-    def cpc_loss(self, params, z):
+    def cpc_loss(self, params, z, c=None):
         """InfoNCE over ``prediction_steps`` future frames (offsets ``first_prediction`` + 0, 1,
-        ...); returns (loss, accuracy)."""
-        c = self.context(params, z)
+        ...); returns (loss, accuracy). ``c``: the context of ``z`` if already computed."""
+        c = self.context(params, z) if c is None else c
         B, T, _ = z.shape
         losses, accs = [], []
         k0 = self.first_prediction
@@ -168,14 +174,19 @@ class CPCEncoder:
 class SpikeBridge:
     threshold: float = 0.1
     surrogate_slope: float = 10.0
-    latent_dim: int = 128
+    latent_dim: int = 128  # size of the features it encodes (latent_dim or context_dim)
+    features: str = "context"  # "context": the GRU context c_t; "latent": the latent frames z_t
+
+    @property
+    def out_dim(self) -> int:
+        return 2 * self.latent_dim
 
     def init(self, key, x=None) -> dict:
         return {"gain": jnp.ones(self.latent_dim), "bias": jnp.zeros(self.latent_dim)}
 
     def apply(self, params, z):
-        """ON/OFF spikes [B, T, 2 latent_dim] of latents z [B, T, latent_dim]."""
-        u = z * params["gain"] + params["bias"]
+        """ON/OFF spikes [B, T, 2 latent_dim] of features z [B, T, latent_dim]."""
+        u = _layer_norm(z) * params["gain"] + params["bias"]
         on = spike(u - self.threshold, self.surrogate_slope)
         off = spike(-u - self.threshold, self.surrogate_slope)
         return jnp.concatenate([on, off], axis=-1)
@@ -267,10 +278,12 @@ class Detector:
         e, c, b, s = m["encoder"], m["cpc"], m["spike_bridge"], m["snn"]
         enc = CPCEncoder(latent_dim=e["latent_dim"], channels=tuple(e["channels"]), kernels=tuple(e["kernels"]),
                          strides=tuple(e["strides"]), context_dim=c["context_dim"],
-                         prediction_steps=c["prediction_steps"])
-        bridge = SpikeBridge(threshold=b["threshold"], surrogate_slope=s["surrogate_slope"], latent_dim=e["latent_dim"])
+                         prediction_steps=c["prediction_steps"], norm=e["norm"])
+        dim = c["context_dim"] if b["features"] == "context" else e["latent_dim"]
+        bridge = SpikeBridge(threshold=b["threshold"], surrogate_slope=s["surrogate_slope"], latent_dim=dim,
+                             features=b["features"])
         snn = SNNClassifier(num_classes=s["num_classes"], hidden_sizes=tuple(s["hidden_sizes"]),
-                            input_dim=2 * e["latent_dim"], beta=s["beta"], readout_beta=s["readout_beta"],
+                            input_dim=bridge.out_dim, beta=s["beta"], readout_beta=s["readout_beta"],
                             surrogate_slope=s["surrogate_slope"], weight_scale=s["weight_scale"], readout=s["readout"],
                             current_norm=s["current_norm"], delay_taps=s["delay_taps"],
                             delay_dilations=tuple(s["delay_dilations"]))
@@ -280,10 +293,14 @@ class Detector:
         k1, k2, k3 = jax.random.split(key, 3)
         return {"encoder": self.encoder.init(k1), "bridge": self.bridge.init(k2), "snn": self.snn.init(k3)}
 
+    def features(self, params, z):
+        """What the bridge encodes: the latents z or their GRU context."""
+        return self.encoder.context(params["encoder"], z) if self.bridge.features == "context" else z
+
     def forward(self, params, x):
         """(logits, latents z, spike trains of the bridge and every SNN layer)."""
         z = self.encoder.apply(params["encoder"], x)
-        s = self.bridge.apply(params["bridge"], z)
+        s = self.bridge.apply(params["bridge"], self.features(params, z))
         logits, trains = self.snn.run(params["snn"], s)
         return logits, z, [s] + trains
 
@@ -291,14 +308,16 @@ class Detector:
         """Composite loss ``cpc_weight * CPC + classification_weight * CE`` and its parts.
         A zero weight skips that part's computation."""
         z = self.encoder.apply(params["encoder"], x)
+        c = self.encoder.context(params["encoder"], z) if cpc_weight or self.bridge.features == "context" else None
         out = {}
         total = 0.0
         if cpc_weight:
-            cpc, acc = self.encoder.cpc_loss(params["encoder"], z)
+            cpc, acc = self.encoder.cpc_loss(params["encoder"], z, c)
             out.update(cpc_loss=cpc, cpc_accuracy=acc)
             total = total + cpc_weight * cpc
         if classification_weight:
-            logits, _ = self.snn.run(params["snn"], self.bridge.apply(params["bridge"], z))
+            f = c if self.bridge.features == "context" else z
+            logits, _ = self.snn.run(params["snn"], self.bridge.apply(params["bridge"], f))
             ce = -jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], -1).mean()
             out.update(classification_loss=ce, accuracy=(jnp.argmax(logits, -1) == y).mean())
             total = total + classification_weight * ce

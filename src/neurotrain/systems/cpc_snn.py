@@ -226,9 +226,11 @@ class UnifiedTrainer:
                  cpc_weight: float = 1.0, classification_weight: float = 1.0, batch_size: int = 32):
         from ..models.cpc_snn import Detector, SNNClassifier, SpikeBridge
 
-        bridge = SpikeBridge(spike_bridge.threshold, spike_bridge.surrogate_slope, cpc_encoder.latent_dim)
+        b = spike_bridge
+        dim = cpc_encoder.context_dim if b.features == "context" else cpc_encoder.latent_dim
+        bridge = SpikeBridge(b.threshold, b.surrogate_slope, dim, b.features)
         s = snn_classifier
-        snn = SNNClassifier(s.num_classes, tuple(s.hidden_sizes), 2 * cpc_encoder.latent_dim, s.beta, s.readout_beta,
+        snn = SNNClassifier(s.num_classes, tuple(s.hidden_sizes), bridge.out_dim, s.beta, s.readout_beta,
                             s.surrogate_slope, s.weight_scale, s.readout, s.current_norm, s.delay_taps, s.delay_dilations)
         self.det = Detector(cpc_encoder, bridge, snn)
         self.learning_rate, self.batch_size = learning_rate, batch_size
