@@ -300,7 +300,7 @@ def test_cpc_snn_contract_files(finished):
     assert np.load(run / "metrics" / "roc_snn.npy").shape == (n + 1, 2)
     assert np.load(run / "metrics" / "mf_scores.npy").shape == (n,)
     assert np.load(run / "weights" / "snn.layers.0.w.npy").shape == (1, 32, 32)  # [delay taps, bridge units, hidden]
-    assert np.load(run / "weights" / "encoder.conv.0.w.npy").shape == (16, 1, 8)
+    assert np.load(run / "weights" / "encoder.conv.0.w.npy").shape == (32, 1, 8)  # config.yaml's first kernel, smoke channels
     assert 0.5 <= m["auc_mf"] <= 1 and m["bank"]["n_templates"] == 8
     for f in ("phase1", "phase2", "phase3"):
         assert (run / "model" / "checkpoints" / f"{f}.npz").is_file()
