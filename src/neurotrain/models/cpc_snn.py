@@ -138,6 +138,10 @@ class CPCEncoder:
         _, cs = jax.lax.scan(step, jnp.zeros((z.shape[0], H), z.dtype), xs)
         return jnp.swapaxes(cs, 0, 1)
 
+    def feature_dim(self, features: str) -> int:
+        """Size of what the spike bridge encodes: the context c_t or the latents z_t."""
+        return self.context_dim if features == "context" else self.latent_dim
+
     @property
     def first_prediction(self) -> int:
         """Smallest frame offset whose receptive field shares no sample with frame t's: nearer
@@ -279,9 +283,8 @@ class Detector:
         enc = CPCEncoder(latent_dim=e["latent_dim"], channels=tuple(e["channels"]), kernels=tuple(e["kernels"]),
                          strides=tuple(e["strides"]), context_dim=c["context_dim"],
                          prediction_steps=c["prediction_steps"], norm=e["norm"])
-        dim = c["context_dim"] if b["features"] == "context" else e["latent_dim"]
-        bridge = SpikeBridge(threshold=b["threshold"], surrogate_slope=s["surrogate_slope"], latent_dim=dim,
-                             features=b["features"])
+        bridge = SpikeBridge(threshold=b["threshold"], surrogate_slope=s["surrogate_slope"],
+                             latent_dim=enc.feature_dim(b["features"]), features=b["features"])
         snn = SNNClassifier(num_classes=s["num_classes"], hidden_sizes=tuple(s["hidden_sizes"]),
                             input_dim=bridge.out_dim, beta=s["beta"], readout_beta=s["readout_beta"],
                             surrogate_slope=s["surrogate_slope"], weight_scale=s["weight_scale"], readout=s["readout"],

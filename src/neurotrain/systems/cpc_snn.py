@@ -227,8 +227,7 @@ class UnifiedTrainer:
         from ..models.cpc_snn import Detector, SNNClassifier, SpikeBridge
 
         b = spike_bridge
-        dim = cpc_encoder.context_dim if b.features == "context" else cpc_encoder.latent_dim
-        bridge = SpikeBridge(b.threshold, b.surrogate_slope, dim, b.features)
+        bridge = SpikeBridge(b.threshold, b.surrogate_slope, cpc_encoder.feature_dim(b.features), b.features)
         s = snn_classifier
         snn = SNNClassifier(s.num_classes, tuple(s.hidden_sizes), bridge.out_dim, s.beta, s.readout_beta,
                             s.surrogate_slope, s.weight_scale, s.readout, s.current_norm, s.delay_taps, s.delay_dilations)
