@@ -6,6 +6,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CORES  ?= all
+# pytest-xdist workers for `make test` (one test file per worker at a time); 1 = serial
+TEST_WORKERS ?= 2
 # Rules call `python -m neurotrain...`: put the venv first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
@@ -31,7 +33,7 @@ smoke: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --configfile config/smoke.yaml
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
 bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_ei_rnn.py

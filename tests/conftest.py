@@ -20,6 +20,16 @@ NEUROTRAIN = str(BIN / "neurotrain")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".pytest_cache" / "jax"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
+# `make test` runs two pytest-xdist workers, one test file each at a time (--dist loadfile:
+# module fixtures such as the smoke run are built once). The longest files go first so that
+# neither worker is left with a long file at the end while the other idles.
+LONGEST_FIRST = ("test_workflow.py", "test_resume.py", "test_slurm.py", "test_cpc_snn.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept otherwise
+
 
 @pytest.fixture(scope="session")
 def root() -> Path:
