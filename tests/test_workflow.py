@@ -309,6 +309,11 @@ def test_cpc_snn_contract_files(finished):
     report = (run / "training_report.md").read_text()
     assert "# CPC + SNN Gravitational-Wave Detector Report" in report
     assert f"{m['quality_bar']['tpr_mf']:.3f}" in report
+    # InfoNCE's chance level: smoke micro-batch 8 + the other frames of the segment
+    chance = m["cpc_chance"]
+    assert chance["candidates"] == 8 + np.load(run / "outputs" / "latents.npy").shape[1] - 1
+    assert chance["loss"] == pytest.approx(np.log(chance["candidates"]))
+    assert f"ln {chance['candidates']} = {chance['loss']:.3f}" in report
 
 
 def test_cpc_snn_training_change_reruns_only_its_chain(finished):

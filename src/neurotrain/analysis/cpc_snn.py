@@ -136,6 +136,10 @@ def analyze(cfg: dict, run_dir: str, data_path: str, truth: str | None) -> None:
     metrics["frame_rate_hz"] = frame_rate
     # PCA of the CPC latent frames
     lat = load_npy(o / "latents.npy")
+    # InfoNCE's chance level: each prediction scores the positive against the other segments of
+    # its micro-batch at the same frame and the other frames of its own segment
+    candidates = int(cfg["training"]["micro_batch"] + lat.shape[1] - 1)
+    metrics["cpc_chance"] = {"candidates": candidates, "loss": float(np.log(candidates)), "accuracy": 1.0 / candidates}
     pca = stats.pca_fit(lat.reshape(-1, lat.shape[-1]), a["n_pcs"])
     log = load_json(run / "model" / "training_log.json")
     summary = {"metrics": metrics, "pca_explained_variance_ratio": pca["explained_variance_ratio"].tolist(),

@@ -15,7 +15,7 @@ from ..io import atomic_dir, load_json, load_npy  # noqa: E402
 from .common import MODEL_COLOR, REAL_COLOR, save_figure  # noqa: E402
 
 
-def _loss_per_phase(history: list[dict], path: Path) -> None:
+def _loss_per_phase(history: list[dict], path: Path, cpc_chance: float | None = None) -> None:
     phases = sorted({r["phase"] for r in history})
     fig, axes = plt.subplots(1, len(phases), figsize=(4.2 * len(phases), 3.4), squeeze=False)
     for ax, ph in zip(axes[0], phases):
@@ -27,6 +27,8 @@ def _loss_per_phase(history: list[dict], path: Path) -> None:
             if key in rows[0]:
                 ax.plot(ep, [r[key] for r in rows], style, marker="o", ms=3, label=label,
                         color=MODEL_COLOR if "cpc" in key else REAL_COLOR)
+        if cpc_chance is not None and "val_cpc_loss" in rows[0]:
+            ax.axhline(cpc_chance, color="0.5", lw=0.8, ls=":", label="CPC chance, ln(candidates)")
         ax.set_title(f"phase {ph}: {rows[0]['phase_name']}")
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss")
@@ -47,7 +49,7 @@ def render(cfg: dict, run_dir: str) -> None:
     met = summary["metrics"]
     log = load_json(run / "model" / "training_log.json")
     with atomic_dir(run / "figures") as f:
-        _loss_per_phase(log["history"], f / "loss_per_phase.png")
+        _loss_per_phase(log["history"], f / "loss_per_phase.png", met.get("cpc_chance", {}).get("loss"))
 
         fig, ax = plt.subplots(figsize=(5, 4.2))
         for name, color, auc in (("snn", MODEL_COLOR, met["auc_snn"]), ("mf", REAL_COLOR, met["auc_mf"])):

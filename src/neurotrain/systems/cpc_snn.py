@@ -130,8 +130,12 @@ class CpcSnnTask:
 
         out = {}
         if phase.weights["cpc"]:
-            sub = self.val_x[:512]
-            vals = [self._cpc(params["encoder"], jnp.asarray(sub[i:i + 128])) for i in range(0, len(sub), 128)]
+            # in micro-batches, as in training: InfoNCE's chance level ln(micro_batch + frames - 1)
+            # depends on the batch, and train and validation losses are then comparable
+            n = max(1, 512 // self.micro) * self.micro
+            sub = self.val_x[:n]
+            vals = [self._cpc(params["encoder"], jnp.asarray(sub[i:i + self.micro]))
+                    for i in range(0, max(1, len(sub) - self.micro + 1), self.micro)]
             out["cpc_loss"] = float(np.mean([float(v[0]) for v in vals]))
             out["cpc_accuracy"] = float(np.mean([float(v[1]) for v in vals]))
         if phase.weights["classification"]:
