@@ -104,6 +104,23 @@ def test_detection_statistics():
     assert stats.roc_auc(scores, labels) == pytest.approx((96 * 10) / 1000)
 
 
+def test_bootstrap_interval_of_the_tpr_ratio():
+    rng = np.random.default_rng(3)
+    labels = np.repeat([0, 1], [2000, 2000])
+    ref = np.where(labels == 1, rng.normal(3.0, 1.0, 4000), rng.normal(0.0, 1.0, 4000))
+    # the same detector: every paired resample gives ratio 1
+    assert stats.bootstrap_tpr_ratio(ref, ref, labels, 0.01, n=50) == [1.0, 1.0]
+    # a weaker detector (signal shifted by 2.5 instead of 3): its interval holds the ratio of the
+    # true rates, P(N(2.5,1) > z) / P(N(3,1) > z) at the 1% threshold z = 2.326 (0.57 / 0.75)
+    weak = np.where(labels == 1, ref - 0.5, ref)
+    lo, hi = stats.bootstrap_tpr_ratio(weak, ref, labels, 0.01, n=300, quantiles=(0.025, 0.975))
+    from scipy.stats import norm
+    truth = norm.sf(2.326 - 2.5) / norm.sf(2.326 - 3.0)
+    assert lo < truth < hi and 0.02 < hi - lo < 0.2
+    # fewer noise segments than 1/fap: no threshold, no interval
+    assert np.isnan(stats.bootstrap_tpr_ratio(ref[:50], ref[:50], np.zeros(50, int), 0.01, n=10)).all()
+
+
 # ----------------------------------------------------------------------------- model
 def test_spike_is_heaviside_with_a_surrogate_gradient():
     v = jnp.array([-1.0, -0.1, 0.0, 0.2, 2.0])
@@ -217,6 +234,21 @@ def test_phases_freeze_the_encoder_then_fine_tune_and_resume_exactly(gcfg, proce
     a, _ = load_npz(full / "model_final.npz")
     b, _ = load_npz(cut / "model_final.npz")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_a_silent_snn_is_reported_at_validation(gcfg, processed, caplog):
+    det = Detector.from_config(gcfg["model"])
+    task = sc.CpcSnnTask(gw.load_processed(processed), gcfg, det)
+    phase = sc.phases_from_config(gcfg)[1]
+    params = det.init(jax.random.PRNGKey(0))
+    with caplog.at_level("WARNING", logger="neurotrain.train"):
+        task.evaluate(params, phase)
+    assert "same score" not in caplog.text
+    # the last LIF layer pushed far below threshold: no spikes reach the readout
+    params["snn"]["layers"][-1]["b"] = params["snn"]["layers"][-1]["b"] - 100.0
+    with caplog.at_level("WARNING", logger="neurotrain.train"):
+        out = task.evaluate(params, phase)
+    assert out["auc"] == 0.5 and "gives every validation segment the same score" in caplog.text
 
 
 def test_gradient_accumulation_averages_micro_batches(gcfg):

@@ -164,3 +164,24 @@ def tpr_at_fap(scores: np.ndarray, labels: np.ndarray, fap: float) -> float:
     y = np.asarray(labels) == 1
     thr = detection_threshold(np.asarray(scores)[~y], fap)
     return float("nan") if np.isnan(thr) else float(np.mean(np.asarray(scores)[y] > thr))
+
+
+def bootstrap_tpr_ratio(scores: np.ndarray, reference: np.ndarray, labels: np.ndarray, fap: float,
+                        n: int = 1000, quantiles=(0.16, 0.84), seed: int = 0) -> list[float]:
+    """Quantiles of TPR(scores) / TPR(reference) at ``fap`` over a paired bootstrap of the
+    segments: noise and signal segments are resampled separately (their counts stay fixed) and
+    both detectors are scored on the same resample, so the thresholds' uncertainty (set by the
+    few loudest noise segments) and the true-positive counts' are both in the spread."""
+    labels = np.asarray(labels)
+    scores, reference = np.asarray(scores), np.asarray(reference)
+    noise, signal = np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)
+    rng = np.random.default_rng(seed)
+    ratios = np.full(n, np.nan)
+    for b in range(n):
+        i = np.concatenate([rng.choice(noise, len(noise)), rng.choice(signal, len(signal))])
+        ref = tpr_at_fap(reference[i], labels[i], fap)
+        if ref > 0:
+            ratios[b] = tpr_at_fap(scores[i], labels[i], fap) / ref
+    if not np.isfinite(ratios).any():
+        return [float("nan")] * len(quantiles)
+    return [float(q) for q in np.nanquantile(ratios, quantiles)]

@@ -21,6 +21,7 @@ Validation and test use the stored segments of those splits, never injections ma
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -147,7 +148,13 @@ class CpcSnnTask:
                 acc.append(float(r["accuracy"]) * n)
             out["classification_loss"] = float(np.sum(ce) / len(self.val_x))
             out["accuracy"] = float(np.sum(acc) / len(self.val_x))
-            out["auc"] = float(roc_auc(self.scores(params, self.val_x), self.val_y))
+            scores = self.scores(params, self.val_x)
+            out["auc"] = float(roc_auc(scores, self.val_y))
+            if np.ptp(scores) == 0:
+                logging.getLogger("neurotrain.train").warning(
+                    "%s: the SNN gives every validation segment the same score (a LIF layer has fallen silent); "
+                    "model_best keeps the epoch with the lowest validation cross-entropy. Training collapsed; "
+                    "a lower learning rate for this phase may avoid it", phase.name)
         return out
 
 
