@@ -118,7 +118,8 @@ def test_bootstrap_interval_of_the_tpr_ratio():
     truth = norm.sf(2.326 - 2.5) / norm.sf(2.326 - 3.0)
     assert lo < truth < hi and 0.02 < hi - lo < 0.2
     # fewer noise segments than 1/fap: no threshold, no interval
-    assert np.isnan(stats.bootstrap_tpr_ratio(ref[:50], ref[:50], np.zeros(50, int), 0.01, n=10)).all()
+    few = np.r_[0:50, 2000:2100]
+    assert np.isnan(stats.bootstrap_tpr_ratio(ref[few], ref[few], labels[few], 0.01, n=10)).all()
 
 
 # ----------------------------------------------------------------------------- model
@@ -234,6 +235,18 @@ def test_phases_freeze_the_encoder_then_fine_tune_and_resume_exactly(gcfg, proce
     a, _ = load_npz(full / "model_final.npz")
     b, _ = load_npz(cut / "model_final.npz")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_validation_smaller_than_a_micro_batch_is_refused(gcfg, processed):
+    data = gw.load_processed(processed)
+    val = np.flatnonzero(data["split"] == 1)
+    keep = np.r_[val[data["label"][val] == 0][:3], val[data["label"][val] == 1][:3]]  # 6 < micro-batch 8
+    data["split"] = np.where((data["split"] == 1) & ~np.isin(np.arange(len(data["split"])), keep), 2, data["split"])
+    det = Detector.from_config(gcfg["model"])
+    with pytest.raises(ValueError, match="6 validation segments are fewer than one micro-batch"):
+        sc.CpcSnnTask(data, gcfg, det)
+    data["split"][val[~np.isin(val, keep)][:2]] = 1  # 8: one micro-batch
+    sc.CpcSnnTask(data, gcfg, det)
 
 
 def test_a_silent_snn_is_reported_at_validation(gcfg, processed, caplog):

@@ -102,7 +102,6 @@ def analyze(cfg: dict, run_dir: str, data_path: str, truth: str | None) -> None:
            "tpr_mf": stats.tpr_at_fap(mf_scores, labels, a["bar_fap"]), "required_ratio": a["bar_ratio"]}
     bar["ratio"] = bar["tpr_snn"] / bar["tpr_mf"] if bar["tpr_mf"] > 0 else float("nan")
     bar["ratio_interval_68"] = stats.bootstrap_tpr_ratio(scores, mf_scores, labels, a["bar_fap"], n=a["n_bootstrap"])
-    bar["n_bootstrap"] = a["n_bootstrap"]
     bar["passed"] = bool(bar["ratio"] >= a["bar_ratio"])
     bar["mf_in_range"] = bool(0.5 <= bar["tpr_mf"] <= 0.9)
     metrics["quality_bar"] = bar

@@ -28,6 +28,8 @@ import numpy as np
 
 from ..data import cpc_snn as gw
 
+log = logging.getLogger("neurotrain.train")
+
 
 class Injector:
     """Training examples: shifted noise segments with fresh whitened chirps in half of them."""
@@ -74,6 +76,9 @@ class CpcSnnTask:
         if len(self.val_x) == 0 or len(set(self.val_y.tolist())) < 2:
             raise ValueError("the validation split needs noise and chirp segments")
         self.micro, self.accum = t["micro_batch"], t["accumulate"]
+        if len(self.val_x) < self.micro:
+            raise ValueError(f"{len(self.val_x)} validation segments are fewer than one micro-batch ({self.micro}): "
+                             f"the validation InfoNCE is computed per micro-batch, as in training")
         if len(self.train_x) < self.micro * self.accum:
             raise ValueError(f"{len(self.train_x)} training segments are fewer than one batch "
                              f"({self.micro} x {self.accum})")
@@ -151,8 +156,9 @@ class CpcSnnTask:
             scores = self.scores(params, self.val_x)
             out["auc"] = float(roc_auc(scores, self.val_y))
             if np.ptp(scores) == 0:
-                logging.getLogger("neurotrain.train").warning(
-                    "%s: the SNN gives every validation segment the same score (a LIF layer has fallen silent); "
+                log.warning(
+                    "%s: the SNN gives every validation segment the same score (a LIF layer is silent or fires "
+                    "on every frame); "
                     "model_best keeps the epoch with the lowest validation cross-entropy. Training collapsed; "
                     "a lower learning rate for this phase may avoid it", phase.name)
         return out
