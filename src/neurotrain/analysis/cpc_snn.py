@@ -139,7 +139,9 @@ def analyze(cfg: dict, run_dir: str, data_path: str, truth: str | None) -> None:
     lat = load_npy(o / "latents.npy")
     # InfoNCE's chance level: each prediction scores the positive against the other segments of
     # its micro-batch at the same frame and the other frames of its own segment
-    candidates = int(cfg["training"]["micro_batch"] + lat.shape[1] - 1)
+    # its micro-batch: the training run's own (this stage's config holds only what analysis uses)
+    micro = load_json(run / "model" / "config.json")["config"]["training"]["micro_batch"]
+    candidates = int(micro + lat.shape[1] - 1)
     metrics["cpc_chance"] = {"candidates": candidates, "loss": float(np.log(candidates)), "accuracy": 1.0 / candidates}
     pca = stats.pca_fit(lat.reshape(-1, lat.shape[-1]), a["n_pcs"])
     log = load_json(run / "model" / "training_log.json")
