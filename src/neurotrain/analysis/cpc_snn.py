@@ -138,8 +138,8 @@ def analyze(cfg: dict, run_dir: str, data_path: str, truth: str | None) -> None:
     # PCA of the CPC latent frames
     lat = load_npy(o / "latents.npy")
     # InfoNCE's chance level: each prediction scores the positive against the other segments of
-    # its micro-batch at the same frame and the other frames of its own segment
-    # its micro-batch: the training run's own (this stage's config holds only what analysis uses)
+    # its micro-batch at the same frame and the other frames of its own segment (the micro-batch
+    # is the training run's: this stage's config holds only what analysis uses)
     micro = load_json(run / "model" / "config.json")["config"]["training"]["micro_batch"]
     candidates = int(micro + lat.shape[1] - 1)
     metrics["cpc_chance"] = {"candidates": candidates, "loss": float(np.log(candidates)), "accuracy": 1.0 / candidates}

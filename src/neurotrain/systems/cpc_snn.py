@@ -141,7 +141,7 @@ class CpcSnnTask:
             n = max(1, 512 // self.micro) * self.micro
             sub = self.val_x[:n]
             vals = [self._cpc(params["encoder"], jnp.asarray(sub[i:i + self.micro]))
-                    for i in range(0, max(1, len(sub) - self.micro + 1), self.micro)]
+                    for i in range(0, len(sub) - self.micro + 1, self.micro)]  # __init__: >= one micro-batch
             out["cpc_loss"] = float(np.mean([float(v[0]) for v in vals]))
             out["cpc_accuracy"] = float(np.mean([float(v[1]) for v in vals]))
         if phase.weights["classification"]:
@@ -158,9 +158,8 @@ class CpcSnnTask:
             if np.ptp(scores) == 0:
                 log.warning(
                     "%s: the SNN gives every validation segment the same score (a LIF layer is silent or fires "
-                    "on every frame); "
-                    "model_best keeps the epoch with the lowest validation cross-entropy. Training collapsed; "
-                    "a lower learning rate for this phase may avoid it", phase.name)
+                    "on every frame): training has collapsed, and model_best keeps the epoch with the lowest "
+                    "validation cross-entropy. A lower learning rate for this phase may avoid it", phase.name)
         return out
 
 
