@@ -51,7 +51,7 @@ def cfg(smoke_cfg) -> dict:
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory, smoke_cfg) -> dict:
     """A generated embedded dataset and its processed HDF5 (smoke sizes)."""
-    from neurotrain.data.ei_rnn import generate_embedded, preprocess_raw
+    from neurotrain.systems.ei_rnn.data import generate_embedded, preprocess_raw
 
     d = tmp_path_factory.mktemp("tiny")
     generate_embedded(smoke_cfg, d / "raw")

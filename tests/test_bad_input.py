@@ -288,7 +288,7 @@ def calms21_json_truncated(tmp):
 def movement_missing_keypoint(tmp):
     from test_lisbet import _movement_file
 
-    from neurotrain.data import lisbet as dl
+    from neurotrain.systems.lisbet import data as dl
 
     bad = tmp / "raw" / "pair.nc"
     bad.parent.mkdir()
@@ -331,7 +331,7 @@ def strain_too_short(tmp):
 
 def segments_shorter_than_receptive_field(tmp):
     from neurotrain.config import validate_system
-    from neurotrain.data import cpc_snn as gw
+    from neurotrain.systems.cpc_snn import data as gw
 
     override = {"data": {"segment_duration": 0.1, "injection": {"tc_min": 0.5, "tc_max": 0.9, "chirp_mass_min": 10.0,
                                                                 "chirp_mass_max": 12.0, "f_start": 150.0}}}
@@ -389,7 +389,7 @@ def disk_full(tmp, processed):
     earlier = _earlier(full / "earlier.h5")
     raw = tmp / "raw"
     from neurotrain.config import system_defaults
-    from neurotrain.data import ei_rnn as de
+    from neurotrain.systems.ei_rnn import data as de
 
     de.generate_embedded(system_defaults("ei_rnn"), raw)
     out = full / "processed.h5"

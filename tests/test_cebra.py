@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from neurotrain.analysis.cebra import consistency_matrix
+from neurotrain.systems.cebra.analyze import consistency_matrix
 from neurotrain.config import validate
-from neurotrain.data import cebra as dc
-from neurotrain.data.fetch import download
+from neurotrain.systems.cebra import data as dc
+from neurotrain.fetch import download
 from neurotrain.errors import Interrupted, NeurotrainError
 
 from _http import LoopbackServer  # noqa: I001 - tests/ helper
@@ -183,7 +183,7 @@ def test_bad_sessions_named(tmp_path, ccfg, mutate, needle):
 
 
 def test_shared_model_refuses_mismatched_sessions(embedded, ccfg, tmp_path):
-    from neurotrain.systems.cebra import run_training
+    from neurotrain.systems.cebra.train import run_training
 
     ccfg["model"]["sharing"] = "shared"
     with pytest.raises(NeurotrainError, match=r"needs every session to have 10 neurons.*session1 \(12 neurons\)"):
@@ -192,7 +192,7 @@ def test_shared_model_refuses_mismatched_sessions(embedded, ccfg, tmp_path):
 
 
 def test_session_shorter_than_receptive_field(tmp_path, ccfg):
-    from neurotrain.systems.cebra import run_training
+    from neurotrain.systems.cebra.train import run_training
 
     ccfg["data"]["min_session_bins"] = 11
     ccfg["data"]["test_fraction"] = 0.5
@@ -205,8 +205,8 @@ def test_session_shorter_than_receptive_field(tmp_path, ccfg):
 # ----------------------------------------------------------------------------- training
 @pytest.mark.parametrize("sharing", ["per_session", "shared"])
 def test_train_extract_both_sharing_modes(tmp_path, ccfg, sharing):
-    from neurotrain.extraction.cebra import extract
-    from neurotrain.systems.cebra import run_training
+    from neurotrain.systems.cebra.extract import extract
+    from neurotrain.systems.cebra.train import run_training
     from neurotrain.training.checkpoint import load_checkpoint
 
     ccfg["data"]["embedded"]["n_neurons"] = [12, 12] if sharing == "shared" else [10, 14]
@@ -233,7 +233,7 @@ def test_train_extract_both_sharing_modes(tmp_path, ccfg, sharing):
 def test_interrupted_training_resumes_exactly(embedded, ccfg, tmp_path, monkeypatch):
     import cebra.solver.base as base
 
-    from neurotrain.systems.cebra import run_training
+    from neurotrain.systems.cebra.train import run_training
     from neurotrain.training.checkpoint import load_checkpoint
 
     run_training(ccfg, str(embedded / "p.h5"), str(tmp_path / "full"))
@@ -267,7 +267,7 @@ def test_fast_positive_search_draws_what_cebras_loader_draws(ccfg):
     random streams, the very reference, positive and negative indices of CEBRA's own loader."""
     import cebra.data
 
-    from neurotrain.systems.cebra import RowMajorIndex, make_loader
+    from neurotrain.systems.cebra.train import RowMajorIndex, make_loader
     from neurotrain.training.checkpoint import seed_everything
 
     rng = np.random.default_rng(0)

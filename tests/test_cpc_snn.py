@@ -14,14 +14,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from neurotrain.analysis.cpc_snn import MatchedFilter
-from neurotrain.analysis import stats
+from neurotrain.systems.cpc_snn.analyze import MatchedFilter
+from neurotrain import stats
 from neurotrain.config import validate_system
-from neurotrain.data import cpc_snn as gw
-from neurotrain.data.fetch import download
+from neurotrain.systems.cpc_snn import data as gw
+from neurotrain.fetch import download
 from neurotrain.errors import Interrupted, NeurotrainError
-from neurotrain.models.cpc_snn import CPCEncoder, Detector, SNNClassifier, SpikeBridge, lif_step, spike
-from neurotrain.systems import cpc_snn as sc
+from neurotrain.systems.cpc_snn.network import CPCEncoder, Detector, SNNClassifier, SpikeBridge, lif_step, spike
+from neurotrain.systems.cpc_snn import train as sc
 from neurotrain.training.jax_loop import load_npz
 
 from _http import LoopbackServer  # noqa: I001 - tests/ helper

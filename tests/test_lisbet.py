@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from neurotrain.config import validate_system
-from neurotrain.data import lisbet as dl
-from neurotrain.data.fetch import download
+from neurotrain.systems.lisbet import data as dl
+from neurotrain.fetch import download
 from neurotrain.errors import NeurotrainError
-from neurotrain.models.lisbet import Embedder, LisbetModel, TorchReference
-from neurotrain.systems import lisbet as sl
+from neurotrain.systems.lisbet.network import Embedder, LisbetModel, TorchReference
+from neurotrain.systems.lisbet import train as sl
 
 from _http import LoopbackServer  # noqa: I001 - tests/ helper
 

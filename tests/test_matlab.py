@@ -8,8 +8,8 @@ import h5py
 import numpy as np
 import pytest
 
-from neurotrain.data.ei_rnn import load_mat_dataset, preprocess
-from neurotrain.data.matlab import mat_version, read_mat, write_mat
+from neurotrain.systems.ei_rnn.data import load_mat_dataset, preprocess
+from neurotrain.matlab import mat_version, read_mat, write_mat
 from neurotrain.errors import NeurotrainError
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from neurotrain.systems.ei_rnn import EIRNN, EIRNNTask, build_model
+from neurotrain.systems.ei_rnn.train import EIRNN, EIRNNTask, build_model
 
 
 def _model(**kw):
@@ -67,7 +67,7 @@ def test_noise_is_seeded_and_switchable():
 
 
 def test_task_losses_and_grad_balancing(tiny_dataset, cfg):
-    from neurotrain.data.ei_rnn import load_processed
+    from neurotrain.systems.ei_rnn.data import load_processed
 
     torch.manual_seed(0)
     task = EIRNNTask(load_processed(tiny_dataset["h5"]), cfg, torch.device("cpu"))

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from neurotrain.config import validate_system
-from neurotrain.data import ring_attractor as dr
-from neurotrain.data.fetch import download
+from neurotrain.systems.ring_attractor import data as dr
+from neurotrain.fetch import download
 from neurotrain.errors import NeurotrainError
-from neurotrain.models.ring_attractor import RingAttractorNetwork
-from neurotrain.systems import ring_attractor as sr
+from neurotrain.systems.ring_attractor.network import RingAttractorNetwork
+from neurotrain.systems.ring_attractor import train as sr
 
 from _http import LoopbackServer  # noqa: I001 - tests/ helper
 from conftest import NEUROTRAIN
@@ -67,7 +67,7 @@ def test_velocity_moves_the_bump_at_g_av_times_omega(rcfg):
 def test_handwritten_backward_matches_autograd():
     """The recurrence's backward pass (weight gradient as one product) is exact: gradcheck in
     double precision, and the same gradients as a plain autograd loop in float32."""
-    from neurotrain.models.ring_attractor import _Recurrence
+    from neurotrain.systems.ring_attractor.network import _Recurrence
 
     torch.manual_seed(0)
     N, ne, T, B = 7, 5, 6, 3
@@ -335,9 +335,9 @@ def test_corrupt_resume_checkpoint_falls_back_and_says_so(rcfg, tmp_path, caplog
 
 def test_stage_chain_in_process(rcfg, tmp_path):
     """train -> extract -> analyze -> figures on the small config: shapes of the artifacts."""
-    from neurotrain.analysis.ring_attractor import analyze
-    from neurotrain.extraction.ring_attractor import extract
-    from neurotrain.figures.ring_attractor import FIGURES, render
+    from neurotrain.systems.ring_attractor.analyze import analyze
+    from neurotrain.systems.ring_attractor.extract import extract
+    from neurotrain.systems.ring_attractor.figures import FIGURES, render
 
     dr.generate_embedded(rcfg, tmp_path / "raw")
     dr.preprocess_raw(rcfg, [tmp_path / "raw"], tmp_path / "p.h5")

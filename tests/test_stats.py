@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from neurotrain.analysis import stats
+from neurotrain import stats
 
 
 def test_fano_factor_hand_case():

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from neurotrain.errors import Interrupted
-from neurotrain.systems.ei_rnn import run_training
+from neurotrain.systems.ei_rnn.train import run_training
 from neurotrain.training.checkpoint import load_checkpoint
 
 EPOCH_FIELDS = {"epoch", "train_loss", "val_loss", "val_correlation", "learning_rate", "epoch_time",
@@ -53,7 +53,7 @@ def test_early_stopping(tiny_dataset, cfg, tmp_path):
 
 
 def test_sigterm_saves_state_and_rerun_resumes_exactly(tiny_dataset, cfg, tmp_path, monkeypatch):
-    from neurotrain.systems import ei_rnn
+    from neurotrain.systems.ei_rnn import train as ei_rnn
 
     full = tmp_path / "full"
     run_training(_cfg(cfg), str(tiny_dataset["h5"]), str(full))
@@ -88,7 +88,7 @@ def test_sigterm_saves_state_and_rerun_resumes_exactly(tiny_dataset, cfg, tmp_pa
 
 
 def test_changed_config_does_not_resume(tiny_dataset, cfg, tmp_path, monkeypatch):
-    from neurotrain.systems import ei_rnn
+    from neurotrain.systems.ei_rnn import train as ei_rnn
 
     out = tmp_path / "m"
     original = ei_rnn.EIRNNTask.train_epoch
@@ -117,7 +117,7 @@ def test_dt_mismatch_is_named(tiny_dataset, cfg, tmp_path):
 
 
 def _interrupt_at(monkeypatch, epoch):
-    from neurotrain.systems import ei_rnn
+    from neurotrain.systems.ei_rnn import train as ei_rnn
 
     original = ei_rnn.EIRNNTask.train_epoch
     calls = {"n": 0}

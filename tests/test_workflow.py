@@ -152,7 +152,7 @@ def test_lint_and_format(root):
 
 
 def _user_mat_workflow(tmp_path, spikes_nan=False):
-    from neurotrain.data.matlab import write_mat
+    from neurotrain.matlab import write_mat
 
     wd = workflow_copy(tmp_path)
     rng = np.random.default_rng(0)

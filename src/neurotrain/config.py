@@ -1,14 +1,19 @@
-"""Configuration: YAML loading, validation against the JSON schema, defaults, system slices.
+"""Configuration: YAML loading, validation against the JSON schema, defaults, stage slices.
 
-The schema (``workflow/schemas/config.schema.yaml``) is the single place where defaults live;
-Snakemake validates the same file with ``validate()``. Modules run from the shell load a config
-with :func:`load_config` (or take a system's slice as JSON from a rule) and get the same
-defaults and the same errors.
+The schema is assembled from ``schemas/config.schema.yaml`` (the top level: ``systems``,
+``cluster``) and one block per registered system, ``systems/<name>/schema.yaml``; it is the
+single place where defaults live. The Snakefile validates the user's config with
+:func:`validate` (filling every default) and hands each stage exactly the keys its spec declares
+(:func:`slice_block`); the stage runner wraps that slice in a :class:`StrictConfig`, so a stage
+that reads a key it did not declare stops with an error naming the stage and the key, instead
+of silently getting a default. ``docs/configuration.md`` is generated from the same schema
+(:func:`reference_markdown`).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -16,13 +21,28 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .errors import NeurotrainError
+from neurotrain.errors import NeurotrainError
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 
 
+@functools.lru_cache(maxsize=1)
+def _schema() -> dict:
+    from neurotrain import registry
+
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    systems = registry.names()
+    props = schema["properties"]
+    props["systems"]["items"]["enum"] = systems
+    props["cluster"]["properties"]["train_gpus"]["propertyNames"] = {"enum": systems}
+    for name in systems:
+        props[name] = yaml.safe_load((registry.SYSTEMS_DIR / name / "schema.yaml").read_text())
+    return schema
+
+
 def load_schema() -> dict:
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    """The whole config schema: the top level and every registered system's block."""
+    return copy.deepcopy(_schema())
 
 
 def _defaulting_validator():
@@ -94,32 +114,133 @@ def known_systems(schema: dict | None = None) -> list[str]:
     return list(schema["properties"]["systems"]["items"]["enum"])
 
 
-def system_slice(system: str, config_path: str | Path | None = None, params_json: str | None = None) -> dict:
-    """The validated config block of one system, from a config file or from a JSON slice.
-
-    A rule passes its ``params`` slice as JSON; a user at the shell passes ``--config FILE``.
-    Either way the slice is validated against the system's part of the schema.
-    """
-    schema = load_schema()
-    if system not in known_systems(schema):
-        raise NeurotrainError(f"system {system!r}", "unknown system")
-    if params_json is not None:
-        try:
-            block = json.loads(params_json)
-        except json.JSONDecodeError as exc:
-            raise NeurotrainError("--params", f"not valid JSON: {exc}") from None
-        return validate(block, schema["properties"][system], prefix=system)
-    return load_config(config_path)[system]
-
-
 def validate_system(system: str, block: dict) -> dict:
     """Validate one system's config block in place (filling defaults) and return it."""
-    schema = load_schema()
+    schema = _schema()
     if system not in known_systems(schema):
-        raise NeurotrainError(f"system {system!r}", "unknown system")
+        raise NeurotrainError(f"system {system!r}", f"unknown system (known: {', '.join(known_systems(schema))})")
     return validate(block, schema["properties"][system], prefix=system)
 
 
 def system_defaults(system: str) -> dict:
     """The config block of ``system`` with every schema default."""
     return validate_system(system, {})
+
+
+# --------------------------------------------------------------------------- stage slices
+_MISSING = object()
+
+
+def slice_block(block: dict, reads: tuple[str, ...] | list[str]) -> dict:
+    """The part of a validated system block that a stage declares it reads (dotted keys)."""
+    out: dict = {}
+    for dotted in reads:
+        keys = dotted.split(".")
+        value: Any = block
+        for k in keys:
+            value = value.get(k, _MISSING) if isinstance(value, dict) else _MISSING
+            if value is _MISSING:
+                break
+        if value is _MISSING:
+            continue
+        node = out
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = copy.deepcopy(value)
+    return out
+
+
+def _declared_tree(reads) -> dict:
+    """``{"training": {"seed": True}, "model": True}``: True marks a whole declared subtree."""
+    tree: dict = {}
+    for dotted in reads:
+        node = tree
+        keys = dotted.split(".")
+        for k in keys[:-1]:
+            nxt = node.get(k)
+            if nxt is True:
+                break
+            node = node.setdefault(k, {})
+        else:
+            node[keys[-1]] = True
+    return tree
+
+
+class UndeclaredConfigKey(Exception):
+    """A stage read a config key that its system's spec does not declare for it (a bug in the
+    spec or the stage, not in the user's config). Not a KeyError, so that no ``except KeyError``
+    and no template engine can turn it into a silent default."""
+
+    def __init__(self, stage: str, key: str):
+        self.stage, self.key = stage, key
+        super().__init__(f"stage {stage} reads config key {key}, which it does not declare "
+                         f"(add it to the stage's `reads` in the system's spec.py)")
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class StrictConfig(dict):
+    """A stage's config slice: a ``dict`` that raises :class:`UndeclaredConfigKey` for any key
+    outside the stage's declared ``reads`` (``cfg["x"]``, ``cfg.get("x")``, ``"x" in cfg`` of an
+    undeclared key), so no stage can fall back on a default the user did not see it use.
+    Sub-blocks are StrictConfig too; a wholly declared block is a plain dict."""
+
+    def __init__(self, data: dict, declared: dict, stage: str, prefix: str):
+        super().__init__()
+        self._declared, self._stage, self._prefix = declared, stage, prefix
+        for k, v in data.items():
+            sub = declared.get(k)
+            if sub is None:
+                continue
+            if sub is not True and isinstance(v, dict):
+                v = StrictConfig(v, sub, stage, f"{prefix}.{k}")
+            dict.__setitem__(self, k, v)
+
+    def _check(self, key) -> None:
+        if key not in self._declared:
+            raise UndeclaredConfigKey(self._stage, f"{self._prefix}.{key}")
+
+    def __getitem__(self, key):
+        self._check(key)
+        return dict.__getitem__(self, key)
+
+    def get(self, key, default=None):
+        self._check(key)
+        return dict.get(self, key, default)
+
+    def __contains__(self, key) -> bool:
+        self._check(key)
+        return dict.__contains__(self, key)
+
+    def __deepcopy__(self, memo):
+        return {k: copy.deepcopy(v, memo) for k, v in self.items()}
+
+    def __reduce__(self):
+        return dict, (dict(self),)
+
+
+def stage_config(system: str, stage: str, config_path: str | Path | None = None,
+                 params_json: str | None = None) -> StrictConfig:
+    """The strict config slice of one stage of ``system``.
+
+    A rule passes the slice as JSON (``params_json``; the Snakefile validated the whole config
+    and cut it with :func:`slice_block`); a user at the shell passes ``--config FILE``. Either
+    way the block is validated (defaults filled), cut to the stage's declared keys and wrapped
+    in a :class:`StrictConfig`.
+    """
+    from neurotrain import registry
+
+    spec = registry.spec(system)
+    if params_json is not None:
+        try:
+            block = json.loads(params_json)
+        except json.JSONDecodeError as exc:
+            raise NeurotrainError("--params", f"not valid JSON: {exc}") from None
+        if not isinstance(block, dict):
+            raise NeurotrainError("--params", "must be a JSON object (the system's config block)")
+        block = validate_system(system, block)
+    else:
+        block = load_config(config_path)[system]
+    reads = spec.stages[stage].reads
+    return StrictConfig(slice_block(block, reads), _declared_tree(reads), stage=f"{system}.{stage}", prefix=system)

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .errors import NeurotrainError
+from neurotrain.errors import NeurotrainError
 
 
 _UMASK = os.umask(0)

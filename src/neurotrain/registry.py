@@ -1,83 +1,74 @@
-"""Which code implements each stage of each system.
+"""The systems: every folder ``systems/<name>/`` with a ``spec.py`` is one (see
+:mod:`neurotrain.spec`). A new system is a new folder; nothing else lists it.
 
-Entries are ``"module:function"`` strings, imported only when a stage runs, so a torch system
-never imports JAX and the Snakefile can read this file without heavy imports. Every stage
-function takes the system's validated config block first:
-
-    generate(cfg, out_dir)                     embedded dataset + ground truth into out_dir
-    preprocess(cfg, raw, out)                  raw file -> processed HDF5
-    train(cfg, data, out_dir, threads)         -> model/ (checkpoints, training_log.json, config.json)
-    extract(cfg, model_dir, data, out_dir)     -> weights/, outputs/
-    analyze(cfg, run_dir, data, truth)         -> metrics/, population/, metrics.json
-    figures(cfg, run_dir)                      -> figures/
+This module imports neither torch nor JAX: the Snakefile reads it for every job. Entry
+functions are imported only when a stage runs, so a torch system never imports JAX.
 """
 
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Callable
 
-from .errors import NeurotrainError
+from neurotrain.codedeps import closure
+from neurotrain.errors import NeurotrainError
+from neurotrain.spec import SystemSpec
 
-SYSTEMS: dict[str, dict[str, str]] = {
-    "ei_rnn": {
-        "framework": "torch",
-        "generate": "neurotrain.data.ei_rnn:generate_embedded",
-        "preprocess": "neurotrain.data.ei_rnn:preprocess_raw",
-        "train": "neurotrain.systems.ei_rnn:run_training",
-        "extract": "neurotrain.extraction.ei_rnn:extract",
-        "analyze": "neurotrain.analysis.ei_rnn:analyze",
-        "figures": "neurotrain.figures.ei_rnn:render",
-        "template": "ei_rnn.md.j2",
-    },
-    "cebra": {
-        "framework": "torch",
-        "generate": "neurotrain.data.cebra:generate_embedded",
-        "preprocess": "neurotrain.data.cebra:preprocess_raw",
-        "train": "neurotrain.systems.cebra:run_training",
-        "extract": "neurotrain.extraction.cebra:extract",
-        "analyze": "neurotrain.analysis.cebra:analyze",
-        "figures": "neurotrain.figures.cebra:render",
-        "template": "cebra.md.j2",
-    },
-    "ring_attractor": {
-        "framework": "torch",
-        "generate": "neurotrain.data.ring_attractor:generate_embedded",
-        "preprocess": "neurotrain.data.ring_attractor:preprocess_raw",
-        "train": "neurotrain.systems.ring_attractor:run_training",
-        "extract": "neurotrain.extraction.ring_attractor:extract",
-        "analyze": "neurotrain.analysis.ring_attractor:analyze",
-        "figures": "neurotrain.figures.ring_attractor:render",
-        "template": "ring_attractor.md.j2",
-    },
-    "lisbet": {
-        "framework": "torch",
-        "generate": "neurotrain.data.lisbet:generate_embedded",
-        "preprocess": "neurotrain.data.lisbet:preprocess_raw",
-        "train": "neurotrain.systems.lisbet:run_training",
-        "extract": "neurotrain.extraction.lisbet:extract",
-        "analyze": "neurotrain.analysis.lisbet:analyze",
-        "figures": "neurotrain.figures.lisbet:render",
-        "template": "lisbet.md.j2",
-    },
-    "cpc_snn": {
-        "framework": "jax",
-        "generate": "neurotrain.data.cpc_snn:generate_embedded",
-        "preprocess": "neurotrain.data.cpc_snn:preprocess_raw",
-        "train": "neurotrain.systems.cpc_snn:run_training",
-        "extract": "neurotrain.extraction.cpc_snn:extract",
-        "analyze": "neurotrain.analysis.cpc_snn:analyze",
-        "figures": "neurotrain.figures.cpc_snn:render",
-        "template": "cpc_snn.md.j2",
-    },
-}
+SYSTEMS_DIR = Path(__file__).resolve().parent / "systems"
+RUNNER = "neurotrain.runner"  # the module every rule runs (python -m neurotrain.runner <stage>)
+
+
+def names() -> list[str]:
+    """Every registered system, sorted."""
+    return sorted(p.parent.name for p in SYSTEMS_DIR.glob("*/spec.py"))
+
+
+def spec(system: str) -> SystemSpec:
+    """The :class:`SystemSpec` of ``system``; unknown names are a NeurotrainError listing the known ones."""
+    if system not in names():
+        raise NeurotrainError(f"system {system!r}", f"unknown system (known: {', '.join(names())})")
+    s = importlib.import_module(f"neurotrain.systems.{system}.spec").SPEC
+    if s.name != system:
+        raise NeurotrainError(SYSTEMS_DIR / system / "spec.py", f"SPEC.name is {s.name!r}, not the folder's name")
+    return s
 
 
 def entry(system: str, stage: str) -> Callable:
     """The function implementing ``stage`` for ``system``."""
-    if system not in SYSTEMS:
-        raise NeurotrainError(f"system {system!r}", f"unknown system (known: {', '.join(sorted(SYSTEMS))})")
-    if stage not in SYSTEMS[system]:
+    s = spec(system)
+    if stage not in s.stages:
         raise NeurotrainError(f"system {system!r}", f"has no {stage} stage")
-    module, func = SYSTEMS[system][stage].split(":")
+    module, func = s.module(s.stages[stage].entry)
     return getattr(importlib.import_module(module), func)
+
+
+def stage_code(system: str, stage: str) -> list[Path]:
+    """Source files ``stage`` of ``system`` runs: the closure of the runner and of the entry
+    module, and the stage's declared files (templates). Code inputs of the stage's rule."""
+    s = spec(system)
+    st = s.stages[stage]
+    files = set(closure(RUNNER)) | set(closure(s.module(st.entry)[0]))
+    files.update(SYSTEMS_DIR / system / f for f in st.files)
+    return sorted(files)
+
+
+def shared_code(module: str) -> list[Path]:
+    """Source files of a stage that belongs to no system (fetch, the project report)."""
+    return sorted(set(closure(RUNNER)) | set(closure(module)))
+
+
+def report_module(system: str):
+    """The module named by the spec's ``headline``: ``headline(metrics)`` rows and ``verdict(metrics)``."""
+    s = spec(system)
+    return importlib.import_module(s.module(s.headline + ":")[0])
+
+
+def index_code(systems: list[str]) -> list[Path]:
+    """Source files of the project report: its own closure and every listed system's report module."""
+    files = set(shared_code("neurotrain.reports.index"))
+    files.add(Path(__file__).resolve().parent / "reports" / "templates" / "index.md.j2")
+    for system in systems:
+        s = spec(system)
+        files.update(closure(s.module(s.headline + ":")[0]))
+    return sorted(files)

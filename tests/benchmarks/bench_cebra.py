@@ -69,7 +69,7 @@ def sklearn_fit(h5: Path, m: dict, t: dict, steps: int, verbose: bool = False) -
 
 def interleaved(h5: Path, cfg: dict, out: Path) -> dict:
     """Alternating in-process fits of both paths: per-pair seconds and their ratios."""
-    from neurotrain.systems.cebra import run_training
+    from neurotrain.systems.cebra.train import run_training
 
     c = json.loads(json.dumps(cfg))
     c["training"].update(max_steps=PAIR_STEPS, checkpoint_every=10**6)
@@ -92,8 +92,8 @@ def main() -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     from neurotrain.config import load_config
-    from neurotrain.data.cebra import load_processed
-    from neurotrain.systems.cebra import build_models, make_datasets, make_loader, make_solver
+    from neurotrain.systems.cebra.data import load_processed
+    from neurotrain.systems.cebra.train import build_models, make_datasets, make_loader, make_solver
 
     torch.set_num_threads(2)
     cfg = load_config(ROOT / "config" / "config.yaml")["cebra"]

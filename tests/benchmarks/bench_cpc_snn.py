@@ -22,8 +22,8 @@ from _common import ROOT, step_record, write_report
 sys.path.insert(0, str(ROOT / "src"))
 
 from neurotrain.config import system_slice  # noqa: E402
-from neurotrain.models.cpc_snn import Detector  # noqa: E402
-from neurotrain.systems.cpc_snn import phases_from_config  # noqa: E402
+from neurotrain.systems.cpc_snn.network import Detector  # noqa: E402
+from neurotrain.systems.cpc_snn.train import phases_from_config  # noqa: E402
 from neurotrain.training.jax_loop import make_optimizer, make_step  # noqa: E402
 
 

@@ -24,8 +24,8 @@ from _common import ROOT, flop_rows, matmul_rate, step_record, write_report  # n
 
 def main() -> int:
     from neurotrain.config import load_config
-    from neurotrain.data.ei_rnn import generate_embedded, load_processed, preprocess_raw
-    from neurotrain.systems.ei_rnn import EIRNNTask
+    from neurotrain.systems.ei_rnn.data import generate_embedded, load_processed, preprocess_raw
+    from neurotrain.systems.ei_rnn.train import EIRNNTask
 
     torch.set_num_threads(2)
     cfg = load_config(ROOT / "config" / "config.yaml")["ei_rnn"]

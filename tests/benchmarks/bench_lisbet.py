@@ -32,9 +32,9 @@ ROUNDS = 3  # alternating rounds of (ours, torch's encoder); medians over all ti
 
 def main() -> int:
     from neurotrain.config import validate_system
-    from neurotrain.data.lisbet import simulate_sequence
-    from neurotrain.models.lisbet import TASKS, LisbetModel, TorchReference
-    from neurotrain.systems import lisbet as sl
+    from neurotrain.systems.lisbet.data import simulate_sequence
+    from neurotrain.systems.lisbet.network import TASKS, LisbetModel, TorchReference
+    from neurotrain.systems.lisbet import train as sl
 
     torch.set_num_threads(2)
     cfg = validate_system("lisbet", {})  # the schema defaults are the seed's sizes

@@ -24,7 +24,7 @@ from _common import ROOT, flop_rows, matmul_rate, median_time, step_record, writ
 
 def main() -> int:
     from neurotrain.config import load_config
-    from neurotrain.systems.ring_attractor import RingTask, _default_data, flush_denormals
+    from neurotrain.systems.ring_attractor.train import RingTask, _default_data, flush_denormals
 
     torch.set_num_threads(2)
     flush_denormals()  # as the train stage does

@@ -26,5 +26,5 @@ rule analyze_population:
         cfg=stage_params("analyze"),
         truth=truth_arg,
     shell:
-        "python -m neurotrain.stages.analyze --system {wildcards.system} --params {params.cfg:q}"
+        "python -m neurotrain.runner analyze --system {wildcards.system} --params {params.cfg:q}"
         " --run-dir $(dirname {output.summary}) --data {input.data} {params.truth} > {log} 2>&1"

@@ -25,7 +25,7 @@ rule generate_dataset:
     params:
         cfg=stage_params("generate"),
     shell:
-        "python -m neurotrain.stages.generate --system {wildcards.system} --params {params.cfg:q}"
+        "python -m neurotrain.runner generate --system {wildcards.system} --params {params.cfg:q}"
         " --out-dir {output} > {log} 2>&1"
 
 
@@ -48,13 +48,13 @@ rule preprocess_dataset:
     params:
         cfg=stage_params("preprocess"),
     shell:
-        "python -m neurotrain.stages.preprocess --system {wildcards.system} --params {params.cfg:q}"
+        "python -m neurotrain.runner preprocess --system {wildcards.system} --params {params.cfg:q}"
         " --raw {input.raw:q} --out {output} > {log} 2>&1"
 
 
 rule fetch_dataset:
     input:
-        code=stage_code("fetch"),
+        code=FETCH_CODE,
     output:
         "data/raw/{system}/download/{filename}",
     log:
@@ -62,7 +62,7 @@ rule fetch_dataset:
     benchmark:
         "results/benchmarks/{system}/fetch_dataset_{filename}.tsv"
     conda:
-        stage_env("fetch")
+        ANALYSIS_ENV
     threads: 1
     resources:
         mem_mb=1000,
@@ -70,5 +70,5 @@ rule fetch_dataset:
     params:
         spec=download_spec,
     shell:
-        "python -m neurotrain.stages.fetch --url {params.spec[url]:q} --md5 {params.spec[md5]}"
+        "python -m neurotrain.runner fetch --url {params.spec[url]:q} --md5 {params.spec[md5]}"
         " --retries {params.spec[retries]} --out {output} > {log} 2>&1"

@@ -35,8 +35,9 @@ rule render_figures:
         runtime=10,
     params:
         cfg=stage_params("figures"),
+        captions=figure_captions,
     shell:
-        "python -m neurotrain.stages.figures --system {wildcards.system} --params {params.cfg:q}"
+        "python -m neurotrain.runner figures --system {wildcards.system} --params {params.cfg:q}"
         " --run-dir $(dirname {input.summary}) > {log} 2>&1"
 
 
@@ -60,31 +61,31 @@ rule render_report:
     params:
         cfg=stage_params("report"),
     shell:
-        "python -m neurotrain.stages.report --system {wildcards.system} --params {params.cfg:q}"
+        "python -m neurotrain.runner report --system {wildcards.system} --params {params.cfg:q}"
         " --run-dir $(dirname {output}) --out {output} > {log} 2>&1"
 
 
 # The project report: every system's headline metrics beside its bar and ceiling.
 rule index_report:
     input:
-        reports=expand("results/{system}/training_report.md", system=config["systems"]),
-        summaries=expand("results/{system}/metrics.json", system=config["systems"]),
+        reports=expand("results/{system}/training_report.md", system=SYSTEMS),
+        summaries=expand("results/{system}/metrics.json", system=SYSTEMS),
         training_logs=expand(
-            "results/{system}/model/training_log.json", system=config["systems"]
+            "results/{system}/model/training_log.json", system=SYSTEMS
         ),
-        figures=expand("results/{system}/figures", system=config["systems"]),
+        figures=expand("results/{system}/figures", system=SYSTEMS),
         code=INDEX_CODE,
     output:
         "results/report.md",
     log:
         "results/logs/index_report.log",
     conda:
-        str(Path(workflow.basedir) / "envs" / f"{STAGE_ENV['report']}.yaml")
+        ANALYSIS_ENV
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
     params:
-        systems=",".join(config["systems"]),
+        systems=",".join(SYSTEMS),
     shell:
-        "python -m neurotrain.stages.index --systems {params.systems} --results results --out {output} > {log} 2>&1"
+        "python -m neurotrain.runner index --systems {params.systems} --results results --out {output} > {log} 2>&1"

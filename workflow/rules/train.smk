@@ -16,7 +16,7 @@ rule train_model:
     benchmark:
         "results/benchmarks/{system}/train_model.tsv"
     wildcard_constraints:
-        system="|".join(s for s, f in FRAMEWORK.items() if f == "torch"),
+        system=systems_of("torch"),
     conda:
         stage_env("train")
     threads: 2
@@ -28,7 +28,7 @@ rule train_model:
     params:
         cfg=stage_params("train"),
     shell:
-        "python -m neurotrain.stages.train --system {wildcards.system} --params {params.cfg:q}"
+        "python -m neurotrain.runner train --system {wildcards.system} --params {params.cfg:q}"
         " --data {input.data} --out-dir $(dirname {output.best}) --threads {threads} > {log} 2>&1"
 
 
@@ -40,7 +40,7 @@ use rule train_model as train_model_jax with:
         log="results/{system}/model/training_log.json",
         config="results/{system}/model/config.json",
     wildcard_constraints:
-        system="|".join(s for s, f in FRAMEWORK.items() if f == "jax"),
+        system=systems_of("jax"),
 
 
 rule extract_model:
@@ -64,5 +64,5 @@ rule extract_model:
     params:
         cfg=stage_params("extract"),
     shell:
-        "python -m neurotrain.stages.extract --system {wildcards.system} --params {params.cfg:q}"
+        "python -m neurotrain.runner extract --system {wildcards.system} --params {params.cfg:q}"
         " --model-dir $(dirname {input.best}) --data {input.data} --out-dir $(dirname {output.weights}) > {log} 2>&1"

@@ -7,9 +7,8 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
-from ..errors import NeurotrainError
-from ..io import load_json, save_text
-from ..registry import SYSTEMS
+from neurotrain.errors import NeurotrainError
+from neurotrain.io import load_json, save_text
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -32,26 +31,28 @@ def fmt(value, spec: str = ".3f") -> str:
     return format(value, spec) if isinstance(value, (int, float)) else str(value)
 
 
-def environment() -> jinja2.Environment:
-    """The Jinja environment of every report template: strict about undefined names."""
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
+def environment(folder: str | Path = TEMPLATES) -> jinja2.Environment:
+    """The Jinja environment of every report template (in ``folder``): strict about undefined names."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(folder)), undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters["fmt"] = fmt
     return env
 
 
-def render_report(system: str, cfg: dict, run_dir: str, out: str | None = None) -> Path:
-    """Stage ``report``: fill ``templates/<system>.md.j2`` and write ``training_report.md``."""
+def render_report(system: str, cfg: dict, run_dir: str, out: str | None, template: str | Path) -> Path:
+    """Stage ``report``: fill the system's ``report.md.j2`` (``template``) and write
+    ``training_report.md`` (or ``out``). Raises NeurotrainError naming a missing artifact."""
     run = Path(run_dir)
     for need in ("metrics.json", "model/training_log.json", "model/config.json"):
         if not (run / need).is_file():
             raise NeurotrainError(run / need, "missing; run the earlier stages first")
-    env = environment()
+    template = Path(template)
+    env = environment(template.parent)
     log = load_json(run / "model" / "training_log.json")
     ctx = {"system": system, "cfg": cfg, "run_dir": str(run), "metrics": load_json(run / "metrics.json"),
            "summary": log["summary"], "history": log["history"], "run_config": load_json(run / "model" / "config.json"),
            "arrays": array_inventory(run), "figures": sorted(p.name for p in (run / "figures").glob("*.png"))}
-    text = env.get_template(SYSTEMS[system]["template"]).render(**ctx)
+    text = env.get_template(template.name).render(**ctx)
     path = Path(out) if out else run / "training_report.md"
     save_text(path, text)
     return path

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import NeurotrainError
-from ..io import atomic_path
+from neurotrain.errors import NeurotrainError
+from neurotrain.io import atomic_path
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
@@ -60,4 +60,4 @@ def seed_everything(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-from .runstate import RESUME_NEUTRAL_KEYS, SignalGuard, code_fingerprint, fingerprint  # noqa: E402,F401  (torch-free)
+from neurotrain.training.runstate import RESUME_NEUTRAL_KEYS, SignalGuard, code_fingerprint, fingerprint  # noqa: E402,F401  (torch-free)

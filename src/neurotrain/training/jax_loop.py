@@ -38,9 +38,9 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from ..errors import Interrupted, NeurotrainError
-from ..io import atomic_path, save_json
-from .runstate import SignalGuard, fingerprint
+from neurotrain.errors import Interrupted, NeurotrainError
+from neurotrain.io import atomic_path, save_json
+from neurotrain.training.runstate import SignalGuard, fingerprint
 
 log = logging.getLogger("neurotrain.train")
 META = "__meta__"

@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..errors import Interrupted, NeurotrainError
-from ..io import save_json
-from .checkpoint import (SignalGuard, fingerprint, load_checkpoint, rng_state, save_checkpoint, seed_everything,
+from neurotrain.errors import Interrupted, NeurotrainError
+from neurotrain.io import save_json
+from neurotrain.training.checkpoint import (SignalGuard, fingerprint, load_checkpoint, rng_state, save_checkpoint, seed_everything,
                          set_rng_state)
 
 log = logging.getLogger("neurotrain.train")

@@ -1,0 +1,77 @@
+"""The code a stage runs: the import closure of a module inside the ``neurotrain`` package.
+
+Found statically (``ast``, no import is executed, so the Snakefile stays free of torch and
+JAX): every ``import``/``from ... import`` anywhere in a module, top level or inside a
+function, that names a module of the package, followed transitively, plus the ``__init__.py``
+of every package on the way (Python runs them on import). Imports through ``importlib`` (the
+registry's lookup of a system's entry) are not followed: the workflow adds the entry module's
+own closure. The Snakemake rules list these files as inputs, so editing any of them reruns the
+stage, and editing any other module does not.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+from pathlib import Path
+
+PACKAGE = "neurotrain"
+ROOT = Path(__file__).resolve().parent  # src/neurotrain
+
+
+def module_file(module: str) -> Path | None:
+    """The source file of a package module (``neurotrain.x.y``), or None if there is none."""
+    if module != PACKAGE and not module.startswith(PACKAGE + "."):
+        return None
+    rel = Path(*module.split(".")[1:])
+    for cand in (ROOT / rel / "__init__.py", (ROOT / rel).with_suffix(".py")):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _module_name(path: Path) -> tuple[str, bool]:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = [PACKAGE, *rel.parts]
+    is_pkg = parts[-1] == "__init__"
+    return ".".join(parts[:-1] if is_pkg else parts), is_pkg
+
+
+def _imports(path: Path) -> set[str]:
+    """Absolute names of every module ``path`` imports (and ``from x import y``: x and x.y)."""
+    name, is_pkg = _module_name(path)
+    here = name.split(".") if is_pkg else name.split(".")[:-1]
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = here[: len(here) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            out.add(mod)
+            out.update(f"{mod}.{a.name}" for a in node.names)
+    return out
+
+
+def _parents(module: str) -> list[str]:
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+@functools.lru_cache(maxsize=None)
+def closure(module: str) -> tuple[Path, ...]:
+    """Every package source file that importing ``module`` runs, sorted."""
+    seen: set[Path] = set()
+    todo = [module]
+    while todo:
+        mod = todo.pop()
+        for m in [mod, *_parents(mod)]:
+            f = module_file(m)
+            if f is None or f in seen:
+                continue
+            seen.add(f)
+            todo.extend(_imports(f))
+    return tuple(sorted(seen))

@@ -1,1 +1,0 @@
-"""Figures: matplotlib PNGs, one module per system, reading only saved artifacts."""

@@ -1,0 +1,165 @@
+"""The one stage runner: ``python -m neurotrain.runner <stage> --system NAME ...`` is what every
+Snakemake rule runs, and ``neurotrain <stage> ...`` is the same command for a user at the shell.
+
+For a system's stage the runner validates the config, cuts the stage's strict slice
+(:func:`neurotrain.config.stage_config`), sets up the outputs and calls the entry function the
+system's spec names. ``fetch`` (one download) and ``index`` (the project report) belong to no
+system. User errors print one line, ``error: <file or key>: <what>``, and exit with status 2;
+a diverged training exits 3, a signal 128+n.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable
+
+from neurotrain.errors import Interrupted, NeurotrainError
+
+
+def _raw(p):
+    p.add_argument("--raw", required=True, nargs="+", help="raw dataset: file(s), or the folder `generate` wrote")
+    p.add_argument("--out", required=True, help="processed HDF5 to write, e.g. data/processed/ei_rnn.h5")
+
+
+def _generate(p):
+    p.add_argument("--out-dir", required=True, help="folder to create, e.g. data/raw/ei_rnn/embedded")
+
+
+def _train(p):
+    p.add_argument("--data", required=True, help="processed HDF5")
+    p.add_argument("--out-dir", required=True, help="model folder, e.g. results/ei_rnn/model")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = library default)")
+
+
+def _extract(p):
+    p.add_argument("--model-dir", required=True, help="folder with model_best.pt / .npz")
+    p.add_argument("--data", required=True, help="processed HDF5")
+    p.add_argument("--out-dir", required=True, help="run folder: weights/ and outputs/ are written in it")
+
+
+def _analyze(p):
+    p.add_argument("--run-dir", required=True, help="run folder with weights/ and outputs/")
+    p.add_argument("--data", required=True, help="processed HDF5")
+    p.add_argument("--truth", default=None, help="ground truth of an embedded dataset (optional)")
+
+
+def _figures(p):
+    p.add_argument("--run-dir", required=True, help="run folder with model/, metrics/, ...")
+
+
+def _report(p):
+    p.add_argument("--run-dir", required=True, help="run folder")
+    p.add_argument("--out", default=None, help="report path (default <run-dir>/training_report.md)")
+
+
+def _call(stage: str, fn: Callable, cfg, args, system: str):
+    if stage == "generate":
+        from neurotrain.io import atomic_dir
+
+        with atomic_dir(args.out_dir) as tmp:
+            return fn(cfg, tmp)
+    if stage == "preprocess":
+        return fn(cfg, args.raw, args.out)
+    if stage == "train":
+        return fn(cfg, args.data, args.out_dir, args.threads)
+    if stage == "extract":
+        return fn(cfg, args.model_dir, args.data, args.out_dir)
+    if stage == "analyze":
+        return fn(cfg, args.run_dir, args.data, args.truth)
+    if stage == "figures":
+        import matplotlib
+
+        matplotlib.use("Agg")
+        return fn(cfg, args.run_dir)
+    if stage == "report":
+        from neurotrain import registry
+        from neurotrain.reports.render import render_report
+
+        spec = registry.spec(system)
+        template = registry.SYSTEMS_DIR / system / spec.stages["report"].files[0]
+        return render_report(system, cfg, args.run_dir, args.out, template)
+    raise AssertionError(stage)
+
+
+SYSTEM_STAGES: dict[str, tuple[str, Callable]] = {
+    "generate": ("write a system's embedded dataset and its ground truth into a folder", _generate),
+    "preprocess": ("check a raw dataset and write the system's standard HDF5 layout", _raw),
+    "train": ("train a system on its processed dataset, resuming from an interrupted run", _train),
+    "extract": ("weights and model outputs as .npy, from the saved best checkpoint", _extract),
+    "analyze": ("per-neuron metrics, PCA, Fano factors and the system's scores", _analyze),
+    "figures": ("render the system's matplotlib PNGs into <run-dir>/figures", _figures),
+    "report": ("render <run-dir>/training_report.md from the system's Jinja template", _report),
+}
+STAGES = (*SYSTEM_STAGES, "fetch", "index")
+
+
+def guarded(fn: Callable[[], object]) -> int:
+    """Run ``fn``; user errors print one line and return 2 (3: diverged, 128+n: signal n)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    try:
+        fn()
+    except NeurotrainError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except FloatingPointError as exc:
+        print(f"error: training diverged: {exc}", file=sys.stderr)
+        return 3
+    except Interrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return 128 + exc.signum
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="neurotrain", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="stage", required=True, metavar="stage")
+    for stage, (doc, add_args) in SYSTEM_STAGES.items():
+        sp = sub.add_parser(stage, help=doc, description=f"Stage {stage}: {doc}.")
+        sp.add_argument("--system", required=True, help="system name, e.g. ei_rnn")
+        src = sp.add_mutually_exclusive_group()
+        src.add_argument("--config", help="YAML config file (the system's block is used; defaults filled)")
+        src.add_argument("--params", help="the stage's config slice as JSON (what the Snakemake rules pass)")
+        add_args(sp)
+    f = sub.add_parser("fetch", help="download one file of a real dataset, md5 verified, retried, written atomically",
+                       description="Download one file, md5 verified, retried, written atomically. Not tied to a "
+                                   "system: the workflow passes each file's address and checksum.")
+    f.add_argument("--url", required=True, help="address of the file")
+    f.add_argument("--md5", required=True, help="expected md5 (hex)")
+    f.add_argument("--retries", type=int, default=3)
+    f.add_argument("--out", required=True, help="where to write it, e.g. data/raw/cebra/download/achilles.jl.gz")
+    i = sub.add_parser("index", help="render the project report results/report.md over the finished systems")
+    i.add_argument("--systems", required=True, help="comma-separated systems, in report order")
+    i.add_argument("--results", default="results", help="results folder (one sub-folder per system)")
+    i.add_argument("--out", default="results/report.md")
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    if args.stage == "fetch":
+        from neurotrain.fetch import download
+
+        return guarded(lambda: download(args.url, args.out, args.md5, retries=args.retries))
+    if args.stage == "index":
+        from neurotrain.reports.index import render_index
+
+        return guarded(lambda: render_index([s for s in args.systems.split(",") if s], args.results, args.out))
+
+    def run():
+        from neurotrain import registry
+        from neurotrain.config import stage_config
+
+        cfg = stage_config(args.system, args.stage, args.config, args.params)
+        _call(args.stage, registry.entry(args.system, args.stage), cfg, args, args.system)
+
+    return guarded(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

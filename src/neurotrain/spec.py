@@ -1,0 +1,84 @@
+"""What a system declares about itself, read by the workflow without importing torch or JAX.
+
+Each system folder ``systems/<name>/`` has a ``spec.py`` that defines ``SPEC``, a
+:class:`SystemSpec`. The Snakemake rules and the stage runner take everything system-specific
+from it: the framework (which training rule and conda environment), the entry function of each
+stage, the config keys each stage reads (its config slice), the real-data sources (downloads
+and the user's own files), the figure captions of ``snakemake --report`` and the project
+report's headline rows. Code inputs are not declared: they are the import closure of each
+stage's entry module (:mod:`neurotrain.codedeps`).
+
+Stage entry functions (``cfg`` is the stage's strict config slice, see
+:class:`neurotrain.config.StrictConfig`)::
+
+    generate(cfg, out_dir)                     embedded dataset + ground truth into out_dir
+    preprocess(cfg, raw, out)                  raw file(s) -> processed HDF5
+    train(cfg, data, out_dir, threads)         -> model/ (checkpoints, training_log.json, config.json)
+    extract(cfg, model_dir, data, out_dir)     -> weights/, outputs/
+    analyze(cfg, run_dir, data, truth)         -> metrics/, population/, metrics.json
+    figures(cfg, run_dir)                      -> figures/
+    report                                     the system's ``report.md.j2`` (rendered by
+                                               neurotrain.reports.render with ``cfg``)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+STAGES = ("generate", "preprocess", "train", "extract", "analyze", "figures", "report")
+FRAMEWORKS = {"torch": "pt", "jax": "npz"}  # framework -> checkpoint file extension
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a system.
+
+    ``entry`` is ``"module:function"``; a module starting with ``.`` is inside the system's
+    folder (``".train:run_training"``). ``reads`` lists the config keys the stage reads,
+    dotted under the system's block (``"training"`` is the whole block, ``"training.seed"`` one
+    key); the stage gets exactly these and reading any other raises. ``files`` are other files
+    the stage reads, relative to the system's folder (a report template).
+    """
+
+    entry: str
+    reads: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Source:
+    """A real-data source (``<system>.data.source``): ``downloads(data_block)`` returns
+    ``{filename: {"url", "md5", "retries"}}`` fetched into ``data/raw/<system>/download/``;
+    or ``user_files`` is the key path under ``data`` that holds the user's path(s)."""
+
+    downloads: Callable[[dict], dict[str, dict]] | None = None
+    user_files: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    name: str
+    title: str
+    seed: str  # the seed document in ../shared/seeds
+    framework: str  # a key of FRAMEWORKS
+    stages: dict[str, Stage]
+    sources: dict[str, Source] = field(default_factory=dict)  # besides "embedded"
+    captions: dict[str, str] = field(default_factory=dict)  # figure name (no .png) -> caption
+    headline: str = ".report"  # module with headline(metrics) -> rows and verdict(metrics) for the project report
+
+    def __post_init__(self):
+        if self.framework not in FRAMEWORKS:
+            raise ValueError(f"system {self.name}: framework {self.framework!r} is not one of {sorted(FRAMEWORKS)}")
+        missing = [s for s in STAGES if s not in self.stages]
+        if missing:
+            raise ValueError(f"system {self.name}: no stage {', '.join(missing)}")
+
+    @property
+    def package(self) -> str:
+        return f"neurotrain.systems.{self.name}"
+
+    def module(self, entry: str) -> tuple[str, str]:
+        """(absolute module, function) of an entry string."""
+        module, _, func = entry.partition(":")
+        return (self.package + module if module.startswith(".") else module), func

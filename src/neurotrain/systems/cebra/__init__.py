@@ -1,0 +1,1 @@
+"""CEBRA multi-session contrastive embedding (seed: cebra-multisession-training.md)."""

@@ -1,0 +1,176 @@
+"""CEBRA analysis: cross-session consistency, behaviour decoding, latent reconstruction, PCA of
+the embeddings, Fano factors of the input spike counts.
+
+``metrics/``:
+  consistency.npy           [S, S]  R^2 of the linear alignment of session i's embedding onto
+                                    session j's (row = source, column = target; labels binned, as
+                                    CEBRA's consistency_score); NaN diagonal
+  decoding_r2.npy           [S]     kNN decoding of behaviour from the embedding, held-out part
+  decoding_median_abs_error.npy [S] median absolute error of that decoding (behaviour units)
+  raw_decoding_r2.npy       [S]     the same kNN on the raw spike counts (baseline)
+  reconstruction_r2.npy     [S]     reconstruction R^2 of the true latent from the embedding with a
+                                    kNN read-out (held-out part; embedded data): the quality bar
+  reconstruction_linear_r2.npy [S]  the same with a linear read-out (the CEBRA paper's score),
+                                    reported beside; a linear read-out of the true 1-D u itself too
+  fano_<session>.npy        [N_s]   Fano factor per neuron (windows of fano_window_bins, conditions
+                                    = behaviour bins)
+  decoded_<session>.npy     [T_test, B] decoded behaviour on the held-out part
+``population/``: pca_<session>.npy [T_s, n_pcs] embedding on its principal components,
+  pca_explained_variance_<session>.npy [n_pcs].
+``metrics.json``: the summary numbers and quality-bar verdicts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from sklearn.linear_model import LinearRegression
+from sklearn.metrics import r2_score
+from sklearn.neighbors import KNeighborsRegressor
+
+from neurotrain.io import atomic_dir, load_json, load_npy, save_json, save_npy
+from neurotrain import stats
+
+
+def knn_decode(train_x, train_y, test_x, k: int, metric: str = "cosine"):
+    """kNN regression (distance-weighted, as in CEBRA's decoding examples)."""
+    knn = KNeighborsRegressor(n_neighbors=min(k, len(train_x)), weights="distance", metric=metric)
+    return knn.fit(train_x, train_y).predict(test_x)
+
+
+def consistency_matrix(embeddings: list[np.ndarray], labels: list[np.ndarray], bins: int) -> np.ndarray:
+    """Cross-session consistency as CEBRA's ``consistency_score(between="datasets")`` computes it.
+
+    Labels [T_s] are digitised into ``bins`` equal bins over their common range; each session's
+    embedding [T_s, D] is averaged per bin and the bin means are scaled to unit length (CEBRA's
+    ``align_embeddings(normalize=True)``); for every ordered pair a linear regression maps
+    session i's binned embedding onto session j's, and its R^2 is ``mat[i, j]`` (row = source,
+    column = target, as CEBRA's consistency plots; NaN diagonal). Unlike CEBRA's helper, which
+    widens empty bins, bins empty in either session of a pair are left out (at least 3 shared
+    bins, else NaN).
+    """
+    lo = min(float(np.min(lab)) for lab in labels)
+    hi = max(float(np.max(lab)) for lab in labels)
+    edges = np.linspace(lo, hi, bins + 1)
+    binned = []
+    for e, lab in zip(embeddings, labels):
+        idx = np.clip(np.digitize(lab, edges[1:-1]), 0, bins - 1)
+        means = np.full((bins, e.shape[1]), np.nan)
+        for b in np.unique(idx):
+            m = e[idx == b].mean(0)
+            means[b] = m / max(np.linalg.norm(m), 1e-12)
+        binned.append(means)
+    S = len(embeddings)
+    mat = np.full((S, S), np.nan)
+    for i in range(S):
+        for j in range(S):
+            if i == j:
+                continue
+            ok = np.isfinite(binned[i]).all(1) & np.isfinite(binned[j]).all(1)
+            if ok.sum() >= 3:
+                x, y = binned[i][ok], binned[j][ok]
+                mat[i, j] = LinearRegression().fit(x, y).score(x, y)
+    return mat
+
+
+def behaviour_conditions(behavior: np.ndarray, n_bins: int) -> np.ndarray:
+    """Conditions [T] for Fano factors: quantile bins of the first behaviour dimension, crossed
+    with the rounded values of the others (e.g. the rat's running direction)."""
+    b = behavior[:, 0]
+    edges = np.unique(np.quantile(b, np.linspace(0, 1, n_bins + 1)[1:-1]))
+    cond = np.searchsorted(edges, b)
+    if behavior.shape[1] > 1:
+        _, rest = np.unique(np.round(behavior[:, 1:]), axis=0, return_inverse=True)
+        cond = cond * (int(rest.max()) + 1) + rest.reshape(-1)
+    return cond
+
+
+def analyze(cfg: dict, run_dir: str, data_path: str | None = None, truth_path: str | None = None) -> dict:
+    """Stage ``analyze``: ``metrics/``, ``population/``, ``metrics.json`` from ``outputs/``."""
+    run = Path(run_dir)
+    a = cfg["analysis"]
+    meta = load_json(run / "outputs" / "sessions.json")
+    names = meta["names"]
+    from neurotrain.systems.cebra.data import load_processed
+
+    data = load_processed(data_path)
+    o = lambda kind, n: load_npy(run / "outputs" / f"{kind}_{n}.npy")  # noqa: E731
+    embs = [o("embedding", n) for n in names]
+    behs = [o("behavior", n) for n in names]
+    splits = [o("split", n) for n in names]
+    has_latent = all((run / "outputs" / f"latent_{n}.npy").exists() for n in names)
+
+    # consistency on the held-out parts, labels = first behaviour dimension
+    test = [sp == 1 for sp in splits]
+    cons = consistency_matrix([e[m] for e, m in zip(embs, test)], [b[m][:, 0] for b, m in zip(behs, test)],
+                              a["consistency_bins"])
+    dec_r2, dec_mae, raw_r2, decoded, fanos, pcas = [], [], [], {}, {}, {}
+    rec_r2, rec_lin, rec_u_lin, rec_raw = [], [], [], []
+    for n, e, b, sp, s in zip(names, embs, behs, splits, data["sessions"]):
+        tr, te = sp == 0, sp == 1
+        pred = knn_decode(e[tr], b[tr], e[te], a["knn_neighbors"])
+        decoded[n] = pred
+        # scored on the first behaviour dimension (u, or the rat's position in metres)
+        dec_r2.append(r2_score(b[te, 0], pred[:, 0]))
+        dec_mae.append(float(np.median(np.abs(pred[:, 0] - b[te, 0]))))
+        raw = knn_decode(s["spikes"][tr], b[tr], s["spikes"][te], a["knn_neighbors"], metric="euclidean")
+        raw_r2.append(r2_score(b[te, 0], raw[:, 0]))
+        if has_latent:
+            z = o("latent", n)
+            rec_r2.append(r2_score(z[te], knn_decode(e[tr], z[tr], e[te], a["knn_neighbors"])))
+            rec_lin.append(r2_score(z[te], LinearRegression().fit(e[tr], z[tr]).predict(e[te])))
+            rec_u_lin.append(r2_score(z[te], LinearRegression().fit(b[tr], z[tr]).predict(b[te])))
+            rec_raw.append(r2_score(z[te], knn_decode(s["spikes"][tr], z[tr], s["spikes"][te], a["knn_neighbors"],
+                                                      metric="euclidean")))
+        W = a["fano_window_bins"]
+        counts = stats.window_counts(s["spikes"][None], W)[0]  # [windows, N]
+        cond = behaviour_conditions(b[W // 2: len(counts) * W: W][: len(counts)], a["behavior_bins"])
+        fanos[n] = stats.fano_factor(counts[:, None, :], cond, 1)
+        p = stats.pca_fit(e, a["n_pcs"])
+        pcas[n] = (stats.pca_project(e, p), p["explained_variance_ratio"])
+
+    with atomic_dir(run / "metrics") as d:
+        save_npy(d / "consistency.npy", cons)
+        save_npy(d / "decoding_r2.npy", np.array(dec_r2))
+        save_npy(d / "decoding_median_abs_error.npy", np.array(dec_mae))
+        save_npy(d / "raw_decoding_r2.npy", np.array(raw_r2))
+        if has_latent:
+            save_npy(d / "reconstruction_r2.npy", np.array(rec_r2))
+            save_npy(d / "reconstruction_linear_r2.npy", np.array(rec_lin))
+        for n in names:
+            save_npy(d / f"fano_{n}.npy", fanos[n])
+            save_npy(d / f"decoded_{n}.npy", decoded[n])
+    with atomic_dir(run / "population") as d:
+        for n in names:
+            save_npy(d / f"pca_{n}.npy", pcas[n][0])
+            save_npy(d / f"pca_explained_variance_{n}.npy", pcas[n][1])
+
+    off = cons[~np.eye(len(names), dtype=bool)]
+    log = load_json(run / "model" / "training_log.json")
+    summary = {
+        "sessions": names, "n_neurons": [int(s["spikes"].shape[1]) for s in data["sessions"]],
+        "n_bins": [int(s["spikes"].shape[0]) for s in data["sessions"]], "source": meta["source"],
+        "consistency_mean": float(np.mean(off)), "consistency_min": float(np.min(off)),
+        "decoding_r2": [float(x) for x in dec_r2], "decoding_median_abs_error": dec_mae,
+        "raw_decoding_r2": [float(x) for x in raw_r2],
+        "decoding_r2_mean": float(np.mean(dec_r2)), "raw_decoding_r2_mean": float(np.mean(raw_r2)),
+        "fano_mean": {n: float(np.nanmean(f)) for n, f in fanos.items()},
+        "pca_explained_variance_top": {n: [float(x) for x in pcas[n][1]] for n in names},
+        "test_fraction": float(np.mean([np.mean(sp) for sp in splits])), "analysis_config": a, "final_loss": log["summary"]["final_loss"], "final_goodness_of_fit_bits": log["summary"]["final_goodness_of_fit_bits"],
+    }
+    quality = {"min_consistency": a["min_consistency"], "consistency_passes": bool(np.min(off) >= a["min_consistency"])}
+    if has_latent:
+        summary["reconstruction_r2"] = [float(x) for x in rec_r2]
+        summary["reconstruction_r2_min"] = float(np.min(rec_r2))
+        summary["reconstruction_linear_r2_min"] = float(np.min(rec_lin))
+        summary["reconstruction_linear_r2"] = [float(x) for x in rec_lin]
+        summary["reconstruction_linear_from_true_behavior_r2"] = [float(x) for x in rec_u_lin]
+        summary["raw_reconstruction_r2"] = [float(x) for x in rec_raw]
+        quality.update(min_reconstruction=a["min_reconstruction"],
+                       reconstruction_passes=bool(np.min(rec_r2) >= a["min_reconstruction"]),
+                       reconstruction_linear_meets_bar=bool(np.min(rec_lin) >= a["min_reconstruction"]))
+    quality["passes"] = all(v for k, v in quality.items() if k.endswith("_passes"))
+    summary["quality"] = quality
+    save_json(run / "metrics.json", summary)
+    return summary

@@ -1,0 +1,231 @@
+"""CEBRA data: the embedded multi-session dataset, the rat hippocampus recordings, NWB sessions.
+
+Processed HDF5 (``data/processed/cebra.h5``), one group per session under ``sessions/``, in
+the order of the ``session_names`` attribute:
+
+=====================================  ===============  ==========================================
+dataset                                shape            content
+=====================================  ===============  ==========================================
+sessions/<name>/spikes                 [T, N_s] f32     spike counts per bin (N_s neurons)
+sessions/<name>/behavior               [T, B] f32       continuous behaviour labels
+sessions/<name>/latent (embedded)      [T, 2] f32       the true latent (u, 2 sin u) + noise
+sessions/<name>/train_idx, test_idx    int64            time split: first part trains, last tests
+=====================================  ===============  ==========================================
+
+Attributes: ``dt`` (s), ``session_names``, ``behavior_names``, ``source``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import logging
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from neurotrain.errors import NeurotrainError
+from neurotrain.io import atomic_path, read_hdf5
+from neurotrain.fetch import verify_md5
+
+log = logging.getLogger("neurotrain.systems.cebra.data")
+
+RAT_FILE = "{name}.jl.gz"
+
+
+# --------------------------------------------------------------------------- embedded
+def latent_walk(n_time: int, rng: np.random.Generator, speed: float) -> np.ndarray:
+    """Behaviour u(t) in [0, 2 pi]: a reflecting random walk with smooth velocity, [T]."""
+    u = np.empty(n_time)
+    u[0] = rng.uniform(0, 2 * np.pi)
+    v = 0.0
+    for t in range(1, n_time):
+        v = 0.95 * v + 0.05 * rng.normal(0.0, speed)
+        x = u[t - 1] + v
+        if x < 0:
+            x, v = -x, -v
+        if x > 2 * np.pi:
+            x, v = 4 * np.pi - x, -v
+        u[t] = x
+    return u
+
+
+def mixing_rates(z: np.ndarray, n_neurons: int, rng: np.random.Generator, hidden: int, rate_scale: float) -> np.ndarray:
+    """A random nonlinear mixing of the latent z [T, 2] to rates [T, n_neurons] (counts/bin):
+    leaky-ReLU layer then softplus, with the session's own random weights."""
+    w1 = rng.normal(0.0, 1.0, (z.shape[1], hidden))
+    b1 = rng.normal(0.0, 1.0, hidden)
+    w2 = rng.normal(0.0, 1.0 / np.sqrt(hidden), (hidden, n_neurons))
+    b2 = rng.normal(-1.0, 0.5, n_neurons)
+    h = z @ w1 + b1
+    h = np.where(h > 0, h, 0.2 * h)
+    return np.logaddexp(0.0, h @ w2 + b2) * rate_scale
+
+
+def generate_embedded(cfg: dict, out_dir: str | Path) -> None:
+    """Stage ``generate``: one ``session<i>.npz`` per session (spikes [T, N_s], behavior [T, 1]
+    = u, latent [T, 2], rates [T, N_s]) into ``out_dir``.
+
+    Every session ("animal") has its own trajectory, neuron count and mixing; all share the
+    latent z = (u, 2 sin u) + noise (CEBRA's synthetic benchmark), with Poisson spikes.
+    """
+    e = cfg["data"]["embedded"]
+    rng = np.random.default_rng(e["seed"])
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for i, n in enumerate(e["n_neurons"]):
+        u = latent_walk(e["n_time"], rng, e["speed"])
+        z = np.stack([u, 2 * np.sin(u)], 1) + rng.normal(0.0, e["latent_noise"], (len(u), 2))
+        rates = mixing_rates(z, n, rng, e["hidden_units"], e["rate_scale"])
+        spikes = rng.poisson(rates)
+        with atomic_path(out_dir / f"session{i}.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, spikes=spikes.astype(np.float32), behavior=u[:, None].astype(np.float32),
+                         latent=z.astype(np.float32), rates=rates.astype(np.float32), dt=np.float64(e["dt"]))
+
+
+# --------------------------------------------------------------------------- rat hippocampus
+def load_rat(path: Path, md5: str) -> dict:
+    """One rat's recording after its checksum matched: spikes [T, N], position [T, 3]."""
+    verify_md5(path, md5)  # the file is a pickle: never open it unverified
+    import joblib
+
+    try:
+        with gzip.open(path, "rb") as fh:
+            d = joblib.load(io.BytesIO(fh.read()))
+    except Exception as exc:  # noqa: BLE001 - gzip, pickle and joblib raise many types
+        raise NeurotrainError(path, f"corrupt joblib file ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(d, dict) or "spikes" not in d or "position" not in d:
+        raise NeurotrainError(path, "expected a dict with 'spikes' and 'position'")
+    return {"spikes": np.asarray(d["spikes"], np.float32), "behavior": np.asarray(d["position"], np.float32)}
+
+
+# --------------------------------------------------------------------------- NWB
+def load_nwb(path: Path, cfg: dict, dt: float) -> dict:
+    """A session from NWB: spike times of the Units table binned at ``dt``; the behaviour time
+    series named ``cfg['behavior']`` interpolated to the bin centres."""
+    from pynwb import NWBHDF5IO, TimeSeries
+
+    if not path.is_file():
+        raise NeurotrainError(path, "file not found")
+    try:
+        with NWBHDF5IO(str(path), "r") as nio:
+            nwb = nio.read()
+            if nwb.units is None or len(nwb.units) == 0:
+                raise NeurotrainError(path, "no Units table (spike times) in the NWB file")
+            trains = [np.asarray(nwb.units["spike_times"][i]) for i in range(len(nwb.units))]
+            series = [o for o in nwb.objects.values() if isinstance(o, TimeSeries) and o.name == cfg["behavior"]]
+            if not series:
+                raise NeurotrainError(path, f"no behaviour time series named {cfg['behavior']!r} (config key cebra.data.nwb.behavior)")
+            ts = series[0]
+            values = np.asarray(ts.data[:], np.float64)
+            times = np.asarray(ts.timestamps[:]) if ts.timestamps is not None else ts.starting_time + np.arange(len(values)) / ts.rate
+    except NeurotrainError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - h5py/hdmf raise many types for damaged files
+        raise NeurotrainError(path, f"cannot read NWB file ({exc.__class__.__name__}: {exc})") from None
+    if values.ndim == 1:
+        values = values[:, None]
+    if len(values) < 2 or len(times) != len(values):
+        raise NeurotrainError(path, f"behaviour time series {cfg['behavior']!r} has {len(values)} samples and "
+                                    f"{len(times)} timestamps")
+    edges = np.arange(times[0], times[-1] + dt / 2, dt)
+    centres = edges[:-1] + dt / 2
+    spikes = np.stack([np.histogram(t, edges)[0] for t in trains], 1).astype(np.float32)
+    behavior = np.stack([np.interp(centres, times, values[:, j]) for j in range(values.shape[1])], 1)
+    return {"spikes": spikes, "behavior": behavior.astype(np.float32)}
+
+
+# --------------------------------------------------------------------------- preprocess
+def _check_session(name: str, s: dict, where, min_length: int, test_fraction: float) -> None:
+    sp, be = s["spikes"], s["behavior"]
+    if sp.ndim != 2:
+        raise NeurotrainError(where, f"session {name}: spikes must be [T, N], got shape {sp.shape}")
+    if be.ndim != 2 or be.shape[0] != sp.shape[0]:
+        raise NeurotrainError(where, f"session {name}: behaviour has shape {be.shape}, expected [{sp.shape[0]}, B] to match spikes {sp.shape}")
+    for key in ("spikes", "behavior"):
+        bad = int(np.size(s[key]) - np.isfinite(s[key]).sum())
+        if bad:
+            raise NeurotrainError(where, f"session {name}: {key} has {bad} NaN/Inf values")
+    if sp.shape[0] < min_length:
+        raise NeurotrainError(where, f"session {name}: {sp.shape[0]} time bins, shorter than the minimum {min_length} "
+                                     "(the model's receptive field and a train/test split)")
+    n_test = sp.shape[0] - int(round(sp.shape[0] * (1 - test_fraction)))
+    if n_test < 10:
+        raise NeurotrainError(where, f"session {name}: test_fraction leaves {n_test} held-out bins (need at least 10)")
+
+
+def read_sessions(cfg: dict, raw: list[Path]) -> tuple[list[str], list[dict], float]:
+    """Sessions from the configured source: names, dicts (spikes, behavior[, latent]), dt."""
+    d = cfg["data"]
+    if d["source"] == "embedded":
+        folder = Path(raw[0])
+        files = sorted((p for p in folder.glob("session*.npz") if p.stem.removeprefix("session").isdigit()),
+                       key=lambda p: int(p.stem.removeprefix("session")))
+        if not files:
+            raise NeurotrainError(folder, "no session<i>.npz files (run the generate stage)")
+        sessions = []
+        for f in files:
+            try:
+                with np.load(f, allow_pickle=False) as z:
+                    sessions.append({k: z[k] for k in ("spikes", "behavior", "latent")})
+                    dt = float(z["dt"])
+            except Exception as exc:  # noqa: BLE001 - zipfile/numpy raise many types
+                raise NeurotrainError(f, f"corrupt or incomplete session file ({exc.__class__.__name__}: {exc})") from None
+        return [f.stem for f in files], sessions, dt
+    if d["source"] == "rat":
+        files = {Path(p).name.removesuffix(".jl.gz"): Path(p) for p in raw}
+        names = d["rat"]["names"]
+        missing = [n for n in names if n not in files]
+        if missing:
+            raise NeurotrainError(", ".join(map(str, raw)), f"no download for {', '.join(missing)}")
+        no_md5 = [n for n in names if n not in d["rat"]["md5"]]
+        if no_md5:
+            raise NeurotrainError(f"config key cebra.data.rat.md5.{no_md5[0]}", "no checksum for this rat")
+        return names, [load_rat(files[n], d["rat"]["md5"][n]) for n in names], 0.025
+    paths = [Path(p) for p in raw]
+    stems = [p.stem for p in paths]
+    dup = sorted({x for x in stems if stems.count(x) > 1})
+    if dup:
+        raise NeurotrainError(", ".join(map(str, raw)), f"two NWB files share the session name {dup[0]!r} (file stem)")
+    return stems, [load_nwb(p, d["nwb"], d["nwb"]["bin_size"]) for p in paths], d["nwb"]["bin_size"]
+
+
+def preprocess_raw(cfg: dict, raw, out: str | Path) -> None:
+    """Stage ``preprocess``: check every session and write the processed HDF5."""
+    raw = [Path(p) for p in ([raw] if isinstance(raw, (str, Path)) else raw)]
+    names, sessions, dt = read_sessions(cfg, raw)
+    d = cfg["data"]
+    min_length = max(d["min_session_bins"], 10)
+    where = raw[0] if len(raw) == 1 else ", ".join(map(str, raw))
+    for name, s in zip(names, sessions):
+        _check_session(name, s, where, min_length, d["test_fraction"])
+    n_beh = {s["behavior"].shape[1] for s in sessions}
+    if len(n_beh) != 1:
+        raise NeurotrainError(where, f"sessions have different behaviour dimensions {sorted(n_beh)}")
+    with atomic_path(out) as tmp:
+        with h5py.File(tmp, "w") as fh:
+            for name, s in zip(names, sessions):
+                g = fh.create_group(f"sessions/{name}")
+                T = s["spikes"].shape[0]
+                n_train = int(round(T * (1 - d["test_fraction"])))
+                for key in ("spikes", "behavior", "latent"):
+                    if key in s:
+                        g.create_dataset(key, data=np.asarray(s[key], np.float32))
+                g.create_dataset("train_idx", data=np.arange(n_train))
+                g.create_dataset("test_idx", data=np.arange(n_train, T))
+            fh.attrs["dt"] = dt
+            fh.attrs["session_names"] = names
+            fh.attrs["source"] = d["source"]
+    log.info("preprocessed %d sessions: %s", len(names), ", ".join(f"{n} {s['spikes'].shape}" for n, s in zip(names, sessions)))
+
+
+def load_processed(path: str | Path) -> dict:
+    """``{"names": [...], "dt": float, "sessions": [dict of arrays, ...], "source": str}``."""
+    def read(fh):
+        names = [str(n) for n in fh.attrs["session_names"]]
+        sessions = [{k: np.asarray(v[()]) for k, v in fh[f"sessions/{n}"].items()} for n in names]
+        return {"names": names, "dt": float(fh.attrs["dt"]), "sessions": sessions, "source": str(fh.attrs["source"])}
+
+    return read_hdf5(path, read, "processed cebra dataset")

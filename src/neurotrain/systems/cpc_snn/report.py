@@ -1,0 +1,24 @@
+"""The project report's rows of this system: headline metrics beside their bar and reference."""
+
+from __future__ import annotations
+
+from neurotrain.reports.index import Metrics, row
+
+
+def headline(m: Metrics) -> list[dict]:
+    """Rows from ``metrics.json``; rows needing ground truth or annotations are left out on real data."""
+    fap, need = m["metrics.quality_bar.fap"], m["metrics.quality_bar.required_ratio"]
+    passed = m["metrics.quality_bar.passed"]
+    return [
+        row(f"SNN true-positive rate at FAP {fap:g}", m["metrics.quality_bar.tpr_snn"], f">= {need:g} x matched filter",
+            f"matched filter {m['metrics.quality_bar.tpr_mf']:.3f}", passed),
+        row("SNN / matched-filter ratio", m["metrics.quality_bar.ratio"], f">= {need:g}", "1 = optimal detector", passed),
+        row(f"matched-filter TPR at FAP {fap:g}", m["metrics.quality_bar.tpr_mf"], "in [0.5, 0.9] (a ceiling that misses)",
+            "optimal in Gaussian noise", m["metrics.quality_bar.mf_in_range"]),
+        row("ROC AUC, SNN", m["metrics.auc_snn"], "", f"matched filter {m['metrics.auc_mf']:.3f}"),
+    ]
+
+
+def verdict(m: Metrics) -> bool | None:
+    """The system's quality bar: passed, failed, or None where it cannot be scored."""
+    return m["metrics.quality_bar.passed"]

@@ -1,0 +1,1 @@
+"""E-I RNN fitted to neural PSTHs under Dale's law (seed: ei-rnn-final-training-plan.md)."""

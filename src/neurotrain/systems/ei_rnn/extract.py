@@ -1,0 +1,107 @@
+"""Extract the E-I RNN's weights and validation outputs from ``model_best.pt``.
+
+``weights/`` (N neurons, n_exc excitatory, E = embed_dim, H heads, d head size):
+
+=========================  ============================  =======================================
+file                       shape                         content
+=========================  ============================  =======================================
+W_rec.npy                  [N, N]                        recurrent weights, post x pre, Dale's law
+W_in.npy                   [N, E]                        input weights (from the embedding)
+W_out.npy                  [n_outputs, n_exc]            readout from excitatory units
+h0.npy                     [N]                           learned initial state
+bias.npy                   [N]                           recurrent unit bias
+attention_weights.npy      structured scalar             fields Q [H*d, d], K [H*d, d], V [H, d]
+input_embed_linear.npy     [E, n_inputs*H]               attention output projection
+attention_maps.npy         [H, n_inputs, n_inputs]       mean attention (query x key channel) on val
+E_mask.npy, I_mask.npy     [N] bool                      excitatory / inhibitory units
+=========================  ============================  =======================================
+
+``outputs/`` (validation trials; rates in spikes/s):
+
+===============================  ==================================  ======================================
+file                             shape                               content
+===============================  ==================================  ======================================
+val_model_rates.npy              [n_val_trials, n_time, N]           model rates (one noisy run per trial)
+val_target_rates.npy             [n_val_trials, n_time, N]           spike counts / dt
+val_model_psth.npy               [n_time, N]                         model rates averaged over all trials
+val_target_psth.npy              [n_time, N]                         target averaged over all trials
+val_trial_conditions.npy         [n_val_trials]                      condition index (0-based)
+condition_values.npy             [n_conditions]                      the data file's label of each index
+val_model_psth_by_condition.npy  [n_conditions, n_time, N]           model PSTH per condition
+val_target_psth_by_condition.npy [n_conditions, n_time, N]           target PSTH per condition
+val_model_outputs.npy            [n_val_trials, n_time, n_outputs]   model task outputs
+===============================  ==================================  ======================================
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neurotrain.stats import psth_by_condition
+from neurotrain.systems.ei_rnn.data import load_processed
+from neurotrain.io import atomic_dir, save_npy
+from neurotrain.systems.ei_rnn.network import AttentionEmbedding, build_model
+from neurotrain.systems.ei_rnn.train import EIRNNTask
+from neurotrain.training.checkpoint import load_checkpoint
+
+
+def extract(cfg: dict, model_dir: str, data_path: str, out_dir: str) -> None:
+    """Stage ``extract``: write ``weights/`` and ``outputs/`` under ``out_dir``."""
+    ck = load_checkpoint(Path(model_dir) / "model_best.pt")
+    data = load_processed(data_path)
+    model = build_model(ck["model_config"])
+    model.load_state_dict(ck["model"])
+    model.eval()
+    labels = np.asarray(ck["model_config"]["ei_labels"])
+    out = Path(out_dir)
+
+    with atomic_dir(out / "weights") as w:
+        save_npy(w / "W_rec.npy", model.w_rec.detach().numpy())
+        save_npy(w / "W_in.npy", model.w_in.weight.detach().numpy())
+        if model.w_out is not None:
+            save_npy(w / "W_out.npy", model.w_out.weight.detach().numpy())
+        else:
+            save_npy(w / "W_out.npy", np.zeros((0, int((labels == 0).sum())), np.float32))
+        save_npy(w / "h0.npy", model.h0.detach().numpy())
+        save_npy(w / "bias.npy", model.bias.detach().numpy())
+        if isinstance(model.embed, AttentionEmbedding):
+            att = {k: v.numpy() for k, v in model.embed.attention_weights().items()}
+            dtype = np.dtype([(k, np.float32, v.shape) for k, v in att.items()])
+            rec = np.zeros((), dtype=dtype)
+            for k, v in att.items():
+                rec[k] = v
+            save_npy(w / "attention_weights.npy", rec)
+            save_npy(w / "input_embed_linear.npy", model.embed.out.weight.detach().numpy())
+            with torch.no_grad():
+                u = torch.as_tensor(data["inputs"][data["val_idx"]], dtype=torch.float32)
+                maps, _ = model.embed.attention(u)
+            save_npy(w / "attention_maps.npy", maps.mean(dim=(0, 1)).numpy())
+        else:
+            save_npy(w / "input_embed_linear.npy", model.embed.weight.detach().numpy())
+        save_npy(w / "E_mask.npy", labels == 0)
+        save_npy(w / "I_mask.npy", labels == 1)
+
+    task = EIRNNTask(data, ck["config"], torch.device("cpu"), eval_seed=ck["config"]["training"]["seed"] + 1)
+    task.model.load_state_dict(ck["model"])
+    task.model.eval()
+    with torch.no_grad():
+        rates, outputs = task.simulate(task.val_idx, task.eval_seed)
+    dt = data["dt"]
+    val_idx = task.val_idx
+    cond = data["conditions"][val_idx]
+    C = int(data["conditions"].max()) + 1
+    model_rates = rates.numpy() / dt
+    target_rates = data["spikes"][val_idx] / dt
+    with atomic_dir(out / "outputs") as o:
+        save_npy(o / "val_model_rates.npy", model_rates.astype(np.float32))
+        save_npy(o / "val_target_rates.npy", target_rates.astype(np.float32))
+        save_npy(o / "val_model_psth.npy", model_rates.mean(0))
+        save_npy(o / "val_target_psth.npy", target_rates.mean(0))
+        save_npy(o / "val_trial_conditions.npy", cond)
+        save_npy(o / "condition_values.npy", data["condition_values"])
+        save_npy(o / "val_model_psth_by_condition.npy", psth_by_condition(model_rates, cond, C))
+        save_npy(o / "val_target_psth_by_condition.npy", psth_by_condition(target_rates, cond, C))
+        save_npy(o / "val_model_outputs.npy", outputs.numpy())

@@ -1,0 +1,35 @@
+"""E-I RNN: what the workflow needs to know about this system (torch-free)."""
+
+from neurotrain.spec import Source, Stage, SystemSpec
+
+SPEC = SystemSpec(
+    name="ei_rnn",
+    title="Dale's-law E-I RNN fitted to PSTHs",
+    seed="ei-rnn-final-training-plan.md",
+    framework="torch",
+    stages={
+        "generate": Stage(".data:generate_embedded", reads=("data",)),
+        "preprocess": Stage(".data:preprocess_raw", reads=("data",)),
+        "train": Stage(".train:run_training", reads=("data", "model", "loss", "training")),
+        "extract": Stage(".extract:extract"),
+        "analyze": Stage(".analyze:analyze", reads=("analysis", "training.seed")),
+        "figures": Stage(".figures:render"),
+        "report": Stage("neurotrain.reports.render:render_report", files=("report.md.j2",)),
+    },
+    sources={"mat": Source(user_files=("path",))},
+    captions={
+        "training_curves": "E-I RNN training: loss terms and validation PSTH correlation per epoch.",
+        "per_neuron_correlation_histogram": "E-I RNN: distribution of per-neuron PSTH correlations (model vs data, "
+        "validation trials), excitatory and inhibitory separately, with the split-half noise ceiling.",
+        "per_neuron_correlation_scatter": "E-I RNN: per-neuron correlation against each neuron's mean rate.",
+        "best_worst_neurons": "E-I RNN: PSTHs of the best- and worst-fitted neurons, model against data, per condition.",
+        "weight_matrices": "E-I RNN: recurrent, input and output weights; excitatory columns are non-negative and "
+        "inhibitory ones non-positive (Dale's law).",
+        "h0_distribution": "E-I RNN: learned initial state h0 of excitatory and inhibitory units.",
+        "attention_patterns": "E-I RNN: attention weights of the input embedding per head.",
+        "pca_trajectories": "E-I RNN: condition-averaged population trajectories on the data's top principal "
+        "components, model against data.",
+        "pca_state_space": "E-I RNN: state space of the top principal components and their explained variance.",
+        "fano_factor_comparison": "E-I RNN: Fano factors of spike counts, model against data.",
+    },
+)

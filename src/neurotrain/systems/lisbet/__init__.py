@@ -1,0 +1,1 @@
+"""LISBET-style self-supervised transformer on mouse social behaviour (seed: lisbet-self-supervised-training.rst)."""

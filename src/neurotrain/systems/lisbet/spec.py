@@ -1,0 +1,38 @@
+"""LISBET: what the workflow needs to know about this system (torch-free)."""
+
+from neurotrain.spec import Source, Stage, SystemSpec
+
+CALMS21_ARCHIVES = {"unlabeled": "unlabeled_videos.zip", "task1": "task1_classic_classification.zip"}
+
+
+def calms21_files(data: dict) -> dict[str, dict]:
+    """The CalMS21 archives named in ``data.calms21.files``."""
+    c = data["calms21"]
+    return {CALMS21_ARCHIVES[k]: {"url": c["url"].format(file=CALMS21_ARCHIVES[k]), "md5": c["md5"][k],
+                                  "retries": c["retries"]}
+            for k in c["files"]}
+
+
+SPEC = SystemSpec(
+    name="lisbet",
+    title="LISBET social-behaviour transformer",
+    seed="lisbet-self-supervised-training.rst",
+    framework="torch",
+    stages={
+        "generate": Stage(".data:generate_embedded", reads=("data.embedded",)),
+        "preprocess": Stage(".data:preprocess_raw", reads=("data", "model.window")),
+        "train": Stage(".train:run_training", reads=("model", "training")),
+        "extract": Stage(".extract:extract", reads=("training.embed_batch",)),
+        "analyze": Stage(".analyze:analyze", reads=("analysis",)),
+        "figures": Stage(".figures:render"),
+        "report": Stage("neurotrain.reports.render:render_report", files=("report.md.j2",)),
+    },
+    sources={"calms21": Source(downloads=calms21_files), "movement": Source(user_files=("movement", "paths"))},
+    captions={
+        "history": "LISBET: training and validation accuracy per self-supervised task per epoch.",
+        "embedding_pca": "LISBET: per-frame embeddings on their first principal components, coloured by the true "
+        "behaviour.",
+        "confusion": "LISBET: confusion matrix of the linear behaviour classifier on embeddings (held-out sequences).",
+        "ethogram": "LISBET: true and predicted behaviour over time for held-out sequences.",
+    },
+)

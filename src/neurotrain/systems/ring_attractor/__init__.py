@@ -1,0 +1,1 @@
+"""Ring-attractor head-direction network (seed: ring-attractor-enhanced-training.md)."""

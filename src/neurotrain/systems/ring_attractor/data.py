@@ -1,0 +1,211 @@
+"""Ring-attractor data: embedded head-direction trajectories, head direction from NWB, the
+processed HDF5.
+
+Embedded generator (``data/raw/ring_attractor/embedded/trajectories.npz``): angular velocity is
+an Ornstein-Uhlenbeck process (``omega_sd_deg`` deg/s stationary SD, correlation time
+``omega_tau`` s); head direction is its integral from a uniform random start; the landmark
+("light") is visible for the first ``cue_duration`` s, then darkness and light alternate with
+exponential durations (means ``dark_mean`` and ``light_mean`` s). The true direction is the
+ground truth the network is scored against.
+
+NWB (a user's recording, or one fetched with its md5): the head direction is the
+``TimeSeries``/``SpatialSeries`` named ``data.nwb.series`` (radians, or degrees with
+``data.nwb.degrees: true``), resampled to ``dt`` by circular interpolation and cut into
+segments of the trajectory length. A recording has no darkness: the light schedule is drawn as
+for the embedded data (the network must integrate the animal's own angular velocity between
+landmark fixes).
+
+Processed HDF5 (``data/processed/ring_attractor.h5``):
+
+==========  =================  ============================================================
+dataset     shape              content
+==========  =================  ============================================================
+omega       [n, T] float32     angular velocity (rad/s)
+theta       [n, T] float32     true head direction (rad, wrapped to [-pi, pi))
+light       [n, T] float32     1 where the landmark is visible
+split       [n] int8           0 train, 1 validation, 2 test (held out)
+==========  =================  ============================================================
+
+Attributes: ``dt`` (s), ``source``, ``source_sha256``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from neurotrain.errors import NeurotrainError
+from neurotrain.io import atomic_path, read_hdf5, sha256_file
+from neurotrain.fetch import verify_md5
+from neurotrain.splits import random_split
+
+TRAJ_FILE = "trajectories.npz"
+
+
+def wrap(x: np.ndarray) -> np.ndarray:
+    return (x + np.pi) % (2 * np.pi) - np.pi
+
+
+def light_schedule(n: int, T: int, dt: float, cue: float, dark_mean: float, light_mean: float,
+                   rng: np.random.Generator) -> np.ndarray:
+    """[n, T] landmark visibility: on for ``cue`` s, then alternating dark/light periods."""
+    light = np.zeros((n, T), np.float32)
+    n_cue = max(1, int(round(cue / dt)))
+    for i in range(n):
+        light[i, :n_cue] = 1
+        t, on = n_cue, False
+        while t < T:
+            dur = max(1, int(round(rng.exponential(light_mean if on else dark_mean) / dt)))
+            light[i, t:t + dur] = float(on)
+            t += dur
+            on = not on
+    return light
+
+
+def simulate_trajectories(e: dict, rng: np.random.Generator) -> dict:
+    """Angular-velocity random walks and their head directions; ``e`` is ``data.embedded``."""
+    n, dt = e["n_trajectories"], e["dt"]
+    T = int(round(e["duration"] / dt))
+    sd = np.deg2rad(e["omega_sd_deg"])
+    a = dt / e["omega_tau"]
+    omega = np.empty((n, T))
+    omega[:, 0] = rng.normal(0.0, sd, n)
+    for t in range(1, T):
+        omega[:, t] = omega[:, t - 1] * (1 - a) + sd * np.sqrt(2 * a) * rng.normal(size=n)
+    theta0 = rng.uniform(-np.pi, np.pi, n)
+    theta = wrap(theta0[:, None] + np.cumsum(omega, 1) * dt - omega[:, :1] * dt)
+    light = light_schedule(n, T, dt, e["cue_duration"], e["dark_mean"], e["light_mean"], rng)
+    return {"omega": omega.astype(np.float32), "theta": theta.astype(np.float32), "light": light}
+
+
+def make_split(n: int, val_fraction: float, test_fraction: float, rng: np.random.Generator) -> np.ndarray:
+    return random_split(n, val_fraction, test_fraction, rng, "config key ring_attractor.data", "trajectories")
+
+
+def generate_embedded(cfg: dict, out_dir: str | Path) -> None:
+    """Stage ``generate``: ``trajectories.npz`` (omega, theta, light, dt) into ``out_dir``."""
+    e = cfg["data"]["embedded"]
+    rng = np.random.default_rng(e["seed"])
+    tr = simulate_trajectories(e, rng)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / TRAJ_FILE) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **tr, dt=np.float64(e["dt"]))
+
+
+# --------------------------------------------------------------------------- NWB
+def read_nwb_direction(path: Path, series: str, degrees: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(times [n] s, head direction [n] rad) from the named series of an NWB file."""
+    from pynwb import NWBHDF5IO, TimeSeries
+
+    if not path.is_file():
+        raise NeurotrainError(path, "file not found")
+    try:
+        with NWBHDF5IO(str(path), "r") as nio:
+            nwb = nio.read()
+            found = [o for o in nwb.objects.values() if isinstance(o, TimeSeries) and o.name == series]
+            if not found:
+                raise NeurotrainError(path, f"no time series named {series!r} (config key ring_attractor.data.nwb.series)")
+            ts = found[0]
+            values = np.asarray(ts.data[:], np.float64)
+            times = (np.asarray(ts.timestamps[:], np.float64) if ts.timestamps is not None
+                     else ts.starting_time + np.arange(len(values)) / ts.rate)
+    except NeurotrainError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - h5py/hdmf raise many types for damaged files
+        raise NeurotrainError(path, f"cannot read NWB file ({exc.__class__.__name__}: {exc})") from None
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    if values.ndim != 1:
+        raise NeurotrainError(path, f"series {series!r} must be one angle per sample, got shape {values.shape}")
+    if len(values) != len(times) or len(values) < 2:
+        raise NeurotrainError(path, f"series {series!r} has {len(values)} samples and {len(times)} timestamps")
+    if np.any(np.diff(times) <= 0):
+        raise NeurotrainError(path, f"series {series!r}: timestamps are not increasing")
+    ok = np.isfinite(values)
+    if not ok.any():
+        raise NeurotrainError(path, f"series {series!r} has no finite samples")
+    return times[ok], np.deg2rad(values[ok]) if degrees else values[ok]
+
+
+def nwb_trajectories(path: Path, cfg: dict, rng: np.random.Generator) -> dict:
+    """Cut an NWB head-direction recording into trajectories of the configured length."""
+    d = cfg["data"]
+    e, nwb = d["embedded"], d["nwb"]
+    dt = e["dt"]
+    T = int(round(e["duration"] / dt))
+    times, angle = read_nwb_direction(path, nwb["series"], nwb["degrees"])
+    grid = np.arange(times[0], times[-1], dt)
+    un = np.unwrap(angle)
+    # tracking gaps longer than max_gap are not bridged: segments must not span them
+    gap = np.diff(times) > nwb["max_gap"]
+    seg_id = np.concatenate([[0], np.cumsum(gap)])
+    theta_u = np.interp(grid, times, un)
+    grid_seg = seg_id[np.clip(np.searchsorted(times, grid, side="right") - 1, 0, len(times) - 1)]
+    starts = []
+    t = 0
+    while t + T <= len(grid):
+        if grid_seg[t] == grid_seg[t + T - 1]:
+            starts.append(t)
+            t += T
+        else:
+            t += 1
+    if len(starts) < 3:
+        raise NeurotrainError(path, f"recording yields {len(starts)} gap-free segments of {e['duration']} s; need at "
+                                    "least 3 (train, validation, test)")
+    theta = np.stack([theta_u[s:s + T] for s in starts])
+    omega = np.gradient(theta, dt, axis=1)
+    light = light_schedule(len(starts), T, dt, e["cue_duration"], e["dark_mean"], e["light_mean"], rng)
+    return {"omega": omega.astype(np.float32), "theta": wrap(theta).astype(np.float32), "light": light}
+
+
+# --------------------------------------------------------------------------- preprocess
+def preprocess_raw(cfg: dict, raw, out: str | Path) -> None:
+    """Stage ``preprocess``: trajectories (embedded folder or NWB file) -> processed HDF5."""
+    d = cfg["data"]
+    raw = [Path(r) for r in (raw if isinstance(raw, (list, tuple)) else [raw])]
+    rng = np.random.default_rng(d["split_seed"])
+    if d["source"] == "embedded":
+        f = raw[0] / TRAJ_FILE
+        if not f.is_file():
+            raise NeurotrainError(f, "embedded trajectories not found")
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                tr = {k: z[k] for k in ("omega", "theta", "light")}
+                dt = float(z["dt"])
+        except Exception as exc:  # noqa: BLE001
+            raise NeurotrainError(f, f"corrupt trajectory file ({exc.__class__.__name__}: {exc})") from None
+        src, sha = "embedded", sha256_file(f)
+    else:
+        if len(raw) != 1:
+            raise NeurotrainError("config key ring_attractor.data.nwb", f"expected one NWB file, got {len(raw)}")
+        if d["nwb"].get("md5"):
+            verify_md5(raw[0], d["nwb"]["md5"])
+        tr = nwb_trajectories(raw[0], cfg, rng)
+        dt, src, sha = d["embedded"]["dt"], "nwb", sha256_file(raw[0])
+    where = raw[0]
+    shapes = {k: v.shape for k, v in tr.items()}
+    if len({s for s in shapes.values()}) != 1 or len(shapes["omega"]) != 2:
+        raise NeurotrainError(where, f"omega, theta and light must share one [n, T] shape, got {shapes}")
+    for k, v in tr.items():
+        if not np.all(np.isfinite(v)):
+            raise NeurotrainError(where, f"{k} has {int(np.size(v) - np.isfinite(v).sum())} NaN/Inf values")
+    split = make_split(len(tr["omega"]), d["val_fraction"], d["test_fraction"], rng)
+    with atomic_path(out) as tmp:
+        with h5py.File(tmp, "w") as h:
+            for k, v in tr.items():
+                h.create_dataset(k, data=v.astype(np.float32))
+            h.create_dataset("split", data=split)
+            h.attrs.update(dt=dt, source=src, source_sha256=sha)
+
+
+def load_processed(path: str | Path) -> dict:
+    def read(h):
+        out = {k: np.asarray(h[k]) for k in ("omega", "theta", "light", "split")}
+        out.update(dt=float(h.attrs["dt"]), source=str(h.attrs["source"]))
+        return out
+
+    return read_hdf5(path, read, "processed ring-attractor dataset")
