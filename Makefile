@@ -11,7 +11,7 @@ TEST_WORKERS ?= 2
 # Rules call `python -m neurotrain...`: put the venv first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: venv run test smoke bench lint fmt clean
+.PHONY: venv run test smoke bench lint fmt docs clean
 
 venv: $(STAMP)
 
@@ -36,16 +36,21 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 bench: $(STAMP)
-	$(BIN)/python tests/benchmarks/bench_ei_rnn.py
-	$(BIN)/python tests/benchmarks/bench_cebra.py
-	$(BIN)/python tests/benchmarks/bench_ring_attractor.py
-	$(BIN)/python tests/benchmarks/bench_lisbet.py
-	$(BIN)/python tests/benchmarks/bench_cpc_snn.py
-	$(BIN)/python tests/benchmarks/bench_workflow.py --cores $(if $(filter all,$(CORES)),$(shell nproc),$(CORES))
+	$(BIN)/python benchmarks/bench_ei_rnn.py
+	$(BIN)/python benchmarks/bench_cebra.py
+	$(BIN)/python benchmarks/bench_ring_attractor.py
+	$(BIN)/python benchmarks/bench_lisbet.py
+	$(BIN)/python benchmarks/bench_cpc_snn.py
+	$(BIN)/python benchmarks/bench_workflow.py --cores $(if $(filter all,$(CORES)),$(shell nproc),$(CORES))
 
 lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/snakemake --lint --cores 1
 	$(BIN)/snakefmt --check Snakefile workflow/rules
+
+# docs/configuration.md is generated from the schema (tests/test_config.py checks it is current)
+docs: $(STAMP)
+	$(BIN)/python -m neurotrain.config > docs/configuration.md
 
 fmt: $(STAMP)
 	$(BIN)/snakefmt Snakefile workflow/rules

@@ -60,8 +60,8 @@ def tiny_dataset(tmp_path_factory, smoke_cfg) -> dict:
 
 
 def workflow_copy(dest: Path) -> Path:
-    """A scratch copy of the workflow (Snakefile, rules, config, envs; src linked)."""
-    for name in ("Snakefile", "workflow", "config", "envs"):
+    """A scratch copy of the workflow (Snakefile, rules, profiles, config, envs; src linked)."""
+    for name in ("Snakefile", "workflow", "profiles", "config", "envs"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, dest / name)
     os.symlink(ROOT / "src", dest / "src")

@@ -10,9 +10,7 @@ from __future__ import annotations
 import copy
 import gzip
 import hashlib
-import json
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,7 +132,7 @@ def _wf(tmp: Path) -> Path:
 def workflow_unknown_key(tmp):
     wd = _wf(tmp)
     (wd / "config" / "bad.yaml").write_text("ei_rnn:\n  trainig:\n    max_epochs: 3\n")
-    return Case(["snakemake", "-n", "--configfile", "config/bad.yaml"], "trainig", "Additional properties",
+    return Case(["snakemake", "-n", "--configfile", "config/bad.yaml"], "ei_rnn.trainig", "unknown key",
                 code=1, absent=[wd / "results", wd / "data"], cwd=wd, stream="both")
 
 

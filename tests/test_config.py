@@ -1,5 +1,6 @@
 """Config schema: defaults are the seed's values; unknown keys and wrong types are named."""
 
+import json
 import subprocess
 
 from conftest import NEUROTRAIN
@@ -7,7 +8,10 @@ from conftest import NEUROTRAIN
 import pytest
 import yaml
 
-from neurotrain.config import load_config, system_slice, validate
+from neurotrain import registry
+from neurotrain.config import (UndeclaredConfigKey, load_config, reference_markdown, slice_block, stage_config,
+                               system_defaults, validate)
+from neurotrain.spec import STAGES
 from neurotrain.errors import NeurotrainError
 
 
@@ -58,9 +62,9 @@ def test_bad_yaml_and_missing_file(tmp_path):
 
 def test_params_slice_validated():
     with pytest.raises(NeurotrainError, match="ei_rnn.training.nope"):
-        system_slice("ei_rnn", params_json='{"training": {"nope": 1}}')
+        stage_config("ei_rnn", "train", params_json='{"training": {"nope": 1}}')
     with pytest.raises(NeurotrainError, match="unknown system"):
-        system_slice("zebra", params_json="{}")
+        stage_config("zebra", "train", params_json="{}")
 
 
 def test_cli_rejects_unknown_key(tmp_path, tiny_dataset):
@@ -72,3 +76,72 @@ def test_cli_rejects_unknown_key(tmp_path, tiny_dataset):
     assert r.returncode == 2
     assert "ei_rnn.training.epochz" in r.stderr and "Traceback" not in r.stderr
     assert not out.exists()
+
+
+# ------------------------------------------------------------------------------ strict stage slices
+
+
+def _leaves(block: dict, prefix: str = ""):
+    for k, v in block.items():
+        key = f"{prefix}.{k}" if prefix else k
+        if isinstance(v, dict) and v:
+            yield from _leaves(v, key)
+        else:
+            yield key
+
+
+def _read(cfg, dotted: str):
+    node = cfg
+    for k in dotted.split("."):
+        node = node[k]
+    return node
+
+
+def _covered(dotted: str, reads) -> bool:
+    return any(dotted == r or dotted.startswith(r + ".") for r in reads)
+
+
+@pytest.mark.parametrize("system,stage", [(s, st) for s in registry.names() for st in STAGES])
+def test_stage_reads_exactly_its_declared_keys(system, stage):
+    """Every stage of every system gets the user's value of each key it declares, and reading any
+    other key raises an error that names the stage and the key (no silent schema default)."""
+    reads = registry.spec(system).stages[stage].reads
+    block = system_defaults(system)
+    cfg = stage_config(system, stage, params_json=json.dumps(slice_block(block, reads)))
+    leaves = list(_leaves(block))
+    for dotted in leaves:
+        if _covered(dotted, reads):
+            assert _read(cfg, dotted) == _read(block, dotted), dotted
+            continue
+        with pytest.raises(UndeclaredConfigKey) as info:
+            _read(cfg, dotted)
+        assert f"stage {system}.{stage}" in str(info.value)
+        assert (system + "." + dotted).startswith(info.value.key), (dotted, info.value.key)
+    undeclared = [d for d in leaves if not _covered(d, reads)]
+    if undeclared:  # .get() and `in` are refused too, not answered with a default
+        top = undeclared[0].split(".")[0]
+        if not any(r.split(".")[0] == top for r in reads):
+            with pytest.raises(UndeclaredConfigKey):
+                cfg.get(top, {})
+            with pytest.raises(UndeclaredConfigKey):
+                assert top in cfg
+
+
+def test_stage_sees_the_users_value_not_the_default():
+    """A declared key carries the user's value through the rule's JSON slice; an undeclared one is
+    refused rather than refilled from the schema (the bug of the old system_slice)."""
+    block = system_defaults("cpc_snn")
+    block["data"]["injection"]["snr_max"] = 99.0
+    block["training"]["seed"] = 5
+    reads = registry.spec("cpc_snn").stages["analyze"].reads
+    cfg = stage_config("cpc_snn", "analyze", params_json=json.dumps(slice_block(block, reads)))
+    assert cfg["data"]["injection"]["snr_max"] == 99.0
+    with pytest.raises(UndeclaredConfigKey, match=r"stage cpc_snn.analyze reads config key cpc_snn.training"):
+        cfg["training"]
+    with pytest.raises(UndeclaredConfigKey, match=r"cpc_snn.data.source"):
+        cfg["data"]["source"]
+
+
+def test_configuration_reference_is_generated_from_the_schema(root):
+    """docs/configuration.md is the schema's reference; `make docs` rewrites it."""
+    assert (root / "docs" / "configuration.md").read_text() == reference_markdown(), "run `make docs`"

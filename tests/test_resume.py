@@ -6,7 +6,6 @@ last periodic checkpoint (written atomically), so the rerun repeats the lost wor
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 import signal
@@ -46,7 +45,8 @@ def smk(wd: Path, *args, timeout=600):
 def trainer_of(proc: subprocess.Popen):
     for child in psutil.Process(proc.pid).children(recursive=True):
         try:
-            if "neurotrain.stages.train" in child.cmdline():  # python -m ..., not the shell around it
+            cmd = child.cmdline()
+            if "neurotrain.runner" in cmd and "train" in cmd:  # python -m ..., not the shell around it
                 return child
         except psutil.Error:
             continue

@@ -2,21 +2,26 @@
 documented shape, reruns limited to what changed, lint and format clean, bad config rejected."""
 
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
-from conftest import snakemake_env, workflow_copy
+from conftest import ROOT, snakemake_env, workflow_copy
+
+ROOT_SRC = ROOT / "src"
+SMOKE_SYSTEMS = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())["systems"]
 
 pytestmark = pytest.mark.slow
 
 
-def smk(wd: Path, *args, check=True):
+def smk(wd: Path, *args, check=True, env=None):
     r = subprocess.run(["snakemake", "--cores", "2", "--configfile", "config/smoke.yaml", *args], cwd=wd,
-                       capture_output=True, text=True, env=snakemake_env(), timeout=600)
+                       capture_output=True, text=True, env={**snakemake_env(), **(env or {})}, timeout=600)
     if check and r.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     return r
@@ -34,14 +39,14 @@ def planned_jobs(wd: Path) -> dict:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     wd = workflow_copy(tmp_path_factory.mktemp("wf"))
-    smk(wd)
+    smk(wd, env={"NEUROTRAIN_RECORD_IMPORTS": str(wd / "imports")})  # each job lists the modules it ran
     return wd
 
 
 def test_contract_files_and_shapes(finished):
     run = finished / "results" / "ei_rnn"
     m = json.loads((run / "metrics.json").read_text())
-    N, C, T = 12, 3, 16
+    N, T = 12, 16
     n_exc = 8
     cfg = json.loads((run / "model" / "config.json").read_text())
     n_val = cfg["n_val_trials"]
@@ -88,17 +93,125 @@ def test_noop_rerun(finished):
     assert planned_jobs(finished) == {}
 
 
+def test_every_module_a_stage_ran_is_one_of_its_code_inputs(finished):
+    """The rules list each stage's static import closure as code inputs; every package module a
+    stage really imported in the smoke run (recorded by the runner) must be among them, for
+    every stage of every system, so no edit of code a stage runs goes unnoticed."""
+    from neurotrain import registry
+
+    recorded = sorted((finished / "imports").glob("*.json"))
+    assert len(recorded) == len(SMOKE_SYSTEMS) * 7 + 1  # seven stages per system, and the index
+    for f in recorded:
+        system, stage = f.stem.split(".")
+        ran = {"neurotrain/" + p.rsplit("/src/neurotrain/", 1)[1] for p in json.loads(f.read_text())}
+        if system == "_":  # the project report (stage index)
+            code = registry.index_code(SMOKE_SYSTEMS)
+        else:
+            code = registry.stage_code(system, stage)
+        inputs = {p.relative_to(ROOT_SRC).as_posix() for p in code}
+        assert ran, f.name
+        assert ran <= inputs, f"{system} {stage} ran {sorted(map(str, ran - inputs))}, not among its code inputs"
+
+
+def _edit_plans(wd: Path, rel_files: list[str]) -> dict[str, set[str]]:
+    """The jobs `snakemake -n` plans after ``rel_files`` (under src/neurotrain) are edited (a
+    comment appended: Snakemake compares checksums, so a touch alone is not an edit), per system:
+    {system: {rule, ...}}; the files, bytes and mtimes, are put back afterwards."""
+    files = [wd / "src" / "neurotrain" / r for r in rel_files]
+    before = {f: (f.read_bytes(), f.stat().st_mtime) for f in files}
+    try:
+        for f in files:
+            f.write_bytes(f.read_bytes() + (b"\n{# edited #}\n" if f.suffix == ".j2" else b"\n# edited\n"))
+        out = smk(wd, "-n").stdout
+    finally:
+        for f, (data, t) in before.items():
+            f.write_bytes(data)
+            os.utime(f, (t, t))
+    plans: dict[str, set[str]] = {}
+    for m in re.finditer(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    wildcards: system=(\w+)", out, re.M):
+        plans.setdefault(m.group(2), set()).add(m.group(1))
+    if re.search(r"^(?:local)?rule index_report:", out, re.M):
+        plans.setdefault("index", set()).add("index_report")
+    return plans
+
+
+STAGE_RULE = {"generate": "generate_dataset", "preprocess": "preprocess_dataset", "train": "train_model",
+              "extract": "extract_model", "analyze": "analyze_population", "figures": "render_figures",
+              "report": "render_report"}
+DOWNSTREAM = {"generate": ("preprocess", "analyze"), "preprocess": ("train", "extract", "analyze"),
+              "train": ("extract", "figures"),
+              "extract": ("analyze", "figures"), "analyze": ("figures", "report"), "figures": ("report",), "report": ()}
+
+
+def _expected(system: str, rel: str) -> set[str]:
+    """Rules of ``system`` a change of package file ``rel`` must rerun: every stage whose code
+    inputs hold it, and everything downstream of those; no other."""
+    from neurotrain import registry
+
+    target = ROOT_SRC / "neurotrain" / rel
+    todo = [st for st in STAGE_RULE if target in registry.stage_code(system, st)]
+    hit: set[str] = set()
+    while todo:
+        st = todo.pop()
+        if st not in hit:
+            hit.add(st)
+            todo.extend(DOWNSTREAM[st])
+    rules = {STAGE_RULE[s] for s in hit}
+    if "train_model" in rules and registry.spec(system).framework == "jax":
+        rules = (rules - {"train_model"}) | {"train_model_jax"}
+    return rules
+
+
+@pytest.mark.parametrize("stage_module", ["data.py", "train.py", "extract.py", "analyze.py", "figures.py",
+                                          "report.md.j2", "network.py"])
+def test_editing_a_stage_module_reruns_exactly_its_stages(finished, stage_module):
+    """For every system at once: edit the system's own module, and the dry run plans exactly the
+    stages whose import closure holds it (and what follows them), nothing else."""
+    _private_src(finished)
+    rels = [f"systems/{s}/{stage_module}" for s in SMOKE_SYSTEMS
+            if (ROOT_SRC / "neurotrain" / "systems" / s / stage_module).exists()]
+    plans = _edit_plans(finished, rels)
+    for rel in rels:
+        system = rel.split("/")[1]
+        assert plans.get(system, set()) == _expected(system, rel), (rel, plans.get(system))
+
+
+@pytest.mark.parametrize("shared", ["training/torch_loop.py", "training/jax_loop.py", "training/runstate.py",
+                                    "training/torch_numerics.py", "stats.py", "plotting.py", "splits.py",
+                                    "matlab.py", "reports/render.py", "runner.py"])
+def test_editing_a_shared_module_reruns_exactly_the_stages_that_run_it(finished, shared):
+    _private_src(finished)
+    plans = _edit_plans(finished, [shared])
+    for system in SMOKE_SYSTEMS:
+        assert plans.get(system, set()) == _expected(system, shared), (system, shared, plans.get(system))
+
+
+def test_extraction_only_key_reruns_extraction_not_training(finished):
+    """lisbet.training.embed_batch is read by extraction alone: changing it reruns extraction
+    and what follows it, never training."""
+    smoke = (finished / "config" / "smoke.yaml").read_text()
+    cfg = yaml.safe_load(smoke)
+    cfg["lisbet"].setdefault("training", {})["embed_batch"] = 7
+    (finished / "config" / "smoke.yaml").write_text(yaml.safe_dump(cfg))
+    try:
+        jobs = planned_jobs(finished)
+    finally:
+        (finished / "config" / "smoke.yaml").write_text(smoke)
+    assert jobs == {"extract_model": 1, "analyze_population": 1, "render_figures": 1, "render_report": 1,
+                    "index_report": 1, "all": 1}
+
+
 def test_template_change_reruns_only_report(finished):
     # src is a link to the repository: edit a private copy of the package instead.
     _private_src(finished)
-    tpl = finished / "src" / "neurotrain" / "reports" / "templates" / "ei_rnn.md.j2"
+    tpl = finished / "src" / "neurotrain" / "systems" / "ei_rnn" / "report.md.j2"
     tpl.write_text(tpl.read_text() + "\n<!-- edited -->\n")
     assert planned_jobs(finished) == {"render_report": 1, "index_report": 1, "all": 1}
 
 
 def test_analysis_change_reruns_analysis_figures_report(finished):
     _private_src(finished)
-    mod = finished / "src" / "neurotrain" / "analysis" / "ei_rnn.py"
+    mod = finished / "src" / "neurotrain" / "systems" / "ei_rnn" / "analyze.py"
     mod.write_text(mod.read_text() + "\n# edited\n")
     jobs = planned_jobs(finished)
     assert jobs == {"analyze_population": 1, "render_figures": 1, "render_report": 1, "index_report": 1, "all": 1}
@@ -394,7 +507,7 @@ def test_snakemake_html_report_shows_every_figure(finished, tmp_path):
         for f in pngs:
             shown = found["shown"][f]
             assert isinstance(shown, list) and len(shown) == 1 and shown[0] and min(shown[0]) > 100, (f, shown)
-    # captions come from workflow/report/figure.rst, one per figure
+    # captions come from each system's spec.py (workflow/report/figure.rst shows them), one per figure
     assert "No caption for" not in html and html.count("Report: <tt") >= sum(len(v) for v in found["categories"].values())
 
 

@@ -24,7 +24,9 @@ def _keep_freed_memory() -> None:
     tens of thousands of page faults (up to a fifth of a LISBET inference batch's wall time,
     measured). Serve blocks up to 32 MB from the heap and keep up to 1 GB of freed heap instead.
     Skipped if the user set glibc's MALLOC_* variables or the C library is not glibc."""
-    if any(k.startswith("MALLOC_") for k in _os.environ) or _os.environ.get("GLIBC_TUNABLES"):
+    import os
+
+    if any(k.startswith("MALLOC_") for k in os.environ) or os.environ.get("GLIBC_TUNABLES"):
         return
     try:
         import ctypes

@@ -244,3 +244,63 @@ def stage_config(system: str, stage: str, config_path: str | Path | None = None,
         block = load_config(config_path)[system]
     reads = spec.stages[stage].reads
     return StrictConfig(slice_block(block, reads), _declared_tree(reads), stage=f"{system}.{stage}", prefix=system)
+
+
+# --------------------------------------------------------------------------- reference
+def _type_of(node: dict) -> str:
+    t = node.get("type", "")
+    t = " or ".join(t) if isinstance(t, list) else t
+    if "enum" in node:
+        t = " | ".join(f"`{v}`" for v in node["enum"])
+    elif node.get("type") == "array" and isinstance(node.get("items"), dict) and "enum" in node["items"]:
+        t = "list of " + " | ".join(f"`{v}`" for v in node["items"]["enum"])
+    bounds = [f"{op} {node[k]}" for k, op in (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="),
+                                                ("exclusiveMaximum", "<")) if k in node]
+    return ", ".join([t] + bounds) if bounds else t
+
+
+def _cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ").strip()
+
+
+def _rows(node: dict, prefix: str, out: list[str]) -> None:
+    for name, sub in node.get("properties", {}).items():
+        key = f"{prefix}.{name}" if prefix else name
+        if sub.get("type") == "object" and "properties" in sub:
+            _rows(sub, key, out)
+            continue
+        default = json.dumps(sub["default"]) if "default" in sub else "(required)"
+        out.append(f"| `{key}` | {_cell(_type_of(sub))} | `{_cell(default)}` | {_cell(sub.get('description', ''))} |")
+
+
+def reference_markdown() -> str:
+    """``docs/configuration.md``: every config key with its type, default and meaning, generated
+    from the assembled schema (``make docs`` writes it; a test fails when they differ)."""
+    from neurotrain import registry
+
+    schema = _schema()
+    lines = ["# Configuration reference", "",
+             "Generated from the schema by `make docs` (`python -m neurotrain.config`); do not edit by hand.",
+             "The top level is `src/neurotrain/schemas/config.schema.yaml`; each system's block is",
+             "`src/neurotrain/systems/<name>/schema.yaml`. Unknown keys and wrong types are refused with the",
+             "key's name, by Snakemake (`workflow/rules/common.smk`) and by the `neurotrain` CLI alike.", ""]
+    top = {k: v for k, v in schema["properties"].items() if k not in registry.names()}
+    lines += ["## Top level", "", "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    _rows({"properties": top}, "", lines)
+    for name in registry.names():
+        spec = registry.spec(name)
+        block = schema["properties"][name]
+        lines += ["", f"## `{name}`: {spec.title}", "", _cell(block.get("description", "")), "",
+                  "Stages and the keys each reads (a change reruns that stage and what follows it):", ""]
+        for stage, st in spec.stages.items():
+            reads = ", ".join(f"`{name}.{r}`" for r in st.reads) or "none"
+            lines.append(f"- {stage}: {reads}")
+        lines += ["", "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+        _rows(block, name, lines)
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.stdout.write(reference_markdown())

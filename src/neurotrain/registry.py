@@ -72,3 +72,9 @@ def index_code(systems: list[str]) -> list[Path]:
         s = spec(system)
         files.update(closure(s.module(s.headline + ":")[0]))
     return sorted(files)
+
+
+def stage_env(system: str, stage: str) -> str:
+    """Name of the conda environment (``envs/<name>.yaml``) of ``stage``: the system's framework
+    for train and extract (they load the model), ``analysis`` for every other stage."""
+    return spec(system).framework if stage in ("train", "extract") else "analysis"

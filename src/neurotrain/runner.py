@@ -11,7 +11,9 @@ a diverged training exits 3, a signal 128+n.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
+import os
 import sys
 from typing import Callable
 
@@ -69,17 +71,12 @@ def _call(stage: str, fn: Callable, cfg, args, system: str):
     if stage == "analyze":
         return fn(cfg, args.run_dir, args.data, args.truth)
     if stage == "figures":
-        import matplotlib
-
-        matplotlib.use("Agg")
         return fn(cfg, args.run_dir)
     if stage == "report":
         from neurotrain import registry
-        from neurotrain.reports.render import render_report
 
-        spec = registry.spec(system)
-        template = registry.SYSTEMS_DIR / system / spec.stages["report"].files[0]
-        return render_report(system, cfg, args.run_dir, args.out, template)
+        template = registry.SYSTEMS_DIR / system / registry.spec(system).stages["report"].files[0]
+        return fn(system, cfg, args.run_dir, args.out, template)
     raise AssertionError(stage)
 
 
@@ -92,7 +89,14 @@ SYSTEM_STAGES: dict[str, tuple[str, Callable]] = {
     "figures": ("render the system's matplotlib PNGs into <run-dir>/figures", _figures),
     "report": ("render <run-dir>/training_report.md from the system's Jinja template", _report),
 }
-STAGES = (*SYSTEM_STAGES, "fetch", "index")
+# Stages of no system, imported by name so that no system stage's code inputs include them.
+SHARED_STAGES = {"fetch": "neurotrain.fetch:download", "index": "neurotrain.reports.index:render_index"}
+STAGES = (*SYSTEM_STAGES, *SHARED_STAGES)
+
+
+def _shared(stage: str) -> Callable:
+    module, func = SHARED_STAGES[stage].split(":")
+    return getattr(importlib.import_module(module), func)
 
 
 def guarded(fn: Callable[[], object]) -> int:
@@ -143,13 +147,12 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.stage == "fetch":
-        from neurotrain.fetch import download
-
-        return guarded(lambda: download(args.url, args.out, args.md5, retries=args.retries))
+        return guarded(lambda: _shared("fetch")(args.url, args.out, args.md5, retries=args.retries))
     if args.stage == "index":
-        from neurotrain.reports.index import render_index
+        return guarded(lambda: _shared("index")([s for s in args.systems.split(",") if s], args.results, args.out))
 
-        return guarded(lambda: render_index([s for s in args.systems.split(",") if s], args.results, args.out))
+    if args.stage == "figures":
+        os.environ["MPLBACKEND"] = "Agg"  # files only, no window (before any figures module imports pyplot)
 
     def run():
         from neurotrain import registry
@@ -158,7 +161,26 @@ def main(argv=None) -> int:
         cfg = stage_config(args.system, args.stage, args.config, args.params)
         _call(args.stage, registry.entry(args.system, args.stage), cfg, args, args.system)
 
-    return guarded(run)
+    try:
+        return guarded(run)
+    finally:
+        _record_imports(args)
+
+
+def _record_imports(args) -> None:
+    """With ``NEUROTRAIN_RECORD_IMPORTS=<folder>``, write the package source files this stage
+    imported to ``<folder>/<system>.<stage>.json`` (``_.<stage>`` for fetch and index): the tests hold them against the stage's
+    code inputs (the static import closure the rules list)."""
+    folder = os.environ.get("NEUROTRAIN_RECORD_IMPORTS")
+    if not folder:
+        return
+    import json
+    from pathlib import Path
+
+    files = sorted({m.__file__ for name, m in list(sys.modules.items())
+                    if (name == "neurotrain" or name.startswith("neurotrain.")) and getattr(m, "__file__", None)})
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / f"{getattr(args, 'system', None) or '_'}.{args.stage}.json").write_text(json.dumps(files, indent=1))
 
 
 if __name__ == "__main__":

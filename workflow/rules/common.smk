@@ -10,7 +10,9 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 SRC = Path(workflow.basedir) / "src"
-sys.path.insert(0, str(SRC))  # this checkout's package, also on cluster nodes and in conda envs
+sys.path.insert(
+    0, str(SRC)
+)  # this checkout's package, also on cluster nodes and in conda envs
 
 from neurotrain import registry
 from neurotrain.config import slice_block, validate as validate_config
@@ -18,7 +20,9 @@ from neurotrain.errors import NeurotrainError
 from neurotrain.spec import FRAMEWORKS
 
 try:
-    validate_config(config)  # fills every default from the schema; one line naming the key
+    validate_config(
+        config
+    )  # fills every default from the schema; one line naming the key
 except NeurotrainError as exc:
     raise WorkflowError(f"config: {exc}") from None
 
@@ -33,8 +37,6 @@ if not any(
 shell.prefix(_PREFIX)
 
 SYSTEMS = config["systems"]
-# Conda environment of each stage: the framework's for train and extract, else analysis.
-FRAMEWORK_STAGES = ("train", "extract")
 
 
 def systems_of(framework):
@@ -71,9 +73,7 @@ def stage_params(stage):
 
     def params(wildcards):
         reads = registry.spec(wildcards.system).stages[stage].reads
-        return json.dumps(
-            slice_block(config[wildcards.system], reads), sort_keys=True
-        )
+        return json.dumps(slice_block(config[wildcards.system], reads), sort_keys=True)
 
     return params
 
@@ -91,8 +91,7 @@ def stage_env(stage):
     """Conda environment file of ``stage`` for the wildcard's system."""
 
     def env(wildcards):
-        framework = registry.spec(wildcards.system).framework
-        name = framework if stage in FRAMEWORK_STAGES else "analysis"
+        name = registry.stage_env(wildcards.system, stage)
         return str(Path(workflow.basedir) / "envs" / f"{name}.yaml")
 
     return env

@@ -70,9 +70,7 @@ rule index_report:
     input:
         reports=expand("results/{system}/training_report.md", system=SYSTEMS),
         summaries=expand("results/{system}/metrics.json", system=SYSTEMS),
-        training_logs=expand(
-            "results/{system}/model/training_log.json", system=SYSTEMS
-        ),
+        training_logs=expand("results/{system}/model/training_log.json", system=SYSTEMS),
         figures=expand("results/{system}/figures", system=SYSTEMS),
         code=INDEX_CODE,
     output:

@@ -217,7 +217,7 @@ class Trainer:
     def train(self) -> dict:
         """Train to completion (or early stop), resuming from ``checkpoints/`` when they hold this
         run; returns the summary dict."""
-        cfg, task, model, out = self.cfg, self.task, self.model, self.out
+        out = self.out
         ckpt_dir = out / "checkpoints"
         last = ckpt_dir / "last.pt"
         for name in OUTPUTS:  # never leave a previous run's outputs beside this run's

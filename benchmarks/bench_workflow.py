@@ -33,7 +33,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "benchmarks"
 BIN = Path(sys.executable).parent
 SYSTEMS = ["ei_rnn", "cebra", "ring_attractor", "lisbet", "cpc_snn"]

@@ -21,7 +21,7 @@ from _common import ROOT, step_record, write_report
 
 sys.path.insert(0, str(ROOT / "src"))
 
-from neurotrain.config import system_slice  # noqa: E402
+from neurotrain.config import load_config  # noqa: E402
 from neurotrain.systems.cpc_snn.network import Detector  # noqa: E402
 from neurotrain.systems.cpc_snn.train import phases_from_config  # noqa: E402
 from neurotrain.training.jax_loop import make_optimizer, make_step  # noqa: E402
@@ -48,7 +48,7 @@ def flops_of(compiled) -> float:
 
 
 def main() -> None:
-    cfg = system_slice("cpc_snn", ROOT / "config" / "config.yaml")  # the default run's model
+    cfg = load_config(ROOT / "config" / "config.yaml")["cpc_snn"]  # the default run's model
     det = Detector.from_config(cfg["model"])
 
     class Task:

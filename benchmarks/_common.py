@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def matmul_rate(n: int = 1024, reps: int = 20) -> float:
@@ -48,7 +48,7 @@ def flop_rows(flops: float, seconds: float, peak: float, what: str) -> list[str]
 def write_report(name: str, text: str, steps: list[dict] | None = None) -> None:
     """Write ``results/benchmarks/<name>`` and print it; ``steps`` (one dict per timed training
     step: system, step, framework, gflop, seconds, matmul_gflops, fraction) also go to
-    ``<name>.json`` for the suite's summary (tests/benchmarks/bench_workflow.py)."""
+    ``<name>.json`` for the suite's summary (benchmarks/bench_workflow.py)."""
     import json
 
     out = ROOT / "results" / "benchmarks" / name

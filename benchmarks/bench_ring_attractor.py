@@ -14,7 +14,6 @@ import statistics
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
