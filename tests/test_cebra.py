@@ -250,7 +250,7 @@ def test_interrupted_training_resumes_exactly(embedded, ccfg, tmp_path, monkeypa
     with pytest.raises(Interrupted):
         run_training(ccfg, str(embedded / "p.h5"), str(tmp_path / "cut"))
     monkeypatch.setattr(base.Solver, "step", original)
-    assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["step"] == 3
+    assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["progress"]["step"] == 3
     summary = run_training(ccfg, str(embedded / "p.h5"), str(tmp_path / "cut"))
     assert summary["resumed_from_step"] == 3
     a = load_checkpoint(tmp_path / "full" / "model_final.pt")["solver"]["model"]

@@ -71,7 +71,7 @@ def test_sigterm_saves_state_and_rerun_resumes_exactly(tiny_dataset, cfg, tmp_pa
     with pytest.raises(Interrupted):
         run_training(_cfg(cfg), str(tiny_dataset["h5"]), str(cut))
     last = load_checkpoint(cut / "checkpoints" / "last.pt")
-    assert last["loop"]["epoch"] == 3
+    assert last["progress"]["epoch"] == 3
     assert not (cut / "model_final.pt").exists()
     monkeypatch.setattr(ei_rnn.EIRNNTask, "train_epoch", original)
 

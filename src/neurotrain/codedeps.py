@@ -16,7 +16,9 @@ import functools
 from pathlib import Path
 
 PACKAGE = "neurotrain"
-ROOT = Path(__file__).resolve().parent  # src/neurotrain
+# src/neurotrain as imported (not resolved: through a symlinked checkout the rules' code inputs
+# keep the paths Snakemake was started with, so a copy or a moved link does not rerun everything)
+ROOT = Path(__file__).absolute().parent
 
 
 def module_file(module: str) -> Path | None:

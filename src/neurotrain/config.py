@@ -221,17 +221,18 @@ class StrictConfig(dict):
 
 
 def stage_config(system: str, stage: str, config_path: str | Path | None = None,
-                 params_json: str | None = None) -> StrictConfig:
+                 params_json: str | None = None, reads: list[str] | None = None) -> StrictConfig:
     """The strict config slice of one stage of ``system``.
 
     A rule passes the slice as JSON (``params_json``; the Snakefile validated the whole config
     and cut it with :func:`slice_block`); a user at the shell passes ``--config FILE``. Either
     way the block is validated (defaults filled), cut to the stage's declared keys and wrapped
-    in a :class:`StrictConfig`.
+    in a :class:`StrictConfig`. ``reads`` are the stage's declared keys (default: from its spec).
     """
-    from neurotrain import registry
+    if reads is None:
+        from neurotrain import registry
 
-    spec = registry.spec(system)
+        reads = registry.spec(system).stages[stage].reads
     if params_json is not None:
         try:
             block = json.loads(params_json)
@@ -242,7 +243,6 @@ def stage_config(system: str, stage: str, config_path: str | Path | None = None,
         block = validate_system(system, block)
     else:
         block = load_config(config_path)[system]
-    reads = spec.stages[stage].reads
     return StrictConfig(slice_block(block, reads), _declared_tree(reads), stage=f"{system}.{stage}", prefix=system)
 
 

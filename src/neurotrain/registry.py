@@ -15,7 +15,7 @@ from neurotrain.codedeps import closure
 from neurotrain.errors import NeurotrainError
 from neurotrain.spec import SystemSpec
 
-SYSTEMS_DIR = Path(__file__).resolve().parent / "systems"
+SYSTEMS_DIR = Path(__file__).absolute().parent / "systems"
 RUNNER = "neurotrain.runner"  # the module every rule runs (python -m neurotrain.runner <stage>)
 
 
@@ -39,13 +39,26 @@ def entry(system: str, stage: str) -> Callable:
     s = spec(system)
     if stage not in s.stages:
         raise NeurotrainError(f"system {system!r}", f"has no {stage} stage")
-    module, func = s.module(s.stages[stage].entry)
+    return load_entry(system, s.stages[stage].entry)
+
+
+def load_entry(system: str, entry_string: str) -> Callable:
+    """The function named by ``"module:function"`` (a module starting with ``.`` is inside the
+    system's folder), imported without importing the system's spec: a rule passes the entry
+    string, so a stage runs only the code that its rule lists as inputs."""
+    if system not in names():
+        raise NeurotrainError(f"system {system!r}", f"unknown system (known: {', '.join(names())})")
+    module, _, func = entry_string.partition(":")
+    if module.startswith("."):
+        module = f"neurotrain.systems.{system}{module}"
     return getattr(importlib.import_module(module), func)
 
 
 def stage_code(system: str, stage: str) -> list[Path]:
     """Source files ``stage`` of ``system`` runs: the closure of the runner and of the entry
-    module, and the stage's declared files (templates). Code inputs of the stage's rule."""
+    module, and the stage's declared files (templates). Code inputs of the stage's rule. The
+    spec itself is not among them: the rule passes what the stage takes from it (entry, config
+    keys, files) as params, so a changed caption does not retrain."""
     s = spec(system)
     st = s.stages[stage]
     files = set(closure(RUNNER)) | set(closure(s.module(st.entry)[0]))
@@ -58,6 +71,13 @@ def shared_code(module: str) -> list[Path]:
     return sorted(set(closure(RUNNER)) | set(closure(module)))
 
 
+def stage_spec(system: str, stage: str) -> dict:
+    """What the runner takes from the spec, as the rule passes it (``--stage-spec``)."""
+    st = spec(system).stages[stage]
+    return {"entry": st.entry, "reads": list(st.reads),
+            "files": [str(SYSTEMS_DIR / system / f) for f in st.files]}
+
+
 def report_module(system: str):
     """The module named by the spec's ``headline``: ``headline(metrics)`` rows and ``verdict(metrics)``."""
     s = spec(system)
@@ -67,10 +87,11 @@ def report_module(system: str):
 def index_code(systems: list[str]) -> list[Path]:
     """Source files of the project report: its own closure and every listed system's report module."""
     files = set(shared_code("neurotrain.reports.index"))
-    files.add(Path(__file__).resolve().parent / "reports" / "templates" / "index.md.j2")
+    files.add(Path(__file__).absolute().parent / "reports" / "templates" / "index.md.j2")
     for system in systems:
-        s = spec(system)
+        s = spec(system)  # the project report reads each spec (title, report module)
         files.update(closure(s.module(s.headline + ":")[0]))
+        files.update(closure(f"{s.package}.spec"))
     return sorted(files)
 
 

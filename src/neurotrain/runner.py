@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import os
 import sys
@@ -56,7 +57,7 @@ def _report(p):
     p.add_argument("--out", default=None, help="report path (default <run-dir>/training_report.md)")
 
 
-def _call(stage: str, fn: Callable, cfg, args, system: str):
+def _call(stage: str, fn: Callable, cfg, args, files: list[str]):
     if stage == "generate":
         from neurotrain.io import atomic_dir
 
@@ -73,10 +74,7 @@ def _call(stage: str, fn: Callable, cfg, args, system: str):
     if stage == "figures":
         return fn(cfg, args.run_dir)
     if stage == "report":
-        from neurotrain import registry
-
-        template = registry.SYSTEMS_DIR / system / registry.spec(system).stages["report"].files[0]
-        return fn(system, cfg, args.run_dir, args.out, template)
+        return fn(args.system, cfg, args.run_dir, args.out, files[0])
     raise AssertionError(stage)
 
 
@@ -129,6 +127,8 @@ def parser() -> argparse.ArgumentParser:
         src = sp.add_mutually_exclusive_group()
         src.add_argument("--config", help="YAML config file (the system's block is used; defaults filled)")
         src.add_argument("--params", help="the stage's config slice as JSON (what the Snakemake rules pass)")
+        sp.add_argument("--stage-spec", help="JSON {entry, reads, files} from the system's spec (what the rules pass, so "
+                                             "that the stage does not import the spec; default: read the spec)")
         add_args(sp)
     f = sub.add_parser("fetch", help="download one file of a real dataset, md5 verified, retried, written atomically",
                        description="Download one file, md5 verified, retried, written atomically. Not tied to a "
@@ -146,6 +146,13 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    try:
+        return _main(args)
+    finally:
+        _record_imports(args)
+
+
+def _main(args) -> int:
     if args.stage == "fetch":
         return guarded(lambda: _shared("fetch")(args.url, args.out, args.md5, retries=args.retries))
     if args.stage == "index":
@@ -158,13 +165,11 @@ def main(argv=None) -> int:
         from neurotrain import registry
         from neurotrain.config import stage_config
 
-        cfg = stage_config(args.system, args.stage, args.config, args.params)
-        _call(args.stage, registry.entry(args.system, args.stage), cfg, args, args.system)
+        st = json.loads(args.stage_spec) if args.stage_spec else registry.stage_spec(args.system, args.stage)
+        cfg = stage_config(args.system, args.stage, args.config, args.params, reads=st["reads"])
+        _call(args.stage, registry.load_entry(args.system, st["entry"]), cfg, args, st["files"])
 
-    try:
-        return guarded(run)
-    finally:
-        _record_imports(args)
+    return guarded(run)
 
 
 def _record_imports(args) -> None:
@@ -174,7 +179,6 @@ def _record_imports(args) -> None:
     folder = os.environ.get("NEUROTRAIN_RECORD_IMPORTS")
     if not folder:
         return
-    import json
     from pathlib import Path
 
     files = sorted({m.__file__ for name, m in list(sys.modules.items())

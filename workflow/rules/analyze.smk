@@ -24,7 +24,8 @@ rule analyze_population:
         runtime=30,
     params:
         cfg=stage_params("analyze"),
+        stage=stage_spec("analyze"),
         truth=truth_arg,
     shell:
-        "python -m neurotrain.runner analyze --system {wildcards.system} --params {params.cfg:q}"
+        "python -m neurotrain.runner analyze --system {wildcards.system} --params {params.cfg:q} --stage-spec {params.stage:q}"
         " --run-dir $(dirname {output.summary}) --data {input.data} {params.truth} > {log} 2>&1"

@@ -78,6 +78,17 @@ def stage_params(stage):
     return params
 
 
+def stage_spec(stage):
+    """What the stage takes from the system's spec (entry, declared keys, files), as JSON: the
+    runner gets it from the rule and never imports the spec, so editing a caption in spec.py
+    reruns only what uses it."""
+
+    def spec(wildcards):
+        return json.dumps(registry.stage_spec(wildcards.system, stage), sort_keys=True)
+
+    return spec
+
+
 def stage_code(stage):
     """Source files ``stage`` runs for the wildcard's system (import closure + templates)."""
 

@@ -24,8 +24,9 @@ rule generate_dataset:
         runtime=10,
     params:
         cfg=stage_params("generate"),
+        stage=stage_spec("generate"),
     shell:
-        "python -m neurotrain.runner generate --system {wildcards.system} --params {params.cfg:q}"
+        "python -m neurotrain.runner generate --system {wildcards.system} --params {params.cfg:q} --stage-spec {params.stage:q}"
         " --out-dir {output} > {log} 2>&1"
 
 
@@ -47,8 +48,9 @@ rule preprocess_dataset:
         runtime=20,
     params:
         cfg=stage_params("preprocess"),
+        stage=stage_spec("preprocess"),
     shell:
-        "python -m neurotrain.runner preprocess --system {wildcards.system} --params {params.cfg:q}"
+        "python -m neurotrain.runner preprocess --system {wildcards.system} --params {params.cfg:q} --stage-spec {params.stage:q}"
         " --raw {input.raw:q} --out {output} > {log} 2>&1"
 
 

@@ -35,9 +35,10 @@ rule render_figures:
         runtime=10,
     params:
         cfg=stage_params("figures"),
+        stage=stage_spec("figures"),
         captions=figure_captions,
     shell:
-        "python -m neurotrain.runner figures --system {wildcards.system} --params {params.cfg:q}"
+        "python -m neurotrain.runner figures --system {wildcards.system} --params {params.cfg:q} --stage-spec {params.stage:q}"
         " --run-dir $(dirname {input.summary}) > {log} 2>&1"
 
 
@@ -60,8 +61,9 @@ rule render_report:
         runtime=5,
     params:
         cfg=stage_params("report"),
+        stage=stage_spec("report"),
     shell:
-        "python -m neurotrain.runner report --system {wildcards.system} --params {params.cfg:q}"
+        "python -m neurotrain.runner report --system {wildcards.system} --params {params.cfg:q} --stage-spec {params.stage:q}"
         " --run-dir $(dirname {output}) --out {output} > {log} 2>&1"
 
 

@@ -27,8 +27,9 @@ rule train_model:
         gpu_model=train_gpu_model,
     params:
         cfg=stage_params("train"),
+        stage=stage_spec("train"),
     shell:
-        "python -m neurotrain.runner train --system {wildcards.system} --params {params.cfg:q}"
+        "python -m neurotrain.runner train --system {wildcards.system} --params {params.cfg:q} --stage-spec {params.stage:q}"
         " --data {input.data} --out-dir $(dirname {output.best}) --threads {threads} > {log} 2>&1"
 
 
@@ -63,6 +64,7 @@ rule extract_model:
         runtime=30,
     params:
         cfg=stage_params("extract"),
+        stage=stage_spec("extract"),
     shell:
-        "python -m neurotrain.runner extract --system {wildcards.system} --params {params.cfg:q}"
+        "python -m neurotrain.runner extract --system {wildcards.system} --params {params.cfg:q} --stage-spec {params.stage:q}"
         " --model-dir $(dirname {input.best}) --data {input.data} --out-dir $(dirname {output.weights}) > {log} 2>&1"

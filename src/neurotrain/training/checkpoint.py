@@ -1,5 +1,7 @@
-"""Checkpoints: one dict of tensors and plain Python values, written atomically and loaded with
-``torch.load(weights_only=True)`` (no arbitrary pickles)."""
+"""Torch's side of the run mechanics: checkpoint files (one dict of tensors and plain Python
+values, written atomically, loaded with ``torch.load(weights_only=True)``: no arbitrary pickles),
+every random generator's state, and the preamble every torch training run starts with. The
+resume logic itself is framework-free: :class:`neurotrain.training.runstate.CheckpointDir`."""
 
 from __future__ import annotations
 
@@ -50,6 +52,26 @@ def set_rng_state(state: dict, np_rng: np.random.Generator) -> None:
     random.setstate((py[0], tuple(py[1]), py[2]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` (CUDA when torch sees one), ``cpu`` or ``cuda``."""
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def run_preamble(system: str, training: dict, threads: int) -> torch.device:
+    """The start of every torch training run: ``threads`` CPU threads (the rule's; 0 = torch's
+    default), the device of ``<system>.training.device`` (cuda without a CUDA device is a
+    NeurotrainError naming that key), and every random generator seeded from
+    ``<system>.training.seed`` (model initialisation, samplers). Returns the device."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+    if training["device"] == "cuda" and not torch.cuda.is_available():
+        raise NeurotrainError(f"config key {system}.training.device", "cuda requested but torch sees no CUDA device")
+    seed_everything(training["seed"])
+    return pick_device(training["device"])
 
 
 def seed_everything(seed: int) -> np.random.Generator:

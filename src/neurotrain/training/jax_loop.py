@@ -13,8 +13,9 @@ Files under ``out_dir`` (``results/<system>/model``)::
     config.json                       the config, versions, data fingerprint
     checkpoints/phase{N}.npz          the parameters at the end of phase N
     checkpoints/last.npz              the full state after the last finished epoch (parameters,
-                                      optimizer state, phase, epoch, numpy generator, history):
-                                      a rerun resumes from it; removed when training finishes
+                                      optimizer state, phase, epoch, numpy generator, history) in
+                                      the layout of runstate.CheckpointDir: a rerun resumes from
+                                      it; removed when training finishes
 
 Every ``.npz`` is written atomically and read with ``allow_pickle=False``: metadata is a JSON
 string stored as a byte array, never a pickle.
@@ -25,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -40,10 +40,11 @@ from tqdm import tqdm
 
 from neurotrain.errors import Interrupted, NeurotrainError
 from neurotrain.io import atomic_path, save_json
-from neurotrain.training.runstate import SignalGuard, fingerprint
+from neurotrain.training.runstate import CheckpointDir, SignalGuard, fingerprint
 
 log = logging.getLogger("neurotrain.train")
 META = "__meta__"
+STATE_ARRAYS = ("model", "optimizer", "best")
 
 
 # --------------------------------------------------------------------------- pytree files
@@ -88,6 +89,22 @@ def load_npz(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
     except Exception as exc:
         raise NeurotrainError(path, f"corrupt or unreadable checkpoint ({exc.__class__.__name__})") from None
     return arrays, meta
+
+
+def save_state_npz(path: str | Path, state: dict) -> None:
+    """A resume state as one ``.npz``: the array groups (``model``, ``optimizer``, ``best``:
+    ``{pytree path: array}``) as ``<group>/<path>`` arrays, everything else as JSON metadata."""
+    arrays = {f"{g}/{k}": v for g in STATE_ARRAYS for k, v in state.get(g, {}).items()}
+    save_npz(path, arrays, {k: v for k, v in state.items() if k not in STATE_ARRAYS})
+
+
+def load_state_npz(path: str | Path) -> dict:
+    """The state written by :func:`save_state_npz` (no pickles)."""
+    arrays, meta = load_npz(path)
+    state = dict(meta)
+    for g in STATE_ARRAYS:
+        state[g] = {k[len(g) + 1:]: v for k, v in arrays.items() if k.startswith(g + "/")}
+    return state
 
 
 # --------------------------------------------------------------------------- phases and tasks
@@ -189,54 +206,35 @@ class PhaseTrainer:
                       "best_epoch": None, "resumed_from": None, "phase_steps": {}}
         self.best_params = None
         self.opt_state = None
-
-    # -- checkpoints
-    def _save_last(self, path: Path) -> None:
-        arrays = {"params" + k: v for k, v in flatten(self.params).items()}
-        if self.opt_state is not None:
-            arrays.update({"opt" + k: v for k, v in flatten(self.opt_state).items()})
-        if self.best_params is not None:
-            arrays.update({"best" + k: v for k, v in flatten(self.best_params).items()})
-        save_npz(path, arrays, {"format": "neurotrain-jax-state-v1", "fingerprint": self.fp, "loop": self.state,
-                                "numpy_rng": _np_rng_state(self.np_rng)})
-
-    def _load_last(self, path: Path) -> None:
-        arrays, meta = load_npz(path)
-        if meta.get("fingerprint") != self.fp:
-            raise NeurotrainError(path, "checkpoint belongs to another config, dataset, model or code version")
-        take = lambda prefix: {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}  # noqa: E731
-        self.params = unflatten(self.params, take("params"), str(path))
-        best = take("best")
-        self.best_params = unflatten(self.params, best, str(path)) if best else None
-        self.state = meta["loop"]
-        self.np_rng.bit_generator.state = meta["numpy_rng"]
-        self._pending_opt = take("opt")
-
-    def _resume(self, ckpt_dir: Path) -> None:
-        last = ckpt_dir / "last.npz"
         self._pending_opt = None
-        if not last.is_file():
-            return
+        self.ckpts = CheckpointDir(self.out, self.fp, "npz", save_state_npz, load_state_npz,
+                                   outputs=("model_best.npz", "model_final.npz", "training_log.json", "config.json"))
+
+    # -- checkpoints (runstate.CheckpointDir: the one resume mechanism of every loop)
+    def _state(self) -> dict:
+        return {"progress": self.state, "model": flatten(self.params),
+                "optimizer": flatten(self.opt_state) if self.opt_state is not None else {},
+                "best": flatten(self.best_params) if self.best_params is not None else {},
+                "rng": _np_rng_state(self.np_rng)}
+
+    def _restore(self, st: dict) -> None:
         try:
-            self._load_last(last)
-        except NeurotrainError as exc:
-            log.warning("Not resuming from %s: %s", last, exc.what)
-            return
-        self.state["resumed_from"] = {"phase": self.state["phase"], "epoch": self.state["epoch"]}
-        log.info("Resuming from %s at phase %d, epoch %d", last, self.state["phase"] + 1, self.state["epoch"])
+            params = unflatten(self.params, st["model"], "checkpoint")
+            best = unflatten(self.params, st["best"], "checkpoint") if st["best"] else None
+            progress, opt = st["progress"], st["optimizer"]
+            self.np_rng.bit_generator.state = st["rng"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise NeurotrainError("checkpoint", f"checkpoint does not fit this run ({exc.__class__.__name__}: {exc})"
+                                  ) from None
+        self.params, self.best_params, self.state, self._pending_opt = params, best, progress, opt
 
     # -- the run
     def train(self) -> dict:
-        out, ckpt_dir = self.out, self.out / "checkpoints"
-        for name in ("model_best.npz", "model_final.npz", "training_log.json", "config.json"):
-            (out / name).unlink(missing_ok=True)
-        self._resume(ckpt_dir)
-        if self.state["resumed_from"] is None and ckpt_dir.exists():
-            stale = sorted(p.name for p in ckpt_dir.iterdir())
-            if stale:
-                log.warning("Starting fresh: removing stale checkpoints %s", ", ".join(stale))
-            shutil.rmtree(ckpt_dir)
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        self._pending_opt = None
+        if self.ckpts.begin(self._restore) is not None:
+            self.state["resumed_from"] = {"phase": self.state["phase"], "epoch": self.state["epoch"]}
+            log.info("Resuming at phase %d, epoch %d", self.state["phase"] + 1, self.state["epoch"])
+        ckpt_dir = self.ckpts.dir
         t_start = time.perf_counter() - self.state["elapsed"]
         with SignalGuard() as guard:
             try:
@@ -245,7 +243,7 @@ class PhaseTrainer:
             except (Interrupted, KeyboardInterrupt):
                 self.state["elapsed"] = time.perf_counter() - t_start
                 log.warning("Interrupted in phase %d at epoch %d; state saved to %s. Rerun the same target to resume.",
-                            self.state["phase"] + 1, self.state["epoch"], ckpt_dir / "last.npz")
+                            self.state["phase"] + 1, self.state["epoch"], self.ckpts.last)
                 raise
         return self._finish(time.perf_counter() - t_start, ckpt_dir)
 
@@ -310,11 +308,11 @@ class PhaseTrainer:
                 st["epoch"] = 0
                 self.opt_state = None
             if epoch % self.cfg.checkpoint_every == 0 or st["epoch"] == 0:
-                self._save_last(ckpt_dir / "last.npz")
+                self.ckpts.save(self._state())
                 save_json(self.out / "training_log.json", {"history": st["history"], "summary": {"in_progress": True}})
             if guard.signum is not None:
                 bar.close()
-                self._save_last(ckpt_dir / "last.npz")
+                self.ckpts.save(self._state())
                 raise Interrupted(guard.signum)
             if st["epoch"] == 0:  # this phase is done
                 break
@@ -334,7 +332,7 @@ class PhaseTrainer:
                    "resumed_from": st["resumed_from"]}
         save_json(out / "training_log.json", {"history": history, "summary": summary})
         save_json(out / "config.json", {**self.run_record, "config": self.config_record, "fingerprint": self.fp})
-        (ckpt_dir / "last.npz").unlink(missing_ok=True)
+        self.ckpts.finish()
         banner = "=" * 80
         _say("\n".join([banner, "TRAINING COMPLETE", banner,
                         f"Final training loss: {final.get('train_loss', float('nan')):.4f}",

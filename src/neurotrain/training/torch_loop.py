@@ -11,7 +11,8 @@ Files under ``out_dir`` (``results/<system>/model``)::
     training_log.json               {"history": [per-epoch dicts], "summary": {...}}; rewritten at
                                     every checkpoint while training (summary {"in_progress": true})
     config.json                     the system's config, versions, device, data fingerprint
-    checkpoints/model_epoch{N}.pt   full training state every ``checkpoint_every`` epochs
+    checkpoints/model_epoch{N}.pt   full training state every ``checkpoint_every`` epochs (the
+                                    resume mechanism of :class:`runstate.CheckpointDir`)
     checkpoints/last.pt             resume state (undeclared, so Snakemake never deletes it)
 """
 
@@ -20,7 +21,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -33,8 +33,9 @@ from tqdm import tqdm
 
 from neurotrain.errors import Interrupted, NeurotrainError
 from neurotrain.io import save_json
-from neurotrain.training.checkpoint import (SignalGuard, fingerprint, load_checkpoint, rng_state, save_checkpoint, seed_everything,
-                         set_rng_state)
+from neurotrain.training.checkpoint import (load_checkpoint, pick_device, rng_state,  # noqa: F401  (pick_device: API)
+                                           save_checkpoint, seed_everything, set_rng_state)
+from neurotrain.training.runstate import STATE_FORMAT, CheckpointDir, SignalGuard, fingerprint
 
 log = logging.getLogger("neurotrain.train")
 
@@ -83,12 +84,6 @@ class LoopConfig:
     lr_patience: int = 10
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
 def _fmt_duration(seconds: float) -> str:
     s = int(round(seconds))
     h, rem = divmod(s, 3600)
@@ -116,13 +111,6 @@ class _EpochBar(tqdm):
 OUTPUTS = ("model_best.pt", "model_final.pt", "training_log.json", "config.json")
 
 
-def _resume_candidates(ckpt_dir: Path) -> list[Path]:
-    """``last.pt`` first, then the periodic checkpoints, newest first."""
-    periodic = sorted(ckpt_dir.glob("model_epoch*.pt"), key=lambda p: int(p.stem.removeprefix("model_epoch")),
-                      reverse=True)
-    return ([ckpt_dir / "last.pt"] if (ckpt_dir / "last.pt").is_file() else []) + periodic
-
-
 class Trainer:
     """Owns the optimizer, scheduler, early-stopping state and checkpoints of one run.
 
@@ -140,6 +128,8 @@ class Trainer:
         # max_epochs may change on resume, except under cosine annealing, whose horizon it is
         fp_record = {**config_record, "_cosine_horizon": cfg.max_epochs} if cfg.scheduler == "cosine" else config_record
         self.fp = fingerprint(fp_record, data_sha, model.state_dict())
+        self.ckpts = CheckpointDir(self.out, self.fp, "pt", save_checkpoint, load_checkpoint, periodic="model_epoch",
+                                   outputs=OUTPUTS)
         self.opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         if cfg.scheduler == "cosine":
             self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=cfg.max_epochs, eta_min=cfg.min_lr)
@@ -157,21 +147,31 @@ class Trainer:
         return self.state["history"]
 
     def full_state(self) -> dict:
-        return {"format": "neurotrain-train-state-v1", "fingerprint": self.fp, "model": self.model.state_dict(),
-                "model_config": self.task.model_config, "optimizer": self.opt.state_dict(),
-                "scheduler": self.sched.state_dict(), "rng": rng_state(self.np_rng), "loop": self.state,
-                "config": self.config_record}
+        """The run's resume state (the layout of :mod:`neurotrain.training.runstate`, without the
+        format and fingerprint that :class:`CheckpointDir` adds)."""
+        return {"progress": self.state, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(), "rng": rng_state(self.np_rng),
+                "model_config": self.task.model_config, "config": self.config_record}
 
     def save_checkpoint(self, path: str | Path) -> None:
         """Write the full training state (atomically) to ``path``."""
-        save_checkpoint(path, self.full_state())
+        save_checkpoint(path, {"format": STATE_FORMAT, "fingerprint": self.fp, **self.full_state()})
 
     def load_checkpoint(self, path: str | Path) -> int:
         """Restore the full training state from ``path``; returns the epoch it resumes after.
         Raises :class:`NeurotrainError` if the file is unreadable or belongs to another run."""
         ck = load_checkpoint(path)
-        if ck.get("fingerprint") != self.fp:
+        if ck.get("format") != STATE_FORMAT or ck.get("fingerprint") != self.fp:
             raise NeurotrainError(path, "checkpoint belongs to another config, dataset, model or code version")
+        try:
+            self._restore(ck)
+        except NeurotrainError as exc:
+            raise NeurotrainError(path, exc.what) from None
+        return int(self.state["epoch"])
+
+    def _restore(self, ck: dict) -> None:
+        """Load a resume state into the model, optimizer, scheduler, RNGs and loop; on a state that
+        does not fit, put everything back as it was and raise NeurotrainError."""
         fresh = (copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.opt.state_dict()),
                  copy.deepcopy(self.sched.state_dict()))
         try:
@@ -179,28 +179,14 @@ class Trainer:
             self.opt.load_state_dict(ck["optimizer"])
             self.sched.load_state_dict(ck["scheduler"])
             set_rng_state(ck["rng"], self.np_rng)
-            self.state.update(ck["loop"])
+            self.state.update(ck["progress"])
         except (RuntimeError, KeyError, ValueError, TypeError) as exc:
             self.model.load_state_dict(fresh[0])
             self.opt.load_state_dict(fresh[1])
             self.sched.load_state_dict(fresh[2])
             self.np_rng = seed_everything(self.cfg.seed)
-            raise NeurotrainError(path, f"checkpoint does not fit this run ({exc.__class__.__name__}: {exc})") from None
-        return int(self.state["epoch"])
-
-    def _resume(self, ckpt_dir: Path) -> None:
-        for cand in _resume_candidates(ckpt_dir) if ckpt_dir.is_dir() else []:
-            try:
-                self.load_checkpoint(cand)
-            except NeurotrainError as exc:
-                if "another config" in exc.what:
-                    log.warning("Not resuming from %s: it belongs to another config, dataset, model or code version", cand)
-                    break
-                log.warning("Cannot resume from %s (%s); trying an older checkpoint", cand, exc.what)
-                continue
-            self.state["resumed_from"] = self.state["epoch"]
-            log.info("Resuming from %s at epoch %d", cand, self.state["epoch"])
-            break
+            raise NeurotrainError("checkpoint", f"checkpoint does not fit this run ({exc.__class__.__name__}: {exc})"
+                                  ) from None
 
     def _step(self) -> None:
         params = [p for p in self.model.parameters() if p.grad is not None]
@@ -217,22 +203,12 @@ class Trainer:
     def train(self) -> dict:
         """Train to completion (or early stop), resuming from ``checkpoints/`` when they hold this
         run; returns the summary dict."""
-        out = self.out
-        ckpt_dir = out / "checkpoints"
-        last = ckpt_dir / "last.pt"
-        for name in OUTPUTS:  # never leave a previous run's outputs beside this run's
-            (out / name).unlink(missing_ok=True)
-        self._resume(ckpt_dir)
-        state = self.state
-        if state["resumed_from"] is None and ckpt_dir.exists():
-            stale = sorted(p.name for p in ckpt_dir.iterdir())
-            if stale:
-                log.warning("Starting fresh: removing stale checkpoints %s", ", ".join(stale))
-            shutil.rmtree(ckpt_dir)
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        return self._run(ckpt_dir, last)
+        if self.ckpts.begin(self._restore) is not None:
+            self.state["resumed_from"] = self.state["epoch"]
+            log.info("Resuming at epoch %d", self.state["epoch"])
+        return self._run()
 
-    def _run(self, ckpt_dir: Path, last: Path) -> dict:
+    def _run(self) -> dict:
         cfg, task, model, out, state = self.cfg, self.task, self.model, self.out, self.state
         opt, sched = self.opt, self.sched
         sign = 1.0 if cfg.monitor_mode == "max" else -1.0
@@ -289,10 +265,7 @@ class Trainer:
                         _say(f"Epoch {epoch} | train_loss: {row['train_loss']:.3f} | {label}: {val.get(cfg.monitor, float('nan')):.3f} | lr: {lr:.1e} | time: {row['epoch_time']:.1f}s")
                     saved = None
                     if epoch % cfg.checkpoint_every == 0:
-                        saved = ckpt_dir / f"model_epoch{epoch}.pt"
-                        full = self.full_state()
-                        save_checkpoint(saved, full)
-                        save_checkpoint(last, full)
+                        saved = self.ckpts.save(self.full_state(), index=epoch)
                         save_json(out / "training_log.json", {"history": state["history"], "summary": {"in_progress": True}})
                     if epoch % cfg.detail_every == 0:
                         lines = [f"=== Epoch {epoch} Detailed Report ==="] + ["  " + s for s in task.format_detail(row)]
@@ -304,15 +277,11 @@ class Trainer:
                         break
                     if guard.signum is not None:
                         raise Interrupted(guard.signum)
-            except Interrupted:
+            except (Interrupted, KeyboardInterrupt):
                 bar.close()
-                save_checkpoint(last, self.full_state())
-                log.warning("Interrupted at epoch %d; state saved to %s. Rerun the same target to resume.", state["epoch"], last)
-                raise
-            except KeyboardInterrupt:
-                bar.close()
-                save_checkpoint(last, self.full_state())
-                log.warning("Interrupted at epoch %d; state saved to %s. Rerun the same target to resume.", state["epoch"], last)
+                self.ckpts.save(self.full_state())
+                log.warning("Interrupted at epoch %d; state saved to %s. Rerun the same target to resume.",
+                            state["epoch"], self.ckpts.last)
                 raise
         bar.close()
 
@@ -333,7 +302,7 @@ class Trainer:
                                                  "metrics": state["best_metrics"], **common})
         save_json(out / "training_log.json", {"history": history, "summary": summary})
         save_json(out / "config.json", {**self.run_record, "config": self.config_record, "fingerprint": self.fp})
-        last.unlink(missing_ok=True)
+        self.ckpts.finish()
 
         banner = "=" * 80
         early = f" (early stopped at patience={cfg.patience})" if stop_reason == "early_stopping" else ""

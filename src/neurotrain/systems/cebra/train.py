@@ -7,8 +7,10 @@ the ``cebra`` package's own model, datasets, loader, criterion and solver.
   ``per_session``  CEBRA's standard multi-session setting: one encoder per session (any neuron
                    counts), trained jointly so that the embeddings share one space.
 
-Training state: ``model/checkpoints/last.pt`` (solver state dict, step, every RNG state) is
-written every ``checkpoint_every`` steps and on SIGINT/SIGTERM; a rerun resumes from it.
+Training state: ``model/checkpoints/last.pt`` and ``step{N}.pt`` (solver state dict, step, every
+RNG state, in the layout of :class:`neurotrain.training.runstate.CheckpointDir`) are written
+every ``checkpoint_every`` steps, ``last.pt`` also on SIGINT/SIGTERM; a rerun resumes from the
+newest usable one.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ import cebra.solver
 from neurotrain.training import torch_numerics  # noqa: F401  (sets up MKL's vector math before any threaded call)
 from neurotrain.errors import Interrupted, NeurotrainError
 from neurotrain.io import save_json, sha256_file
-from neurotrain.training.checkpoint import (SignalGuard, fingerprint, load_checkpoint, rng_state, save_checkpoint,
-                                   seed_everything, set_rng_state)
+from neurotrain.training.checkpoint import (load_checkpoint, rng_state, run_preamble, save_checkpoint,
+                                           set_rng_state)
+from neurotrain.training.runstate import CheckpointDir, SignalGuard, fingerprint, versions
 
 log = logging.getLogger("neurotrain.train.cebra")
 
@@ -109,17 +112,12 @@ def run_training(cfg: dict, data_path: str, out_dir: str, threads: int = 0) -> d
     """
     from neurotrain.systems.cebra.data import load_processed
 
-    if threads > 0:
-        torch.set_num_threads(threads)
     data = load_processed(data_path)
     m, t = cfg["model"], cfg["training"]
     n_features = [int(s["spikes"].shape[1]) for s in data["sessions"]]
     check_sharing(data["names"], n_features, m["sharing"], data_path)
-    if t["device"] == "cuda" and not torch.cuda.is_available():
-        raise NeurotrainError("config key cebra.training.device", "cuda requested but torch sees no CUDA device")
-    device = "cuda" if t["device"] == "cuda" or (t["device"] == "auto" and torch.cuda.is_available()) else "cpu"
-
-    seed_everything(t["seed"])  # models, and CEBRA's sampler (numpy and torch global RNGs)
+    # threads, device, and the seed of the models and of CEBRA's sampler (numpy and torch global RNGs)
+    device = run_preamble("cebra", t, threads).type
     model_config = {"architecture": m["architecture"], "num_units": m["num_units"], "output_dim": m["output_dim"],
                     "sharing": m["sharing"], "n_features": n_features, "session_names": data["names"]}
     models = build_models(model_config).to(device)
@@ -135,23 +133,19 @@ def run_training(cfg: dict, data_path: str, out_dir: str, threads: int = 0) -> d
     np_rng = np.random.default_rng(t["seed"])  # unused by CEBRA; kept so rng_state has one format
 
     out = Path(out_dir)
-    ckpt_dir = out / "checkpoints"
-    last = ckpt_dir / "last.pt"
-    for name in ("model_best.pt", "model_final.pt", "training_log.json", "config.json"):
-        (out / name).unlink(missing_ok=True)
     data_sha = sha256_file(data_path)
     record = {k: cfg[k] for k in ("model", "training")}  # the data enter through their sha256
     fp = fingerprint(record, data_sha, models.state_dict())
-    done, elapsed, resume = 0, 0.0, None
-    if last.is_file():
-        try:
-            ck = load_checkpoint(last)
-            if ck.get("fingerprint") == fp:
-                resume, done, elapsed = ck, int(ck["step"]), float(ck["elapsed"])
-            else:
-                log.warning("Not resuming from %s: it belongs to another config or dataset", last)
-        except NeurotrainError as exc:
-            log.warning("Cannot resume from %s (%s); starting fresh", last, exc)
+    ckpts = CheckpointDir(out, fp, "pt", save_checkpoint, load_checkpoint, periodic="step",
+                          outputs=("model_best.pt", "model_final.pt", "training_log.json", "config.json"))
+
+    def fits(state: dict) -> None:
+        if not {"solver", "rng", "progress"} <= set(state):
+            raise NeurotrainError("checkpoint", "checkpoint does not fit this run (not a CEBRA solver state)")
+
+    resume = ckpts.begin(fits)
+    done = int(resume["progress"]["step"]) if resume else 0
+    elapsed = float(resume["progress"]["elapsed"]) if resume else 0.0
     # The loader is built at the same point of the random streams in a fresh and in a resumed
     # run; the saved streams are restored after it, so the resumed run draws what the
     # uninterrupted one would have.
@@ -159,30 +153,23 @@ def run_training(cfg: dict, data_path: str, out_dir: str, threads: int = 0) -> d
     if resume is not None:
         solver.load_state_dict(resume["solver"])
         set_rng_state(resume["rng"], np_rng)
-        log.info("Resuming from %s at step %d", last, done)
-    if resume is None and ckpt_dir.exists():  # checkpoints of another run must not linger
-        import shutil
-
-        shutil.rmtree(ckpt_dir)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
+        log.info("Resuming at step %d", done)
     t0 = time.perf_counter() - elapsed
 
     def state(step: int) -> dict:
-        return {"format": "neurotrain-cebra-state-v1", "fingerprint": fp, "step": step, "solver": solver.state_dict(),
-                "rng": rng_state(np_rng), "model_config": model_config, "config": record,
-                "elapsed": time.perf_counter() - t0}
+        return {"progress": {"step": step, "elapsed": time.perf_counter() - t0}, "solver": solver.state_dict(),
+                "rng": rng_state(np_rng), "model_config": model_config, "config": record}
 
     remaining = t["max_steps"] - done
     with SignalGuard() as guard:
         def hook(num_steps: int, _solver) -> None:
             step = done + num_steps + 1
             if step % t["checkpoint_every"] == 0:
-                full = state(step)
-                save_checkpoint(ckpt_dir / f"step{step}.pt", full)
-                save_checkpoint(last, full)
+                ckpts.save(state(step), index=step)
             if guard.signum is not None:
-                save_checkpoint(last, state(step))
-                log.warning("Interrupted at step %d; state saved to %s. Rerun the same target to resume.", step, last)
+                ckpts.save(state(step))
+                log.warning("Interrupted at step %d; state saved to %s. Rerun the same target to resume.", step,
+                            ckpts.last)
                 raise Interrupted(guard.signum)
 
         if remaining > 0:
@@ -207,8 +194,8 @@ def run_training(cfg: dict, data_path: str, out_dir: str, threads: int = 0) -> d
     save_json(out / "training_log.json", {"history": history, "summary": summary})
     save_json(out / "config.json", {"system": "cebra", "config": record, "model_config": model_config, "device": device,
                                     "data": str(data_path), "data_sha256": data_sha, "fingerprint": fp,
-                                    "versions": {"cebra": cebra.__version__, "torch": torch.__version__, "numpy": np.__version__}})
-    last.unlink(missing_ok=True)
+                                    "versions": versions(cebra, torch, np)})
+    ckpts.finish()
     log.info("CEBRA training complete: %d steps, InfoNCE %.4f, goodness of fit %.2f bits, %.0f s (%.2f steps/s)",
              len(losses), summary["final_loss"], summary["final_goodness_of_fit_bits"], total_time,
              summary["steps_per_s"] or 0.0)

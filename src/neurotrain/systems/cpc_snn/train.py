@@ -191,6 +191,7 @@ def run_training(cfg: dict, data_path: str, out_dir: str, threads: int = 0) -> d
     from neurotrain.io import sha256_file
     from neurotrain.systems.cpc_snn.network import Detector
     from neurotrain.training.jax_loop import LoopConfig, PhaseTrainer
+    from neurotrain.training.runstate import versions
 
     try:  # the model's own checks of its sizes, before anything is read or written
         det = Detector.from_config(cfg["model"])
@@ -212,7 +213,7 @@ def run_training(cfg: dict, data_path: str, out_dir: str, threads: int = 0) -> d
     run_record = {"system": "cpc_snn", "device": str(jax.devices()[0]), "data": str(data_path), "data_sha256": data_sha,
                   "n_train_segments": int(len(task.train_x)), "n_noise_segments": int(len(task.noise)),
                   "n_val_segments": int(len(task.val_x)),
-                  "versions": {"jax": jax.__version__, "optax": optax.__version__, "numpy": np.__version__}}
+                  "versions": versions(jax, optax, np)}
     loop = LoopConfig(seed=t["seed"], accumulate=t["accumulate"], gradient_clip=t["gradient_clip"],
                       checkpoint_every=t["checkpoint_every"])
     return PhaseTrainer(task, phases, loop, Path(out_dir), record, data_sha, run_record).train()

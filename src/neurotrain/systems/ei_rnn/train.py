@@ -146,20 +146,17 @@ def run_training(cfg: dict, data_path: str, out_dir: str, threads: int = 0) -> d
     from neurotrain.systems.ei_rnn.data import load_processed
     from neurotrain.errors import NeurotrainError
     from neurotrain.io import sha256_file
-    from neurotrain.training.torch_loop import LoopConfig, pick_device, train
+    from neurotrain.training.checkpoint import run_preamble
+    from neurotrain.training.runstate import versions
+    from neurotrain.training.torch_loop import LoopConfig, train
 
-    if threads > 0:
-        torch.set_num_threads(threads)
+    tc = cfg["training"]
     data = load_processed(data_path)
     data_dt_ms = data["dt"] * 1000.0
     if abs(data_dt_ms - cfg["model"]["dt"]) > 1e-6 * max(1.0, data_dt_ms):
         raise NeurotrainError("config key ei_rnn.model.dt",
                               f"{cfg['model']['dt']} ms does not match the data's bin width {data_dt_ms:g} ms ({data_path})")
-    tc = cfg["training"]
-    if tc["device"] == "cuda" and not torch.cuda.is_available():
-        raise NeurotrainError("config key ei_rnn.training.device", "cuda requested but torch sees no CUDA device")
-    device = pick_device(tc["device"])
-    torch.manual_seed(tc["seed"])  # model initialisation is seeded
+    device = run_preamble("ei_rnn", tc, threads)  # model initialisation is seeded
     task = EIRNNTask(data, cfg, device, eval_seed=tc["seed"] + 1)
     out = Path(out_dir)
     data_sha = sha256_file(data_path)
@@ -167,7 +164,7 @@ def run_training(cfg: dict, data_path: str, out_dir: str, threads: int = 0) -> d
     run_record = {"system": "ei_rnn", "model_config": task.model_config, "device": str(device),
                   "data": str(data_path), "data_sha256": data_sha, "n_train_trials": len(task.train_idx),
                   "n_val_trials": len(task.val_idx),
-                  "versions": {"torch": torch.__version__, "numpy": np.__version__}}
+                  "versions": versions(torch, np)}
     loop = LoopConfig(max_epochs=tc["max_epochs"], patience=tc["patience"], learning_rate=tc["learning_rate"],
                       lr_factor=tc["lr_factor"], lr_patience=tc["lr_patience"], min_lr=tc["min_lr"],
                       gradient_clip=tc["gradient_clip"], seed=tc["seed"], checkpoint_every=tc["checkpoint_every"],

@@ -190,16 +190,13 @@ def run_training(cfg: dict, data_path: str, out_dir: str, threads: int = 0) -> d
     from neurotrain.errors import NeurotrainError
     from neurotrain.io import atomic_dir, save_json, sha256_file
     from neurotrain.training.checkpoint import load_checkpoint, save_checkpoint
-    from neurotrain.training.torch_loop import pick_device, train
+    from neurotrain.training.checkpoint import run_preamble
+    from neurotrain.training.runstate import versions
+    from neurotrain.training.torch_loop import train
 
-    if threads > 0:
-        torch.set_num_threads(threads)
     data = load_processed(data_path)
     t = cfg["training"]
-    if t["device"] == "cuda" and not torch.cuda.is_available():
-        raise NeurotrainError("config key lisbet.training.device", "cuda requested but torch sees no CUDA device")
-    device = pick_device(t["device"])
-    torch.manual_seed(t["seed"])
+    device = run_preamble("lisbet", t, threads)
     try:
         task = LisbetTask(data, cfg, device)
     except ValueError as exc:
@@ -209,7 +206,7 @@ def run_training(cfg: dict, data_path: str, out_dir: str, threads: int = 0) -> d
     run_record = {"system": "lisbet", "model_config": task.model_config, "device": str(device), "data": str(data_path),
                   "data_sha256": data_sha, "n_train_sequences": len(task.train_seqs),
                   "windows_per_task_per_epoch": task.n_per_task,
-                  "versions": {"torch": torch.__version__, "numpy": np.__version__}}
+                  "versions": versions(torch, np)}
     out = Path(out_dir)
     summary = train(task, loop_config(t), out, record, data_sha, run_record)
     with atomic_dir(out / t["run_id"]) as r:

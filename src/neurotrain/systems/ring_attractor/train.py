@@ -183,17 +183,14 @@ def run_training(cfg: dict, data_path: str, out_dir: str, threads: int = 0) -> d
     from neurotrain.systems.ring_attractor.data import load_processed
     from neurotrain.errors import NeurotrainError
     from neurotrain.io import sha256_file
-    from neurotrain.training.torch_loop import pick_device, train
+    from neurotrain.training.checkpoint import run_preamble
+    from neurotrain.training.runstate import versions
+    from neurotrain.training.torch_loop import train
 
-    if threads > 0:
-        torch.set_num_threads(threads)
     flush_denormals()
     data = load_processed(data_path)
     tc = cfg["training"]
-    if tc["device"] == "cuda" and not torch.cuda.is_available():
-        raise NeurotrainError("config key ring_attractor.training.device", "cuda requested but torch sees no CUDA device")
-    device = pick_device(tc["device"])
-    torch.manual_seed(tc["seed"])  # the heterogeneous initial weights are seeded
+    device = run_preamble("ring_attractor", tc, threads)  # the heterogeneous initial weights are seeded
     try:
         task = RingTask(data, cfg, device)
     except ValueError as exc:
@@ -202,7 +199,7 @@ def run_training(cfg: dict, data_path: str, out_dir: str, threads: int = 0) -> d
     record = {k: cfg[k] for k in ("model", "loss", "training")}
     run_record = {"system": "ring_attractor", "model_config": task.model_config, "device": str(device),
                   "data": str(data_path), "data_sha256": data_sha, "n_train": len(task.train_idx),
-                  "n_val": len(task.val_idx), "versions": {"torch": torch.__version__, "numpy": np.__version__}}
+                  "n_val": len(task.val_idx), "versions": versions(torch, np)}
     return train(task, loop_config(tc), Path(out_dir), record, data_sha, run_record)
 
 
