@@ -12,6 +12,10 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+# Tests mirror the code: tests/ (shared code), tests/systems/ (one file per system), tests/workflow/
+# (Snakemake, resume, SLURM, adding a system). Their helpers import each other by module name.
+for _sub in ("systems", "workflow"):
+    sys.path.insert(0, str(Path(__file__).parent / _sub))
 BIN = Path(sys.executable).parent
 NEUROTRAIN = str(BIN / "neurotrain")
 

@@ -9,9 +9,9 @@ was exact. That made CEBRA's first InfoNCE value, and so every weight after it, 
 otherwise identical runs and resumed runs. One call from one thread before any parallel call
 sets MKL up (a single small ``log`` was enough for ``exp``: 0 odd results in 150 processes).
 
-The torch systems' modules (``systems/{ei_rnn,cebra,ring_attractor,lisbet}.py``, which their
-extraction modules import too) import this module first, so the set-up runs at import, before
-any computation of the train and extract stages.
+Every torch system's model module (``systems/<name>/network.py``, or ``train.py`` where the
+model comes from a library, which the extraction modules import too) imports this module first,
+so the set-up runs at import, before any computation of the train and extract stages.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from neurotrain.systems.cpc_snn import data as gw
+from neurotrain.systems.cpc_snn import waveforms as wf
 from neurotrain.errors import NeurotrainError
 from neurotrain.io import atomic_dir, load_json, load_npy, save_json, save_npy
 from neurotrain import stats
@@ -41,13 +42,13 @@ class MatchedFilter:
 
     def __init__(self, asd: np.ndarray, attrs: dict, inj: dict, n_templates: int):
         self.N = N = (len(asd) - 1) * 2
-        self.masses = gw.chirp_masses(inj, n_templates)
-        end, cos, sin = gw.quadrature_templates(asd, attrs, inj, self.masses)
+        self.masses = wf.chirp_masses(inj, n_templates)
+        end, cos, sin = wf.quadrature_templates(asd, attrs, inj, self.masses)
         self.lags = (np.arange(int(round(inj["tc_min"] * N)), end + 1) - end) % N
         # unit-norm quadrature pairs; |<d, a>|^2 + |<d, b>|^2 over scale^2 is the SNR^2
         unit = lambda t: t / np.linalg.norm(t, axis=1, keepdims=True)  # noqa: E731
         self.spectra = np.conj(np.fft.fft(unit(cos) + 1j * unit(sin), axis=1))
-        self.scale = gw.Whitener(asd, N, attrs["sample_rate"], attrs["f_low"], attrs["f_high"]).scale
+        self.scale = wf.Whitener(asd, N, attrs["sample_rate"], attrs["f_low"], attrs["f_high"]).scale
 
     def __call__(self, x: np.ndarray, chunk: int = 64) -> np.ndarray:
         out = np.empty(len(x))
@@ -64,12 +65,12 @@ class MatchedFilter:
         """Recovered / optimal SNR of noise-free random injections (1 = a perfect bank)."""
         rng = np.random.default_rng(seed)
         fs, N = attrs["sample_rate"], self.N
-        w = gw.Whitener(asd, N, fs, attrs["f_low"], attrs["f_high"])
-        p = gw.draw_injections({**inj, "signal_fraction": 1.0}, n, fs, N, rng)
+        w = wf.Whitener(asd, N, fs, attrs["f_low"], attrs["f_high"])
+        p = wf.draw_injections({**inj, "signal_fraction": 1.0}, n, fs, N, rng)
         clean = []
         for i in range(n):
-            h = gw.place_chirp(p["chirp_mass"][i], p["tc"][i], p["phase"][i], fs, attrs["f_start"], N)
-            clean.append(w(h) / gw.optimal_snr(h, w))  # SNR 1
+            h = wf.place_chirp(p["chirp_mass"][i], p["tc"][i], p["phase"][i], fs, attrs["f_start"], N)
+            clean.append(w(h) / wf.optimal_snr(h, w))  # SNR 1
         return self(np.asarray(clean))
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from neurotrain.systems.cpc_snn import data as gw
+from neurotrain.systems.cpc_snn import waveforms as wf
 
 log = logging.getLogger("neurotrain.train")
 
@@ -36,8 +37,8 @@ class Injector:
 
     def __init__(self, asd: np.ndarray, attrs: dict, inj: dict, n_masses: int):
         N = (len(asd) - 1) * 2
-        self.masses = gw.chirp_masses(inj, n_masses)
-        self.end, cos, sin = gw.quadrature_templates(asd, attrs, inj, self.masses)
+        self.masses = wf.chirp_masses(inj, n_masses)
+        self.end, cos, sin = wf.quadrature_templates(asd, attrs, inj, self.masses)
         self.first = int(round(inj["tc_min"] * N))
         self.cos, self.sin = cos.astype(np.float32), sin.astype(np.float32)
         self.inj = inj

@@ -2,6 +2,9 @@
 
 from neurotrain.spec import Source, Stage, SystemSpec
 
+# Every training key but embed_batch (the inference batch of extraction, which must not retrain).
+TRAINING_KEYS = ("task_ids", "run_id", "seed", "epochs", "train_sample", "batch_size", "learning_rate", "gradient_clip",
+                 "val_examples", "delay_min", "delay_max", "speed_fast", "speed_slow", "device", "checkpoint_every")
 CALMS21_ARCHIVES = {"unlabeled": "unlabeled_videos.zip", "task1": "task1_classic_classification.zip"}
 
 
@@ -21,7 +24,7 @@ SPEC = SystemSpec(
     stages={
         "generate": Stage(".data:generate_embedded", reads=("data.embedded",)),
         "preprocess": Stage(".data:preprocess_raw", reads=("data", "model.window")),
-        "train": Stage(".train:run_training", reads=("model", "training")),
+        "train": Stage(".train:run_training", reads=("model", *(f"training.{k}" for k in TRAINING_KEYS))),
         "extract": Stage(".extract:extract", reads=("training.embed_batch",)),
         "analyze": Stage(".analyze:analyze", reads=("analysis",)),
         "figures": Stage(".figures:render"),

@@ -1,6 +1,6 @@
 """The cluster profile against a real SLURM: a one-node cluster started on this machine
-(tests/slurm/local_slurm.sh) runs the E-I RNN smoke chain through the project's
-workflow/profiles/slurm, with the CI cluster's keys from tests/slurm/profile put in. The
+(tests/workflow/slurm/local_slurm.sh) runs the E-I RNN smoke chain through the project's
+workflow/profiles/slurm, with the CI cluster's keys from tests/workflow/slurm/profile put in. The
 training job is cancelled with `scancel` mid-run; Snakemake resubmits it (--retries) and it
 resumes from its checkpoint. SLURM's own records (squeue --states=all) show every job ran there.
 
@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -19,7 +20,7 @@ import yaml
 from conftest import ROOT, snakemake_env, workflow_copy
 
 pytestmark = pytest.mark.slow
-SCRIPT = ROOT / "tests" / "slurm" / "local_slurm.sh"
+SCRIPT = Path(__file__).parent / "slurm" / "local_slurm.sh"
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def test_smoke_chain_on_slurm_with_a_cancelled_training_job(slurm, tmp_path):
     wd = workflow_copy(tmp_path)
     # the shipped profile, with the CI cluster's partition, polling and memory put in
     profile = yaml.safe_load((ROOT / "workflow" / "profiles" / "slurm" / "config.yaml").read_text())
-    profile.update(yaml.safe_load((ROOT / "tests" / "slurm" / "profile" / "config.yaml").read_text()))
+    profile.update(yaml.safe_load((Path(__file__).parent / "slurm" / "profile" / "config.yaml").read_text()))
     (wd / "profile").mkdir()
     (wd / "profile" / "config.yaml").write_text(yaml.safe_dump(profile))
     # long enough training to be cancelled mid-run

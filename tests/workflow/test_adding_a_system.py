@@ -1,9 +1,10 @@
 """docs/adding-a-system.md, proved: a new system is one folder. The toy system in
-tests/toy_system/ is copied into a scratch checkout's src/neurotrain/systems/toy/ and runs the
+tests/workflow/toy_system/ is copied into a scratch checkout's src/neurotrain/systems/toy/ and runs the
 whole chain under Snakemake, registered by its spec alone, with no edit anywhere else."""
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +18,7 @@ def _checkout_with_toy(dest):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, dest / name)
     shutil.copytree(ROOT / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copytree(ROOT / "tests" / "toy_system", dest / "src" / "neurotrain" / "systems" / "toy",
+    shutil.copytree(Path(__file__).parent / "toy_system", dest / "src" / "neurotrain" / "systems" / "toy",
                     ignore=shutil.ignore_patterns("__pycache__"))
     return dest
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A one-node SLURM on this machine for the cluster-profile test (Debian 12, Slurm 22.05).
 #
-#   tests/slurm/local_slurm.sh start STATE_DIR   # prints SLURM_CONF=STATE_DIR/slurm.conf
-#   tests/slurm/local_slurm.sh stop STATE_DIR
+#   tests/workflow/slurm/local_slurm.sh start STATE_DIR   # prints SLURM_CONF=STATE_DIR/slurm.conf
+#   tests/workflow/slurm/local_slurm.sh stop STATE_DIR
 #
 # start installs the Debian packages if they are missing (root only), makes sure the host name
 # resolves, starts munged (as the munge user) only if none is running, writes a one-node

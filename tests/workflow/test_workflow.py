@@ -246,6 +246,36 @@ def _private_src(wd: Path):
                 os.utime(p, (st.st_atime, st.st_mtime))
 
 
+def test_workstation_profile_applies_to_a_bare_snakemake(tmp_path):
+    """profiles/default beside the Snakefile is applied to a bare `snakemake`: its
+    printshellcmds prints every job's command in a dry run, and its rerun-incomplete reruns an
+    output that a killed Snakemake left marked incomplete instead of stopping with
+    IncompleteFilesException; without the profile, neither."""
+    import base64
+
+    wd = workflow_copy(tmp_path)
+    out = wd / "data" / "processed" / "ei_rnn.h5"
+    out.parent.mkdir(parents=True)
+    out.write_bytes(b"half-written")
+    marker = wd / ".snakemake" / "incomplete" / base64.urlsafe_b64encode(b"data/processed/ei_rnn.h5").decode()
+    marker.parent.mkdir(parents=True)
+    marker.touch()
+
+    def dry(*extra):
+        r = subprocess.run(["snakemake", "-n", "--configfile", "config/smoke.yaml", *extra], cwd=wd,
+                           capture_output=True, text=True, env=snakemake_env(), timeout=300)
+        return r.returncode, r.stdout + r.stderr
+
+    code, text = dry()
+    assert code == 0, text[-2000:]
+    assert "Using workflow specific profile profiles/default" in text
+    assert "python -m neurotrain.runner preprocess --system ei_rnn" in text  # printshellcmds
+    assert re.search(r"rule preprocess_dataset:(\n    .*)*\n    output: data/processed/ei_rnn.h5", text)
+    code, text = dry("--workflow-profile", "none")
+    assert code != 0 and "IncompleteFilesException" in text
+    assert "python -m neurotrain.runner" not in text
+
+
 def test_unknown_config_key_rejected(tmp_path):
     wd = workflow_copy(tmp_path)
     (wd / "config" / "bad.yaml").write_text("ei_rnn:\n  training:\n    max_epoch: 3\n")

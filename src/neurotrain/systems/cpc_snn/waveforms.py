@@ -1,0 +1,166 @@
+"""The signal model of the CPC+SNN system: the Advanced LIGO design noise curve, the
+leading-order (Newtonian) inspiral chirp, whitening, coloured Gaussian noise, the optimal SNR,
+injections and the quadrature template bank of the matched filter.
+
+Chirp: GW frequency f(tau) = (1/pi) (5 / (256 tau))^(3/8) (G M_c / c^3)^(-5/8) at time tau before
+coalescence, amplitude ~ f^(2/3) (Peters & Mathews 1963; Maggiore, Gravitational Waves vol. 1,
+ch. 4). Optimal SNR: rho^2 = 4 sum |h(f)|^2 / S(f) df over the band (the norm of the whitened
+signal in units of the whitened noise SD). Noise: the zero-detuned high-power design curve
+(Ajith 2011). Arrays are float64 unless stated; frequencies in Hz, times in s, masses in solar
+masses.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MTSUN_S = 4.925490947641267e-06  # G M_sun / c^3 in seconds
+
+# --------------------------------------------------------------------------- noise and chirps
+def aligo_psd(f: np.ndarray, f_min: float = 10.0) -> np.ndarray:
+    """One-sided PSD (1/Hz) of Advanced LIGO at design sensitivity, the analytic fit of Ajith
+    (2011, PRD 84 084037, eq. 4.7); infinite below ``f_min`` (no power is synthesised there)."""
+    f = np.asarray(f, dtype=np.float64)
+    x = np.maximum(f, 1e-3) / 215.0
+    s = 1e-49 * (x ** -4.14 - 5.0 * x ** -2 + 111.0 * (1 - x ** 2 + x ** 4 / 2) / (1 + x ** 2 / 2))
+    return np.where(f >= f_min, s, np.inf)
+
+
+def band_mask(f: np.ndarray, f_low: float, f_high: float, edge: float = 4.0) -> np.ndarray:
+    """Band-pass gain: 1 inside ``[f_low, f_high]``, cosine edges ``edge`` Hz wide, 0 outside."""
+    g = np.zeros_like(f, dtype=np.float64)
+    inside = (f >= f_low) & (f <= f_high)
+    g[inside] = 1.0
+    lo = (f > f_low - edge) & (f < f_low)
+    g[lo] = 0.5 - 0.5 * np.cos(np.pi * (f[lo] - (f_low - edge)) / edge)
+    hi = (f > f_high) & (f < f_high + edge)
+    g[hi] = 0.5 + 0.5 * np.cos(np.pi * (f[hi] - f_high) / edge)
+    return g
+
+
+def isco_frequency(chirp_mass: float) -> float:
+    """GW frequency at the innermost stable circular orbit of an equal-mass binary (Hz)."""
+    total = chirp_mass * 4 ** 0.6
+    return 1.0 / (6 ** 1.5 * np.pi * total * MTSUN_S)
+
+
+def time_to_coalescence(f: float, chirp_mass: float) -> float:
+    return 5.0 / 256.0 * (np.pi * f) ** (-8 / 3) * (chirp_mass * MTSUN_S) ** (-5 / 3)
+
+
+def chirp(chirp_mass: float, fs: float, f_start: float, phase: float = 0.0) -> np.ndarray:
+    """Newtonian inspiral from ``f_start`` to ISCO, sampled at ``fs``; ends at coalescence
+    (last sample), peak amplitude 1. Tukey on-ramp over 3 cycles, off-ramp over 1 cycle."""
+    mc = chirp_mass * MTSUN_S
+    f_isco = isco_frequency(chirp_mass)
+    if f_start >= f_isco:
+        raise ValueError(f"f_start {f_start} Hz is above the ISCO frequency {f_isco:.1f} Hz of chirp mass {chirp_mass}")
+    tau0, tau1 = time_to_coalescence(f_start, chirp_mass), time_to_coalescence(f_isco, chirp_mass)
+    tau = tau0 - np.arange(int(np.floor((tau0 - tau1) * fs)) + 1) / fs
+    f = (5.0 / (256.0 * tau)) ** 0.375 * mc ** -0.625 / np.pi
+    phi = -2.0 * (tau / (5.0 * mc)) ** 0.625 + phase
+    h = (f / f_isco) ** (2 / 3) * np.cos(phi)
+    cycles = np.cumsum(f) / fs
+    on = cycles < 3.0
+    h[on] *= 0.5 - 0.5 * np.cos(np.pi * cycles[on] / 3.0)
+    back = (cycles[-1] - cycles) < 1.0
+    h[back] *= 0.5 - 0.5 * np.cos(np.pi * (cycles[-1] - cycles[back]))
+    return h
+
+
+class Whitener:
+    """Whitening + band-pass of stretches of ``n`` samples at ``fs`` against an ASD on
+    ``rfft(n)``'s grid, scaled so that stationary noise with that ASD has unit variance per
+    sample. The band-pass leaves fewer than ``n`` degrees of freedom, so a unit-norm template
+    correlated with that noise has SD ``scale`` (not 1): SNRs divide by it."""
+
+    def __init__(self, asd: np.ndarray, n: int, fs: float, f_low: float, f_high: float):
+        self.n, self.fs = n, fs
+        self.f = np.fft.rfftfreq(n, 1 / fs)
+        if asd.shape != self.f.shape:
+            raise ValueError(f"ASD has {asd.shape[0]} bins, expected {self.f.shape[0]}")
+        gain = band_mask(self.f, f_low, f_high)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inv = np.where(np.isfinite(asd) & (asd > 0), gain / asd, 0.0)
+        # white noise of one-sided PSD S has per-sample variance S fs / 2; bins weighted as in rfft
+        weights = np.full(self.f.shape, 2.0)
+        weights[0] = 1.0
+        if n % 2 == 0:
+            weights[-1] = 1.0
+        var = np.sum(weights * gain ** 2) / n  # per-sample variance of band-passed unit-PSD noise
+        self.scale = 1.0 / np.sqrt(var)
+        self.filter = inv * np.sqrt(2.0 / fs) * self.scale
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.fft.irfft(np.fft.rfft(x, axis=-1) * self.filter, n=self.n, axis=-1)
+
+
+def colored_noise(asd: np.ndarray, n: int, fs: float, rng: np.random.Generator, count: int) -> np.ndarray:
+    """``count`` stretches of stationary Gaussian noise with one-sided ASD ``asd`` (rfft(n) grid)."""
+    white = rng.standard_normal((count, n))
+    amp = np.where(np.isfinite(asd), asd, 0.0) * np.sqrt(fs / 2.0)
+    return np.fft.irfft(np.fft.rfft(white, axis=-1) * amp, n=n, axis=-1)
+
+
+def optimal_snr(h: np.ndarray, whitener: Whitener) -> float:
+    """Optimal SNR of strain ``h`` (length ``whitener.n``): sqrt(4 sum |h(f)|^2 / S(f) df) over the band."""
+    return float(np.linalg.norm(whitener(h)) / whitener.scale)
+
+
+# --------------------------------------------------------------------------- injections
+def draw_injections(inj: dict, n_seg: int, fs: float, seg_len: int, rng: np.random.Generator) -> dict:
+    """Per-segment injection parameters: label, SNR, chirp mass, coalescence time, phase."""
+    label = (rng.random(n_seg) < inj["signal_fraction"]).astype(np.int8)
+    snr = np.where(label == 1, rng.uniform(inj["snr_min"], inj["snr_max"], n_seg), 0.0)
+    # uniform in tau0 ~ M_c^(-5/3) (the flat direction of the chirp family), within the mass range
+    lo, hi = inj["chirp_mass_min"] ** (-5 / 3), inj["chirp_mass_max"] ** (-5 / 3)
+    mc = np.where(label == 1, rng.uniform(hi, lo, n_seg) ** (-3 / 5), 0.0)
+    tc = np.where(label == 1, rng.uniform(inj["tc_min"], inj["tc_max"], n_seg) * seg_len / fs, np.nan)
+    phase = np.where(label == 1, rng.uniform(0, 2 * np.pi, n_seg), 0.0)
+    return {"label": label, "snr": snr, "chirp_mass": mc, "tc": tc, "phase": phase}
+
+
+def place_chirp(mc: float, tc: float, phase: float, fs: float, f_start: float, length: int) -> np.ndarray:
+    """A unit-peak chirp ending (coalescing) at ``tc`` s into a stretch of ``length`` samples."""
+    h = chirp(mc, fs, f_start, phase)
+    end = int(round(tc * fs))
+    start = end - len(h) + 1
+    if start < 0 or end >= length:
+        raise ValueError(f"chirp of mass {mc:.1f} ({len(h) / fs:.2f} s) does not fit before tc={tc:.3f} s")
+    out = np.zeros(length)
+    out[start:end + 1] = h
+    return out
+
+
+def chirp_masses(inj: dict, n: int) -> np.ndarray:
+    """``n`` chirp masses over the injected range, uniform in chirp time tau0 ~ M_c^(-5/3)."""
+    lo, hi = inj["chirp_mass_min"] ** (-5 / 3), inj["chirp_mass_max"] ** (-5 / 3)
+    return np.linspace(hi, lo, n) ** (-3 / 5) if n > 1 else np.array([inj["chirp_mass_min"]])
+
+
+def quadrature_templates(asd: np.ndarray, attrs: dict, inj: dict, masses: np.ndarray):
+    """(coalescence index, cos [M, N], sin [M, N]): whitened chirps of each mass in two phases,
+    coalescing at ``tc_max`` of an N-sample segment, each scaled to optimal SNR 1."""
+    fs = attrs["sample_rate"]
+    N = (len(asd) - 1) * 2
+    w = Whitener(asd, N, fs, attrs["f_low"], attrs["f_high"])
+    end = int(round(inj["tc_max"] * N))
+    out = {0.0: [], np.pi / 2: []}
+    for m in masses:
+        for phase, rows in out.items():
+            h = place_chirp(m, end / fs, phase, fs, attrs["f_start"], N)
+            rows.append(w(h) / optimal_snr(h, w))
+    return end, np.asarray(out[0.0]), np.asarray(out[np.pi / 2])
+
+
+
+def inject(segments: np.ndarray, params: dict, whiten_seg: Whitener, fs: float, f_start: float) -> np.ndarray:
+    """Strain amplitudes that give each injection its SNR; adds the chirps to ``segments``
+    (strain, [n, N]) in place. Returns the amplitude per segment (0 for noise)."""
+    n, N = segments.shape
+    amp = np.zeros(n)
+    for i in np.flatnonzero(params["label"] == 1):
+        h = place_chirp(params["chirp_mass"][i], params["tc"][i], params["phase"][i], fs, f_start, N)
+        amp[i] = params["snr"][i] / optimal_snr(h, whiten_seg)
+        segments[i] += amp[i] * h
+    return amp
