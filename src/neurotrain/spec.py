@@ -46,6 +46,24 @@ class Stage:
     files: tuple[str, ...] = ()
 
 
+# The entry functions of a system folder laid out as docs/adding-a-system.md describes.
+CONVENTIONAL_ENTRIES = {"generate": ".data:generate_embedded", "preprocess": ".data:preprocess_raw",
+                        "train": ".train:run_training", "extract": ".extract:extract", "analyze": ".analyze:analyze",
+                        "figures": ".figures:render", "report": "neurotrain.reports.render:render_report"}
+
+
+def conventional_stages(**reads: tuple[str, ...]) -> dict[str, Stage]:
+    """Every stage at its conventional entry (``CONVENTIONAL_ENTRIES``; the report renders the
+    folder's ``report.md.j2``), each declaring the config keys given for it by stage name:
+    ``conventional_stages(train=("model", "training"), analyze=("analysis",))``."""
+    unknown = set(reads) - set(STAGES)
+    if unknown:
+        raise ValueError(f"no stage {', '.join(sorted(unknown))} (stages: {', '.join(STAGES)})")
+    return {st: Stage(CONVENTIONAL_ENTRIES[st], tuple(reads.get(st, ())),
+                      files=("report.md.j2",) if st == "report" else ())
+            for st in STAGES}
+
+
 @dataclass(frozen=True)
 class Source:
     """A real-data source (``<system>.data.source``): ``downloads(data_block)`` returns

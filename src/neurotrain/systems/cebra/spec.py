@@ -1,6 +1,6 @@
 """CEBRA: what the workflow needs to know about this system (torch-free)."""
 
-from neurotrain.spec import Source, Stage, SystemSpec
+from neurotrain.spec import Source, SystemSpec, conventional_stages
 
 
 def rat_files(data: dict) -> dict[str, dict]:
@@ -16,16 +16,13 @@ SPEC = SystemSpec(
     title="CEBRA multi-session embedding",
     seed="cebra-multisession-training.md",
     framework="torch",
-    stages={
-        "generate": Stage(".data:generate_embedded", reads=("data.embedded",)),
-        "preprocess": Stage(".data:preprocess_raw", reads=("data.source", "data.test_fraction", "data.min_session_bins",
-                                                           "data.rat.names", "data.rat.md5", "data.nwb")),
-        "train": Stage(".train:run_training", reads=("model", "training")),
-        "extract": Stage(".extract:extract"),
-        "analyze": Stage(".analyze:analyze", reads=("analysis",)),
-        "figures": Stage(".figures:render"),
-        "report": Stage("neurotrain.reports.render:render_report", files=("report.md.j2",)),
-    },
+    stages=conventional_stages(
+        generate=("data.embedded",),
+        preprocess=("data.source", "data.test_fraction", "data.min_session_bins",
+                    "data.rat.names", "data.rat.md5", "data.nwb"),
+        train=("model", "training"),
+        analyze=("analysis",),
+    ),
     sources={"rat": Source(downloads=rat_files), "nwb": Source(user_files=("nwb", "paths"))},
     captions={
         "embeddings": "CEBRA: per-session embeddings coloured by the behaviour variable (shared latent across sessions).",

@@ -1,6 +1,6 @@
 """CPC + SNN: what the workflow needs to know about this system (torch-free)."""
 
-from neurotrain.spec import Source, Stage, SystemSpec
+from neurotrain.spec import Source, SystemSpec, conventional_stages
 
 
 def gwosc_files(data: dict) -> dict[str, dict]:
@@ -15,15 +15,13 @@ SPEC = SystemSpec(
     title="CPC + spiking gravitational-wave detector",
     seed="cpc-snn-unified-trainer.md",
     framework="jax",
-    stages={
-        "generate": Stage(".data:generate_embedded", reads=("data",)),
-        "preprocess": Stage(".data:preprocess_raw", reads=("data", "model.encoder", "model.cpc.prediction_steps")),
-        "train": Stage(".train:run_training", reads=("data.injection", "model", "training")),
-        "extract": Stage(".extract:extract", reads=("model", "analysis.spike_examples")),
-        "analyze": Stage(".analyze:analyze", reads=("analysis", "data.injection")),
-        "figures": Stage(".figures:render"),
-        "report": Stage("neurotrain.reports.render:render_report", files=("report.md.j2",)),
-    },
+    stages=conventional_stages(
+        generate=("data",),
+        preprocess=("data", "model.encoder", "model.cpc.prediction_steps"),
+        train=("data.injection", "model", "training"),
+        extract=("model", "analysis.spike_examples"),
+        analyze=("analysis", "data.injection"),
+    ),
     sources={"gwosc": Source(downloads=gwosc_files)},
     captions={
         "loss_per_phase": "CPC + SNN: losses per training phase (CPC pre-training, SNN with the encoder frozen, joint "

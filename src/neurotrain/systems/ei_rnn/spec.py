@@ -1,21 +1,18 @@
 """E-I RNN: what the workflow needs to know about this system (torch-free)."""
 
-from neurotrain.spec import Source, Stage, SystemSpec
+from neurotrain.spec import Source, SystemSpec, conventional_stages
 
 SPEC = SystemSpec(
     name="ei_rnn",
     title="Dale's-law E-I RNN fitted to PSTHs",
     seed="ei-rnn-final-training-plan.md",
     framework="torch",
-    stages={
-        "generate": Stage(".data:generate_embedded", reads=("data",)),
-        "preprocess": Stage(".data:preprocess_raw", reads=("data",)),
-        "train": Stage(".train:run_training", reads=("data", "model", "loss", "training")),
-        "extract": Stage(".extract:extract"),
-        "analyze": Stage(".analyze:analyze", reads=("analysis", "training.seed")),
-        "figures": Stage(".figures:render"),
-        "report": Stage("neurotrain.reports.render:render_report", files=("report.md.j2",)),
-    },
+    stages=conventional_stages(
+        generate=("data",),
+        preprocess=("data",),
+        train=("data", "model", "loss", "training"),
+        analyze=("analysis", "training.seed"),
+    ),
     sources={"mat": Source(user_files=("path",))},
     captions={
         "training_curves": "E-I RNN training: loss terms and validation PSTH correlation per epoch.",

@@ -1,6 +1,6 @@
 """LISBET: what the workflow needs to know about this system (torch-free)."""
 
-from neurotrain.spec import Source, Stage, SystemSpec
+from neurotrain.spec import Source, SystemSpec, conventional_stages
 
 # Every training key but embed_batch (the inference batch of extraction, which must not retrain).
 TRAINING_KEYS = ("task_ids", "run_id", "seed", "epochs", "train_sample", "batch_size", "learning_rate", "gradient_clip",
@@ -21,15 +21,13 @@ SPEC = SystemSpec(
     title="LISBET social-behaviour transformer",
     seed="lisbet-self-supervised-training.rst",
     framework="torch",
-    stages={
-        "generate": Stage(".data:generate_embedded", reads=("data.embedded",)),
-        "preprocess": Stage(".data:preprocess_raw", reads=("data", "model.window")),
-        "train": Stage(".train:run_training", reads=("model", *(f"training.{k}" for k in TRAINING_KEYS))),
-        "extract": Stage(".extract:extract", reads=("training.embed_batch",)),
-        "analyze": Stage(".analyze:analyze", reads=("analysis",)),
-        "figures": Stage(".figures:render"),
-        "report": Stage("neurotrain.reports.render:render_report", files=("report.md.j2",)),
-    },
+    stages=conventional_stages(
+        generate=("data.embedded",),
+        preprocess=("data", "model.window"),
+        train=("model", *(f"training.{k}" for k in TRAINING_KEYS)),
+        extract=("training.embed_batch",),
+        analyze=("analysis",),
+    ),
     sources={"calms21": Source(downloads=calms21_files), "movement": Source(user_files=("movement", "paths"))},
     captions={
         "history": "LISBET: training and validation accuracy per self-supervised task per epoch.",

@@ -3,7 +3,7 @@
 from pathlib import PurePosixPath
 from urllib.parse import urlparse
 
-from neurotrain.spec import Source, Stage, SystemSpec
+from neurotrain.spec import Source, SystemSpec, conventional_stages
 
 
 def nwb_download(data: dict) -> dict[str, dict]:
@@ -20,16 +20,14 @@ SPEC = SystemSpec(
     title="Ring-attractor head-direction network",
     seed="ring-attractor-enhanced-training.md",
     framework="torch",
-    stages={
-        "generate": Stage(".data:generate_embedded", reads=("data.embedded",)),
-        "preprocess": Stage(".data:preprocess_raw", reads=("data.source", "data.val_fraction", "data.test_fraction",
-                                                           "data.split_seed", "data.embedded", "data.nwb")),
-        "train": Stage(".train:run_training", reads=("model", "loss", "training")),
-        "extract": Stage(".extract:extract", reads=("analysis.drift_trials", "analysis.drift_duration")),
-        "analyze": Stage(".analyze:analyze", reads=("analysis",)),
-        "figures": Stage(".figures:render"),
-        "report": Stage("neurotrain.reports.render:render_report", files=("report.md.j2",)),
-    },
+    stages=conventional_stages(
+        generate=("data.embedded",),
+        preprocess=("data.source", "data.val_fraction", "data.test_fraction",
+                    "data.split_seed", "data.embedded", "data.nwb"),
+        train=("model", "loss", "training"),
+        extract=("analysis.drift_trials", "analysis.drift_duration"),
+        analyze=("analysis",),
+    ),
     sources={"nwb": Source(downloads=nwb_download, user_files=("nwb", "path"))},
     captions={
         "training_curves": "Ring attractor: loss and heading tracking error per epoch.",
