@@ -183,3 +183,16 @@ def test_two_processes_give_identical_weights(tiny_dataset, tmp_path):
         assert r.returncode == 0, r.stderr
     a, b = load_checkpoint(tmp_path / "a" / "model_final.pt"), load_checkpoint(tmp_path / "b" / "model_final.pt")
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_checkpoint_holds_a_stage_config_slice(tmp_path):
+    """A stage's strict config slice (a dict subclass) is saved as plain dicts, which
+    torch.load(weights_only=True) reads back (lisbet's train stage declares part of a block)."""
+    from neurotrain.config import stage_config
+    from neurotrain.training.checkpoint import load_checkpoint, save_checkpoint
+
+    cfg = stage_config("lisbet", "train")
+    save_checkpoint(tmp_path / "c.pt", {"config": {"training": cfg["training"]}, "x": torch.zeros(2)})
+    back = load_checkpoint(tmp_path / "c.pt")
+    assert type(back["config"]["training"]) is dict and back["config"]["training"]["seed"] == cfg["training"]["seed"]
+    assert "embed_batch" not in back["config"]["training"]

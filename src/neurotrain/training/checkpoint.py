@@ -11,14 +11,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from neurotrain.config import StrictConfig
 from neurotrain.errors import NeurotrainError
 from neurotrain.io import atomic_path
+
+
+def _plain(obj):
+    """``obj`` with a stage's config slices (:class:`StrictConfig`) turned into plain dicts, so that
+    ``torch.load(weights_only=True)`` reads them back; state dicts (OrderedDicts) stay as they are."""
+    if isinstance(obj, StrictConfig) or type(obj) is dict:
+        return {k: _plain(v) for k, v in obj.items()}
+    if type(obj) in (list, tuple):
+        return type(obj)(_plain(v) for v in obj)
+    return obj
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
     """Write ``state`` to ``path`` atomically (a kill mid-write leaves the previous file)."""
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        torch.save(_plain(state), tmp)
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict:
