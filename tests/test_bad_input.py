@@ -143,6 +143,32 @@ def workflow_unknown_system(tmp):
                 code=1, absent=[wd / "results", wd / "data"], cwd=wd, stream="both")
 
 
+def workflow_url_runs_shell(tmp):
+    """A download address whose file name would run a command in the fetch rule's shell."""
+    wd = _wf(tmp)
+    (wd / "config" / "bad.yaml").write_text(
+        "systems: [ring_attractor]\nring_attractor:\n  data:\n    source: nwb\n    nwb:\n"
+        "      url: 'http://127.0.0.1:9/rec$(touch PWNED).nwb'\n      md5: '" + "0" * 32 + "'\n")
+    return Case(["snakemake", "--configfile", "config/bad.yaml"], "ring_attractor.data.nwb.url",
+                "is not a plain name", code=1, absent=[wd / "PWNED", wd / "results" / "ring_attractor", wd / "data"],
+                cwd=wd, stream="both")
+
+
+def config_download_name_path(tmp):
+    return _train_with(tmp, "cebra", "cebra:\n  data:\n    rat:\n      names: ['../../evil', buddy]\n",
+                       "cebra.data.rat.names.0", "does not match")
+
+
+def config_run_id_not_plain(tmp):
+    return _train_with(tmp, "lisbet", "lisbet:\n  training:\n    run_id: '.'\n", "lisbet.training.run_id",
+                       "does not match")
+
+
+def config_run_id_reserved(tmp):
+    return _train_with(tmp, "lisbet", "lisbet:\n  training:\n    run_id: model_best.pt\n", "lisbet.training.run_id",
+                       "taken by the workflow's own files")
+
+
 # ------------------------------------------------------------------------------ rows: MATLAB
 def _mat(tmp, kind):
     from test_matlab import _write_bad
@@ -406,6 +432,12 @@ CATALOGUE: dict[str, tuple[str, Callable]] = {
     "unknown-system": ("an unknown system on the command line", unknown_system),
     "workflow-unknown-key": ("a misspelt key given to Snakemake", workflow_unknown_key),
     "workflow-unknown-system": ("an unknown system in `systems`", workflow_unknown_system),
+    "workflow-url-runs-shell": ("a download address whose file name is a shell command (`$(touch X)`)",
+                                workflow_url_runs_shell),
+    "config-download-name-path": ("a download name from the config that is a path (`../../evil`)",
+                                  config_download_name_path),
+    "config-run-id-not-plain": ("a run id that is not a plain name (`.`)", config_run_id_not_plain),
+    "config-run-id-reserved": ("a run id that is one of the model folder's own files", config_run_id_reserved),
     "mat-missing": ("a `.mat` file that does not exist", mat_missing),
     "mat-truncated": ("a truncated `.mat` (v7.3)", mat_truncated),
     "mat-nan": ("NaN/Inf in the spikes of a `.mat`", mat_nan),

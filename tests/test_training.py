@@ -196,3 +196,46 @@ def test_checkpoint_holds_a_stage_config_slice(tmp_path):
     back = load_checkpoint(tmp_path / "c.pt")
     assert type(back["config"]["training"]) is dict and back["config"]["training"]["seed"] == cfg["training"]["seed"]
     assert "embed_batch" not in back["config"]["training"]
+
+
+def _same_models(a_dir, b_dir):
+    for kind in ("final", "best"):
+        a, b = load_checkpoint(a_dir / f"model_{kind}.pt"), load_checkpoint(b_dir / f"model_{kind}.pt")
+        assert a["epoch"] == b["epoch"], kind
+        for k in a["model"]:
+            assert torch.equal(a["model"][k], b["model"][k]), (kind, k)
+
+
+@pytest.mark.parametrize("lowered", [2, 3])
+def test_lowered_max_epochs_ends_where_a_fresh_run_would(tiny_dataset, cfg, tmp_path, lowered):
+    """max_epochs may change between runs without a fresh start (it is resume-neutral), but a run
+    that got past the new value must not report it: lowered to 2 it resumes from the epoch-2
+    state, lowered to 3 from the epoch-2 state and trains one epoch; both equal a fresh run."""
+    import copy
+
+    done = tmp_path / "done"
+    run_training(_cfg(copy.deepcopy(cfg), epochs=4), str(tiny_dataset["h5"]), str(done))
+    summary = run_training(_cfg(copy.deepcopy(cfg), epochs=lowered), str(tiny_dataset["h5"]), str(done))
+    assert summary["total_epochs"] == lowered and summary["resumed_from_epoch"] == 2
+    fresh = tmp_path / "fresh"
+    run_training(_cfg(copy.deepcopy(cfg), epochs=lowered), str(tiny_dataset["h5"]), str(fresh))
+    _same_models(done, fresh)
+    assert len(json.loads((done / "training_log.json").read_text())["history"]) == lowered
+
+
+def test_lowered_patience_ends_where_early_stopping_would(tiny_dataset, cfg, tmp_path):
+    """patience lowered below the run's bad streak: the rerun stops where a fresh run with the new
+    patience stops (resuming from an earlier state or starting fresh), not at the old epoch."""
+    import copy
+
+    c = _cfg(copy.deepcopy(cfg), epochs=12)
+    c["training"]["learning_rate"] = 0.5  # validation stops improving quickly
+    out = tmp_path / "m"
+    run_training(copy.deepcopy(c), str(tiny_dataset["h5"]), str(out))
+    c["training"]["patience"] = 1
+    summary = run_training(copy.deepcopy(c), str(tiny_dataset["h5"]), str(out))
+    fresh = tmp_path / "fresh"
+    expected = run_training(copy.deepcopy(c), str(tiny_dataset["h5"]), str(fresh))
+    assert expected["stop_reason"] == "early_stopping" and expected["total_epochs"] < 12
+    assert summary["total_epochs"] == expected["total_epochs"] and summary["stop_reason"] == "early_stopping"
+    _same_models(out, fresh)

@@ -276,6 +276,18 @@ def test_workstation_profile_applies_to_a_bare_snakemake(tmp_path):
     assert "python -m neurotrain.runner" not in text
 
 
+def test_every_shell_substitution_is_quoted(root):
+    """Nothing from the config or a wildcard reaches a rule's shell unquoted: every placeholder
+    of every shell command is shell-quoted (``:q``); ``params.truth`` is quoted by its helper."""
+    blocks = 0
+    for f in sorted((root / "workflow" / "rules").glob("*.smk")):
+        for block in re.findall(r"shell:\n((?:\s+\".*\"\n)+)", f.read_text()):
+            blocks += 1
+            for ph in re.findall(r"\{([^{}]+)\}", block):
+                assert ph.endswith(":q") or ph == "params.truth", f"{f.name}: {{{ph}}} is not quoted"
+    assert blocks == 9
+
+
 def test_unknown_config_key_rejected(tmp_path):
     wd = workflow_copy(tmp_path)
     (wd / "config" / "bad.yaml").write_text("ei_rnn:\n  training:\n    max_epoch: 3\n")

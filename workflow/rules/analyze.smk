@@ -27,5 +27,5 @@ rule analyze_population:
         stage=stage_spec("analyze"),
         truth=truth_arg,
     shell:
-        "python -m neurotrain.runner analyze --system {wildcards.system} --params {params.cfg:q} --stage-spec {params.stage:q}"
-        " --run-dir $(dirname {output.summary}) --data {input.data} {params.truth} > {log} 2>&1"
+        "python -m neurotrain.runner analyze --system {wildcards.system:q} --params {params.cfg:q} --stage-spec {params.stage:q}"
+        ' --run-dir "$(dirname {output.summary:q})" --data {input.data:q} {params.truth} > {log:q} 2>&1'

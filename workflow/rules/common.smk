@@ -4,6 +4,7 @@
 # its framework, and the real-data sources. This file names no system. No torch/jax imports:
 # it is read again by every cluster job.
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -37,6 +38,11 @@ if not any(
 shell.prefix(_PREFIX)
 
 SYSTEMS = config["systems"]
+
+
+wildcard_constraints:
+    system="|".join(registry.names()),
+    filename=r"[A-Za-z0-9][A-Za-z0-9._-]*",
 
 
 def systems_of(framework):
@@ -129,7 +135,10 @@ def _downloads(system):
     data, source = _source(system)
     if source is None or source.downloads is None:
         return {}
-    return source.downloads(data)
+    try:  # file names come from the config: plain names only (neurotrain.names)
+        return source.downloads(data)
+    except NeurotrainError as exc:
+        raise WorkflowError(f"config: {exc}") from None
 
 
 def download_spec(wildcards):
@@ -177,4 +186,4 @@ def ground_truth(wildcards):
 
 def truth_arg(wildcards):
     truth = ground_truth(wildcards)
-    return f"--truth {truth[0]}/truth.npz" if truth else ""
+    return f"--truth {shlex.quote(str(Path(truth[0], 'truth.npz')))}" if truth else ""

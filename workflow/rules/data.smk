@@ -26,8 +26,8 @@ rule generate_dataset:
         cfg=stage_params("generate"),
         stage=stage_spec("generate"),
     shell:
-        "python -m neurotrain.runner generate --system {wildcards.system} --params {params.cfg:q} --stage-spec {params.stage:q}"
-        " --out-dir {output} > {log} 2>&1"
+        "python -m neurotrain.runner generate --system {wildcards.system:q} --params {params.cfg:q} --stage-spec {params.stage:q}"
+        " --out-dir {output:q} > {log:q} 2>&1"
 
 
 rule preprocess_dataset:
@@ -50,8 +50,8 @@ rule preprocess_dataset:
         cfg=stage_params("preprocess"),
         stage=stage_spec("preprocess"),
     shell:
-        "python -m neurotrain.runner preprocess --system {wildcards.system} --params {params.cfg:q} --stage-spec {params.stage:q}"
-        " --raw {input.raw:q} --out {output} > {log} 2>&1"
+        "python -m neurotrain.runner preprocess --system {wildcards.system:q} --params {params.cfg:q} --stage-spec {params.stage:q}"
+        " --raw {input.raw:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule fetch_dataset:
@@ -72,5 +72,5 @@ rule fetch_dataset:
     params:
         spec=download_spec,
     shell:
-        "python -m neurotrain.runner fetch --url {params.spec[url]:q} --md5 {params.spec[md5]}"
-        " --retries {params.spec[retries]} --out {output} > {log} 2>&1"
+        "python -m neurotrain.runner fetch --url {params.spec[url]:q} --md5 {params.spec[md5]:q}"
+        " --retries {params.spec[retries]:q} --out {output:q} > {log:q} 2>&1"

@@ -38,8 +38,8 @@ rule render_figures:
         stage=stage_spec("figures"),
         captions=figure_captions,
     shell:
-        "python -m neurotrain.runner figures --system {wildcards.system} --params {params.cfg:q} --stage-spec {params.stage:q}"
-        " --run-dir $(dirname {input.summary}) > {log} 2>&1"
+        "python -m neurotrain.runner figures --system {wildcards.system:q} --params {params.cfg:q} --stage-spec {params.stage:q}"
+        ' --run-dir "$(dirname {input.summary:q})" > {log:q} 2>&1'
 
 
 rule render_report:
@@ -63,8 +63,8 @@ rule render_report:
         cfg=stage_params("report"),
         stage=stage_spec("report"),
     shell:
-        "python -m neurotrain.runner report --system {wildcards.system} --params {params.cfg:q} --stage-spec {params.stage:q}"
-        " --run-dir $(dirname {output}) --out {output} > {log} 2>&1"
+        "python -m neurotrain.runner report --system {wildcards.system:q} --params {params.cfg:q} --stage-spec {params.stage:q}"
+        ' --run-dir "$(dirname {output:q})" --out {output:q} > {log:q} 2>&1'
 
 
 # The project report: every system's headline metrics beside its bar and ceiling.
@@ -88,4 +88,4 @@ rule index_report:
     params:
         systems=",".join(SYSTEMS),
     shell:
-        "python -m neurotrain.runner index --systems {params.systems} --results results --out {output} > {log} 2>&1"
+        "python -m neurotrain.runner index --systems {params.systems:q} --results results --out {output:q} > {log:q} 2>&1"

@@ -29,8 +29,8 @@ rule train_model:
         cfg=stage_params("train"),
         stage=stage_spec("train"),
     shell:
-        "python -m neurotrain.runner train --system {wildcards.system} --params {params.cfg:q} --stage-spec {params.stage:q}"
-        " --data {input.data} --out-dir $(dirname {output.best}) --threads {threads} > {log} 2>&1"
+        "python -m neurotrain.runner train --system {wildcards.system:q} --params {params.cfg:q} --stage-spec {params.stage:q}"
+        ' --data {input.data:q} --out-dir "$(dirname {output.best:q})" --threads {threads:q} > {log:q} 2>&1'
 
 
 # JAX systems: the same job; parameters are saved as .npz (arrays + JSON metadata, no pickle).
@@ -66,5 +66,5 @@ rule extract_model:
         cfg=stage_params("extract"),
         stage=stage_spec("extract"),
     shell:
-        "python -m neurotrain.runner extract --system {wildcards.system} --params {params.cfg:q} --stage-spec {params.stage:q}"
-        " --model-dir $(dirname {input.best}) --data {input.data} --out-dir $(dirname {output.weights}) > {log} 2>&1"
+        "python -m neurotrain.runner extract --system {wildcards.system:q} --params {params.cfg:q} --stage-spec {params.stage:q}"
+        ' --model-dir "$(dirname {input.best:q})" --data {input.data:q} --out-dir "$(dirname {output.weights:q})" > {log:q} 2>&1'

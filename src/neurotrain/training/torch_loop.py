@@ -169,9 +169,32 @@ class Trainer:
             raise NeurotrainError(path, exc.what) from None
         return int(self.state["epoch"])
 
+    def stop_epoch(self, history: list[dict]) -> int:
+        """The epoch at which this config stops a run whose per-epoch rows are ``history``:
+        ``max_epochs``, or earlier where early stopping under this ``patience`` fires."""
+        cfg = self.cfg
+        sign = 1.0 if cfg.monitor_mode == "max" else -1.0
+        best, bad = -math.inf, 0
+        for row in history:
+            score = sign * row[cfg.monitor]
+            best, bad = (score, 0) if score > best else (best, bad + 1)
+            if bad >= cfg.patience or row["epoch"] >= cfg.max_epochs:
+                return min(int(row["epoch"]), cfg.max_epochs)
+        return cfg.max_epochs
+
     def _restore(self, ck: dict) -> None:
         """Load a resume state into the model, optimizer, scheduler, RNGs and loop; on a state that
-        does not fit, put everything back as it was and raise NeurotrainError."""
+        does not fit, put everything back as it was and raise NeurotrainError. A state past the
+        epoch where this config stops (``max_epochs`` or ``patience`` lowered since it was saved)
+        does not fit either: the run resumes from an older state, or starts fresh, and ends where
+        a fresh run with this config would."""
+        try:
+            epoch, limit = int(ck["progress"]["epoch"]), self.stop_epoch(ck["progress"]["history"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise NeurotrainError("checkpoint", f"checkpoint does not fit this run ({exc.__class__.__name__}: {exc})"
+                                  ) from None
+        if epoch > limit:
+            raise NeurotrainError("checkpoint", f"it is at epoch {epoch}, past epoch {limit} where this config stops")
         fresh = (copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.opt.state_dict()),
                  copy.deepcopy(self.sched.state_dict()))
         try:

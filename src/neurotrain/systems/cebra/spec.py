@@ -1,11 +1,14 @@
 """CEBRA: what the workflow needs to know about this system (torch-free)."""
 
+from neurotrain.names import plain_name
 from neurotrain.spec import Source, SystemSpec, conventional_stages
 
 
 def rat_files(data: dict) -> dict[str, dict]:
     """The CEBRA rat hippocampus files (one ``<rat>.jl.gz`` per name in ``data.rat.names``)."""
     rat = data["rat"]
+    for i, name in enumerate(rat["names"]):
+        plain_name(name, f"config key cebra.data.rat.names.{i}")
     return {f"{name}.jl.gz": {"url": rat["url"].format(name=name), "md5": rat["md5"].get(name, ""),
                               "retries": rat["retries"]}
             for name in rat["names"]}

@@ -142,6 +142,9 @@ def run_training(cfg: dict, data_path: str, out_dir: str, threads: int = 0) -> d
     def fits(state: dict) -> None:
         if not {"solver", "rng", "progress"} <= set(state):
             raise NeurotrainError("checkpoint", "checkpoint does not fit this run (not a CEBRA solver state)")
+        if state["progress"]["step"] > t["max_steps"]:  # max_steps lowered since: an older state, or fresh
+            raise NeurotrainError("checkpoint", f"it is at step {state['progress']['step']}, past max_steps "
+                                                f"{t['max_steps']}")
 
     resume = ckpts.begin(fits)
     done = int(resume["progress"]["step"]) if resume else 0

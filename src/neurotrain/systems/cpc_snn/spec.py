@@ -1,11 +1,14 @@
 """CPC + SNN: what the workflow needs to know about this system (torch-free)."""
 
+from neurotrain.names import plain_name
 from neurotrain.spec import Source, SystemSpec, conventional_stages
 
 
 def gwosc_files(data: dict) -> dict[str, dict]:
     """The GWOSC strain files named in ``data.gwosc.files`` (name -> md5)."""
     g = data["gwosc"]
+    for name in g["files"]:
+        plain_name(name, "config key cpc_snn.data.gwosc.files")
     return {name: {"url": g["url"].format(name=name), "md5": md5, "retries": g["retries"]}
             for name, md5 in g["files"].items()}
 

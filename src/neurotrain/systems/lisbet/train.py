@@ -190,12 +190,15 @@ def run_training(cfg: dict, data_path: str, out_dir: str, threads: int = 0) -> d
     from neurotrain.errors import NeurotrainError
     from neurotrain.io import atomic_dir, save_json, sha256_file
     from neurotrain.training.checkpoint import load_checkpoint, save_checkpoint
+    from neurotrain.names import plain_name
     from neurotrain.training.checkpoint import run_preamble
     from neurotrain.training.runstate import versions
     from neurotrain.training.torch_loop import train
 
-    data = load_processed(data_path)
     t = cfg["training"]
+    plain_name(t["run_id"], "config key lisbet.training.run_id",
+               reserved=("model_best.pt", "model_final.pt", "training_log.json", "config.json", "checkpoints"))
+    data = load_processed(data_path)
     device = run_preamble("lisbet", t, threads)
     try:
         task = LisbetTask(data, cfg, device)

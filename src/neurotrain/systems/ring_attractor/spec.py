@@ -3,6 +3,7 @@
 from pathlib import PurePosixPath
 from urllib.parse import urlparse
 
+from neurotrain.names import plain_name
 from neurotrain.spec import Source, SystemSpec, conventional_stages
 
 
@@ -11,7 +12,8 @@ def nwb_download(data: dict) -> dict[str, dict]:
     nwb = data["nwb"]
     if not nwb["url"]:
         return {}
-    name = PurePosixPath(urlparse(nwb["url"]).path).name or "recording.nwb"
+    name = plain_name(PurePosixPath(urlparse(nwb["url"]).path).name or "recording.nwb",
+                      "config key ring_attractor.data.nwb.url (its file name)")
     return {name: {"url": nwb["url"], "md5": nwb["md5"] or "", "retries": nwb["retries"]}}
 
 
