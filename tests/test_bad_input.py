@@ -115,6 +115,43 @@ def config_python_tag(tmp):
     return case
 
 
+def config_duplicate_key(tmp):
+    """PyYAML keeps the last of two equal keys: the first `ei_rnn:` block would vanish silently."""
+    return _generate_with(tmp, "ei_rnn:\n  data: {val_fraction: 0.5}\nei_rnn:\n  training: {max_epochs: 3}\n",
+                          "key 'ei_rnn' given twice (line 3)")
+
+
+def config_nan(tmp):
+    return _train_with(tmp, "ei_rnn", "ei_rnn:\n  loss:\n    lambda_reg: .nan\n", "ei_rnn.loss.lambda_reg",
+                       "is not a finite number")
+
+
+def config_not_utf8(tmp):
+    case = _generate_with(tmp, "x", "not UTF-8 text")
+    Path(case.argv[4]).write_bytes(b"ei_rnn:\n  data: {source: \xe9mbedded}\n")
+    return case
+
+
+def workflow_duplicate_key(tmp):
+    wd = _wf(tmp)
+    (wd / "config" / "bad.yaml").write_text("systems: [ei_rnn]\nsystems: [cebra]\n")
+    return Case(["snakemake", "-n", "--configfile", "config/bad.yaml"], "config/bad.yaml",
+                "key 'systems' given twice (line 2)", code=1, absent=[wd / "results", wd / "data"], cwd=wd,
+                stream="both")
+
+
+def checkpoint_stray_file(tmp, processed):
+    """A copy a file manager made beside the checkpoints: not a state of this run, left to the
+    fresh start's clean-up, never parsed as an epoch number."""
+    model = tmp / "model"
+    (model / "checkpoints").mkdir(parents=True)
+    (model / "checkpoints" / "model_epoch2 (copy).pt").write_bytes(b"a copy")
+    cfg = _config(tmp, "ei_rnn", {})
+    return Case(["train", "--system", "ei_rnn", "--config", str(cfg), "--data", str(processed["ei_rnn"]),
+                 "--out-dir", str(model)], "model_epoch2 (copy).pt", "removing stale checkpoints", code=0,
+                kept=[processed["ei_rnn"]])
+
+
 def config_not_mapping(tmp):
     return _generate_with(tmp, "- ei_rnn\n- cebra\n", "a config must be a mapping")
 
@@ -429,9 +466,13 @@ CATALOGUE: dict[str, tuple[str, Callable]] = {
     "config-not-yaml": ("a config file that is not YAML", config_not_yaml),
     "config-python-tag": ("a YAML tag that would run code (`!!python/object`)", config_python_tag),
     "config-not-mapping": ("a config that is a list, not a mapping", config_not_mapping),
+    "config-duplicate-key": ("a config with a key given twice (PyYAML would keep the last)", config_duplicate_key),
+    "config-nan": ("`.nan` where a number is required (JSON schema admits it)", config_nan),
+    "config-not-utf8": ("a config file that is not UTF-8 text", config_not_utf8),
     "unknown-system": ("an unknown system on the command line", unknown_system),
     "workflow-unknown-key": ("a misspelt key given to Snakemake", workflow_unknown_key),
     "workflow-unknown-system": ("an unknown system in `systems`", workflow_unknown_system),
+    "workflow-duplicate-key": ("a key given twice in a config given to Snakemake", workflow_duplicate_key),
     "workflow-url-runs-shell": ("a download address whose file name is a shell command (`$(touch X)`)",
                                 workflow_url_runs_shell),
     "config-download-name-path": ("a download name from the config that is a path (`../../evil`)",
@@ -465,6 +506,8 @@ CATALOGUE: dict[str, tuple[str, Callable]] = {
     "processed-file-corrupt": ("a corrupt processed HDF5 given to training", processed_file_corrupt),
     "diverging-loss": ("a loss that becomes NaN/Inf during training", diverging_loss),
     "checkpoint-corrupt": ("a corrupt resume checkpoint", checkpoint_corrupt),
+    "checkpoint-stray-file": ("a stray file in the checkpoint folder (`model_epoch2 (copy).pt`)",
+                              checkpoint_stray_file),
     "model-file-corrupt": ("a corrupt model file given to extraction", model_file_corrupt),
     "disk-full": ("a full disk while writing an artifact", disk_full),
 }

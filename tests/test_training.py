@@ -239,3 +239,13 @@ def test_lowered_patience_ends_where_early_stopping_would(tiny_dataset, cfg, tmp
     assert expected["stop_reason"] == "early_stopping" and expected["total_epochs"] < 12
     assert summary["total_epochs"] == expected["total_epochs"] and summary["stop_reason"] == "early_stopping"
     _same_models(out, fresh)
+
+
+def test_saved_checkpoints_are_byte_identical(tmp_path):
+    """The same state saved twice (each through its own random temporary file) gives the same bytes."""
+    from neurotrain.training.checkpoint import save_checkpoint
+
+    state = {"model": {"w": torch.arange(6.0).reshape(2, 3)}, "progress": {"epoch": 3}}
+    save_checkpoint(tmp_path / "a.pt", state)
+    save_checkpoint(tmp_path / "b.pt", state)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()

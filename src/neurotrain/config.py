@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,19 @@ def _key_of(error: jsonschema.ValidationError, prefix: str = "") -> str:
     return key or "<config>"
 
 
+def _refuse_non_finite(node, key: str) -> None:
+    """JSON schema's ``number`` admits NaN and infinities (YAML ``.nan``, ``.inf``); no key of
+    this workflow means them."""
+    if isinstance(node, float) and not math.isfinite(node):
+        raise NeurotrainError(f"config key {key or '<config>'}", f"{node} is not a finite number")
+    if isinstance(node, dict):
+        for k, v in node.items():
+            _refuse_non_finite(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _refuse_non_finite(v, f"{key}.{i}")
+
+
 def validate(config: dict, schema: dict | None = None, prefix: str = "") -> dict:
     """Validate ``config`` in place (filling defaults) and return it.
 
@@ -74,6 +88,7 @@ def validate(config: dict, schema: dict | None = None, prefix: str = "") -> dict
     out-of-range values.
     """
     schema = schema if schema is not None else load_schema()
+    _refuse_non_finite(config, prefix)
     validator = _defaulting_validator()(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
@@ -87,21 +102,53 @@ def validate(config: dict, schema: dict | None = None, prefix: str = "") -> dict
     return config
 
 
-def load_config(path: str | Path | None) -> dict:
-    """Read a YAML config (``yaml.safe_load``), validate it and fill every default."""
-    if path is None:
-        return validate({})
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last
+    one silently, so a second ``ei_rnn:`` block would replace the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_config_file(path: str | Path) -> dict:
+    """The mapping in a YAML config file, read strictly: UTF-8 text, safe tags only, no key
+    given twice. Raises NeurotrainError naming the file (and the line of a repeated key)."""
     path = Path(path)
     if not path.is_file():
         raise NeurotrainError(path, "config file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise NeurotrainError(path, f"not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise NeurotrainError(path, f"cannot read it ({exc.strerror})") from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.constructor.ConstructorError as exc:
+        if exc.problem and "given twice" in exc.problem:
+            raise NeurotrainError(path, f"{exc.problem} (line {exc.problem_mark.line + 1})") from None
+        raise NeurotrainError(path, f"not valid YAML ({exc.__class__.__name__})") from None
     except yaml.YAMLError as exc:
         raise NeurotrainError(path, f"not valid YAML ({exc.__class__.__name__})") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise NeurotrainError(path, "a config must be a mapping of keys")
+    return data
+
+
+def load_config(path: str | Path | None) -> dict:
+    """Read a YAML config (:func:`read_config_file`), validate it and fill every default."""
+    if path is None:
+        return validate({})
+    data = read_config_file(path)
     try:
         return validate(data)
     except NeurotrainError as exc:

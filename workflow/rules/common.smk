@@ -16,14 +16,16 @@ sys.path.insert(
 )  # this checkout's package, also on cluster nodes and in conda envs
 
 from neurotrain import registry
-from neurotrain.config import slice_block, validate as validate_config
+from neurotrain.config import read_config_file, slice_block, validate as validate_config
 from neurotrain.errors import NeurotrainError
 from neurotrain.spec import FRAMEWORKS
 
+# Every config file strictly (UTF-8, no key given twice), then the merged config against the
+# schema (every default filled): one line naming the file or key.
 try:
-    validate_config(
-        config
-    )  # fills every default from the schema; one line naming the key
+    for _configfile in workflow.config_settings.configfiles:
+        read_config_file(_configfile)
+    validate_config(config)
 except NeurotrainError as exc:
     raise WorkflowError(f"config: {exc}") from None
 
@@ -67,6 +69,9 @@ def train_gpus(wildcards):
 
 
 def train_gpu_model(wildcards):
+    """The GPU model for --gpus=<model>:<n>, only for a job that asks for GPUs."""
+    if not train_gpus(wildcards):
+        return ""
     return config["cluster"]["gpu_model"] or ""
 
 

@@ -27,9 +27,11 @@ def _plain(obj):
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
-    """Write ``state`` to ``path`` atomically (a kill mid-write leaves the previous file)."""
-    with atomic_path(path) as tmp:
-        torch.save(_plain(state), tmp)
+    """Write ``state`` to ``path`` atomically (a kill mid-write leaves the previous file). Written
+    through a file object, so the zip's record names are torch's fixed ``archive/`` and not the
+    temporary file's random name: the same state gives the same bytes."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(_plain(state), fh)
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict:
