@@ -152,6 +152,11 @@ def checkpoint_stray_file(tmp, processed):
                 kept=[processed["ei_rnn"]])
 
 
+def config_model_heads(tmp):
+    return _train_with(tmp, "lisbet", "lisbet:\n  model:\n    emb_dim: 8\n    num_heads: 3\n",
+                       "lisbet.model.num_heads", "3 attention heads do not divide emb_dim 8")
+
+
 def config_not_mapping(tmp):
     return _generate_with(tmp, "- ei_rnn\n- cebra\n", "a config must be a mapping")
 
@@ -237,6 +242,16 @@ def mat_missing_variable(tmp):
 def mat_wrong_shape(tmp):
     bad = _mat(tmp, "shapes")
     return _preprocess(tmp, "ei_rnn", {"data": {"source": "mat"}}, [bad], bad, "expected 6 (one per trial)")
+
+
+def mat_no_time_bins(tmp):
+    bad = _mat(tmp, "no_time_bins")
+    return _preprocess(tmp, "ei_rnn", {"data": {"source": "mat"}}, [bad], bad, "no trials, time bins or neurons")
+
+
+def mat_overflow(tmp):
+    bad = _mat(tmp, "overflow")
+    return _preprocess(tmp, "ei_rnn", {"data": {"source": "mat"}}, [bad], bad, "beyond float32's range")
 
 
 # ------------------------------------------------------------------------------ rows: downloads
@@ -410,6 +425,39 @@ def processed_file_corrupt(tmp):
                 "not a processed ei_rnn dataset", absent=[tmp / "model"])
 
 
+def _processed_copy(tmp, source: Path, edit) -> Path:
+    import h5py
+    import shutil
+
+    bad = tmp / "p.h5"
+    shutil.copy(source, bad)
+    with h5py.File(bad, "r+") as h:
+        edit(h)
+    return bad
+
+
+def processed_inf_values(tmp, processed):
+    def edit(h):
+        s = h["spikes"][()]
+        s[0, 0, 0] = float("inf")
+        h["spikes"][...] = s
+
+    bad = _processed_copy(tmp, processed["ei_rnn"], edit)
+    return Case(["train", "--system", "ei_rnn", "--data", str(bad), "--out-dir", str(tmp / "model")], str(bad),
+                "spikes has 1 NaN/Inf values", absent=[tmp / "model"])
+
+
+def processed_split_out_of_range(tmp, processed):
+    def edit(h):
+        idx = h["val_idx"][()]
+        idx[-1] = 10_000
+        h["val_idx"][...] = idx
+
+    bad = _processed_copy(tmp, processed["ei_rnn"], edit)
+    return Case(["train", "--system", "ei_rnn", "--data", str(bad), "--out-dir", str(tmp / "model")], str(bad),
+                "val_idx must hold indices in [0, ", absent=[tmp / "model"])
+
+
 def diverging_loss(tmp, processed):
     cfg = _config(tmp, "ring_attractor", {"model": {"tonic_e": 1e39}})  # inf drive: NaN rates, NaN loss
     model = tmp / "model"
@@ -478,12 +526,15 @@ CATALOGUE: dict[str, tuple[str, Callable]] = {
     "config-download-name-path": ("a download name from the config that is a path (`../../evil`)",
                                   config_download_name_path),
     "config-run-id-not-plain": ("a run id that is not a plain name (`.`)", config_run_id_not_plain),
+    "config-model-heads": ("model sizes that do not fit together (3 heads, emb_dim 8)", config_model_heads),
     "config-run-id-reserved": ("a run id that is one of the model folder's own files", config_run_id_reserved),
     "mat-missing": ("a `.mat` file that does not exist", mat_missing),
     "mat-truncated": ("a truncated `.mat` (v7.3)", mat_truncated),
     "mat-nan": ("NaN/Inf in the spikes of a `.mat`", mat_nan),
     "mat-missing-variable": ("a `.mat` without a required variable", mat_missing_variable),
     "mat-wrong-shape": ("variables whose shapes disagree", mat_wrong_shape),
+    "mat-no-time-bins": ("a `.mat` with 0 time bins (or trials, or neurons)", mat_no_time_bins),
+    "mat-overflow": ("spike counts beyond float32's range", mat_overflow),
     "download-md5-mismatch": ("a download whose md5 does not match", download_md5_mismatch),
     "download-unreachable": ("a download that fails every retry (HTTP 404)", download_unreachable),
     "rat-checksum-mismatch": ("a rat recording (a pickle) with the wrong md5: never opened", rat_checksum_mismatch),
@@ -504,6 +555,8 @@ CATALOGUE: dict[str, tuple[str, Callable]] = {
     "segments-shorter-than-receptive-field": ("segments shorter than the encoder's receptive field",
                                               segments_shorter_than_receptive_field),
     "processed-file-corrupt": ("a corrupt processed HDF5 given to training", processed_file_corrupt),
+    "processed-inf-values": ("Inf values in a processed file (every system's reader checks)", processed_inf_values),
+    "processed-split-out-of-range": ("split indices outside the data in a processed file", processed_split_out_of_range),
     "diverging-loss": ("a loss that becomes NaN/Inf during training", diverging_loss),
     "checkpoint-corrupt": ("a corrupt resume checkpoint", checkpoint_corrupt),
     "checkpoint-stray-file": ("a stray file in the checkpoint folder (`model_epoch2 (copy).pt`)",

@@ -131,6 +131,11 @@ def _write_bad(tmp_path, kind):
         v.pop("ei_labels")
     elif kind == "shapes":
         v["conditions"] = v["conditions"][:4]
+    elif kind == "no_time_bins":
+        v["spikes"], v["inputs"] = v["spikes"][:, :0], v["inputs"][:, :0]
+        v.pop("outputs", None)
+    elif kind == "overflow":
+        v["spikes"][0, 0, 0] = 1e39  # a float64 count that float32 cannot hold
     write_mat(path, v, "v7.3" if kind == "truncated" else "v5")
     if kind == "truncated":
         path.write_bytes(path.read_bytes()[:1000])

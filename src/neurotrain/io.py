@@ -151,3 +151,25 @@ def read_hdf5(path: str | os.PathLike, reader, what: str):
             return reader(fh)
     except (OSError, KeyError) as exc:
         raise NeurotrainError(path, f"not a {what} ({exc.__class__.__name__}: {exc})") from None
+
+
+def check_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray], finite: tuple[str, ...] = (),
+                 indices: dict[str, int] | None = None, codes: dict[str, tuple[int, ...]] | None = None) -> None:
+    """The checks every reader of a processed file makes before a stage computes with it: the
+    ``finite`` arrays hold no NaN/Inf; the ``indices`` arrays (``{name: n}``) are integers in
+    ``[0, n)``; the ``codes`` arrays hold only the listed values (a split's 0/1/2). Raises
+    NeurotrainError naming ``path`` and the array."""
+    for name in finite:
+        a = np.asarray(arrays[name])
+        if a.dtype.kind in "fc" and not np.isfinite(a).all():
+            raise NeurotrainError(path, f"{name} has {int(a.size - np.isfinite(a).sum())} NaN/Inf values")
+    for name, n in (indices or {}).items():
+        a = np.asarray(arrays[name])
+        if a.dtype.kind not in "iu" or (a.size and (a.min() < 0 or a.max() >= n)):
+            raise NeurotrainError(path, f"{name} must hold indices in [0, {n}), got "
+                                        f"{a.dtype} {a.min() if a.size else ''}..{a.max() if a.size else ''}")
+    for name, allowed in (codes or {}).items():
+        a = np.asarray(arrays[name])
+        bad = ~np.isin(a, allowed)
+        if bad.any():
+            raise NeurotrainError(path, f"{name} holds {a[bad][0]!r}, not one of {list(allowed)}")

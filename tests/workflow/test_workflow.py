@@ -276,6 +276,22 @@ def test_workstation_profile_applies_to_a_bare_snakemake(tmp_path):
     assert "python -m neurotrain.runner" not in text
 
 
+def test_gpu_model_only_for_jobs_that_ask_for_gpus(tmp_path):
+    """cluster.gpu_model with GPUs for one system: only that system's training asks SLURM for
+    them (--gpus=a100:1); the others ask for none, not for --gpus=a100:0."""
+    wd = workflow_copy(tmp_path)
+    (wd / "config" / "gpu.yaml").write_text("cluster:\n  train_gpus: {cebra: 1}\n  gpu_model: a100\n")
+    r = subprocess.run(["snakemake", "-n", "--configfile", "config/smoke.yaml", "config/gpu.yaml"], cwd=wd,
+                       capture_output=True, text=True, env=snakemake_env(), timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    jobs = re.findall(r"^rule (train_model\w*):\n(?:    .*\n)*?    wildcards: system=(\w+)\n    resources: (.*)$",
+                      r.stdout, re.M)
+    assert {system for _, system, _ in jobs} == set(SMOKE_SYSTEMS)
+    for _, system, res in jobs:
+        want = "gpu=1, gpu_model=a100" if system == "cebra" else "gpu=0, gpu_model=,"
+        assert want in res, (system, res)
+
+
 def test_every_shell_substitution_is_quoted(root):
     """Nothing from the config or a wildcard reaches a rule's shell unquoted: every placeholder
     of every shell command is shell-quoted (``:q``); ``params.truth`` is quoted by its helper."""

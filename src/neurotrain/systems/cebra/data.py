@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 
 from neurotrain.errors import NeurotrainError
-from neurotrain.io import atomic_path, read_hdf5
+from neurotrain.io import atomic_path, check_arrays, read_hdf5
 from neurotrain.fetch import verify_md5
 
 log = logging.getLogger("neurotrain.systems.cebra.data")
@@ -228,4 +228,10 @@ def load_processed(path: str | Path) -> dict:
         sessions = [{k: np.asarray(v[()]) for k, v in fh[f"sessions/{n}"].items()} for n in names]
         return {"names": names, "dt": float(fh.attrs["dt"]), "sessions": sessions, "source": str(fh.attrs["source"])}
 
-    return read_hdf5(path, read, "processed cebra dataset")
+    out = read_hdf5(path, read, "processed cebra dataset")
+    for name, s in zip(out["names"], out["sessions"]):
+        n = len(s["spikes"])
+        check_arrays(path, {f"sessions/{name}/{k}": v for k, v in s.items()},
+                     finite=(f"sessions/{name}/spikes", f"sessions/{name}/behavior"),
+                     indices={f"sessions/{name}/{k}": n for k in ("train_idx", "test_idx") if k in s})
+    return out

@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from neurotrain.errors import NeurotrainError
-from neurotrain.io import atomic_path, read_hdf5, sha256_file
+from neurotrain.io import atomic_path, check_arrays, read_hdf5, sha256_file
 from neurotrain.splits import random_split
 from neurotrain.systems.cpc_snn.waveforms import (aligo_psd, colored_noise, draw_injections, inject, isco_frequency,
                                                 optimal_snr, place_chirp, time_to_coalescence, Whitener)
@@ -295,6 +295,6 @@ def load_processed(path: str | Path) -> dict:
     data = read_hdf5(path, reader, "processed cpc_snn HDF5")
     if data["strain"].ndim != 2 or len(data["label"]) != len(data["strain"]):
         raise NeurotrainError(path, "strain must be [segments, samples] with one label per segment")
-    if not np.isfinite(data["strain"]).all():
-        raise NeurotrainError(path, "strain has NaN/Inf samples")
+    check_arrays(path, data, finite=("strain", "snr", "chirp_mass", "asd_whiten"), codes={"split": (0, 1, 2),
+                                                                                      "label": (0, 1)})
     return data

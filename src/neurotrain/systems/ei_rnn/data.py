@@ -29,7 +29,7 @@ import h5py
 import numpy as np
 
 from neurotrain.errors import NeurotrainError
-from neurotrain.io import atomic_path, read_hdf5, sha256_file
+from neurotrain.io import atomic_path, check_arrays, read_hdf5, sha256_file
 from neurotrain.matlab import read_mat, write_mat
 
 
@@ -171,6 +171,8 @@ def load_mat_dataset(path: str | Path, cfg: dict) -> dict:
     if spikes.ndim != 3:
         raise NeurotrainError(path, f"{v['spikes']!r} must be [n_trials, n_time, n_neurons], got shape {spikes.shape}")
     n_trials, n_time, n_neurons = spikes.shape
+    if 0 in spikes.shape:
+        raise NeurotrainError(path, f"{v['spikes']!r} has shape {spikes.shape}: no trials, time bins or neurons")
     if inputs.ndim == 2 and inputs.shape == (n_trials, n_time):
         inputs = inputs[:, :, None]
     if inputs.ndim != 3 or inputs.shape[:2] != (n_trials, n_time):
@@ -222,6 +224,9 @@ def preprocess(raw: str | Path, cfg: dict, out: str | Path) -> dict:
     with atomic_path(out) as tmp:
         with h5py.File(tmp, "w") as fh:
             for key in ("spikes", "inputs", "outputs"):
+                if d[key].size and np.abs(d[key]).max() > np.finfo(np.float32).max:
+                    raise NeurotrainError(raw, f"variable {cfg['variables'][key]!r} has values beyond float32's "
+                                               f"range (largest {np.abs(d[key]).max():.3g})")
                 fh.create_dataset(key, data=d[key].astype(np.float32))
             fh.create_dataset("conditions", data=d["conditions"])
             fh.create_dataset("condition_values", data=d["condition_values"])
@@ -247,6 +252,9 @@ def load_processed(path: str | Path) -> dict:
     missing = {"spikes", "inputs", "outputs", "conditions", "ei_labels", "train_idx", "val_idx"} - set(out)
     if missing:
         raise NeurotrainError(path, f"not a processed ei_rnn dataset (missing {', '.join(sorted(missing))})")
+    n = len(out["spikes"])
+    check_arrays(path, out, finite=("spikes", "inputs", "outputs"),
+                 indices={"train_idx": n, "val_idx": n, "conditions": n}, codes={"ei_labels": (0, 1)})
     return out
 
 

@@ -33,7 +33,7 @@ import h5py
 import numpy as np
 
 from neurotrain.errors import NeurotrainError
-from neurotrain.io import atomic_path, read_hdf5
+from neurotrain.io import atomic_path, check_arrays, read_hdf5
 from neurotrain.fetch import verify_md5
 
 KEYPOINTS = ("nose", "left_ear", "right_ear", "neck", "left_hip", "right_hip", "tail")
@@ -377,4 +377,8 @@ def load_processed(path: str | Path) -> dict:
                 "split": np.asarray(h["split"]), "behaviors": [str(b) for b in h.attrs["behaviors"]],
                 "fps": float(h.attrs["fps"]), "source": str(h.attrs["source"])}
 
-    return read_hdf5(path, read, "processed LISBET dataset")
+    out = read_hdf5(path, read, "processed LISBET dataset")
+    for name, kp in zip(out["names"], out["keypoints"]):
+        check_arrays(path, {f"sequences/{name}/keypoints": kp}, finite=(f"sequences/{name}/keypoints",))
+    check_arrays(path, out, codes={"split": (0, 1, 2)})
+    return out

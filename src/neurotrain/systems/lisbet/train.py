@@ -195,7 +195,10 @@ def run_training(cfg: dict, data_path: str, out_dir: str, threads: int = 0) -> d
     from neurotrain.training.runstate import versions
     from neurotrain.training.torch_loop import train
 
-    t = cfg["training"]
+    t, m = cfg["training"], cfg["model"]
+    if m["emb_dim"] % m["num_heads"]:  # the model's own sizes, named by their key before any data is read
+        raise NeurotrainError("config key lisbet.model.num_heads",
+                              f"{m['num_heads']} attention heads do not divide emb_dim {m['emb_dim']}")
     plain_name(t["run_id"], "config key lisbet.training.run_id",
                reserved=("model_best.pt", "model_final.pt", "training_log.json", "config.json", "checkpoints"))
     data = load_processed(data_path)

@@ -37,7 +37,7 @@ import h5py
 import numpy as np
 
 from neurotrain.errors import NeurotrainError
-from neurotrain.io import atomic_path, read_hdf5, sha256_file
+from neurotrain.io import atomic_path, check_arrays, read_hdf5, sha256_file
 from neurotrain.fetch import verify_md5
 from neurotrain.splits import random_split
 
@@ -208,4 +208,6 @@ def load_processed(path: str | Path) -> dict:
         out.update(dt=float(h.attrs["dt"]), source=str(h.attrs["source"]))
         return out
 
-    return read_hdf5(path, read, "processed ring-attractor dataset")
+    out = read_hdf5(path, read, "processed ring-attractor dataset")
+    check_arrays(path, out, finite=("omega", "theta", "light"), codes={"split": (0, 1, 2)})
+    return out
