@@ -506,6 +506,20 @@ def disk_full(tmp, processed):
                 "No space left on device", absent=[out], kept=[earlier])
 
 
+def disk_full_checkpoint(tmp, processed):
+    """The model folder is a 64 kB tmpfs (root only): the first checkpoint does not fit."""
+    full = tmp / "full"
+    full.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill: {r.stderr.decode().strip()}")
+    model = full / "model"
+    cfg = _config(tmp, "ei_rnn", {"training": {"checkpoint_every": 1}})
+    return Case(["train", "--system", "ei_rnn", "--config", str(cfg), "--data", str(processed["ei_rnn"]),
+                 "--out-dir", str(model)], str(model / "checkpoints"), "No space left on device",
+                absent=[model / "model_best.pt", model / "model_final.pt"], kept=[processed["ei_rnn"]])
+
+
 CATALOGUE: dict[str, tuple[str, Callable]] = {
     "config-unknown-key": ("a key the schema does not know", config_unknown_key),
     "config-wrong-type": ("a value of the wrong type", config_wrong_type),
@@ -563,6 +577,7 @@ CATALOGUE: dict[str, tuple[str, Callable]] = {
                               checkpoint_stray_file),
     "model-file-corrupt": ("a corrupt model file given to extraction", model_file_corrupt),
     "disk-full": ("a full disk while writing an artifact", disk_full),
+    "disk-full-checkpoint": ("a full disk while training writes a checkpoint", disk_full_checkpoint),
 }
 
 
@@ -620,7 +635,7 @@ def test_bad_input(row, tmp_path, request):
             leftovers = [q.name for q in folder.iterdir() if q.name.startswith(".") and q.name.endswith(".tmp")]
             assert not leftovers, f"{row}: temporary files left in {folder}: {leftovers}"
     finally:
-        if row == "disk-full":
+        if row.startswith("disk-full"):
             subprocess.run(["umount", str(tmp_path / "full")], capture_output=True)
 
 

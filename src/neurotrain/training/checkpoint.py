@@ -5,6 +5,7 @@ resume logic itself is framework-free: :class:`neurotrain.training.runstate.Chec
 
 from __future__ import annotations
 
+import io
 import random
 from pathlib import Path
 
@@ -28,10 +29,13 @@ def _plain(obj):
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
     """Write ``state`` to ``path`` atomically (a kill mid-write leaves the previous file). Written
-    through a file object, so the zip's record names are torch's fixed ``archive/`` and not the
-    temporary file's random name: the same state gives the same bytes."""
+    through a buffer, so the zip's record names are torch's fixed ``archive/`` and not the
+    temporary file's random name (the same state gives the same bytes), and a full disk is the
+    one-line error naming ``path``."""
+    buf = io.BytesIO()  # serialised in memory first: a full disk is then an OSError of the write,
+    torch.save(_plain(state), buf)  # which atomic_path names, not a RuntimeError deep in torch's zip writer
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        torch.save(_plain(state), fh)
+        fh.write(buf.getbuffer())
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict:
