@@ -262,6 +262,14 @@ def download_md5_mismatch(tmp, server):
                  "--retries", "2", "--out", str(out)], f"{server.url}/rat.jl.gz", "checksum mismatch", absent=[out])
 
 
+def download_file_url(tmp, server):
+    """A `file://` address would copy any local file into the data folder; local files are given
+    by the source's own path key instead."""
+    out = tmp / "dl" / "secret.jl.gz"
+    return Case(["fetch", "--url", "file:///etc/hostname", "--md5", "0" * 32, "--out", str(out)],
+                "file:///etc/hostname", "only http(s) addresses are downloaded", absent=[out])
+
+
 def download_unreachable(tmp, server):
     out = tmp / "dl" / "absent.hdf5"
     return Case(["fetch", "--url", f"{server.url}/absent.hdf5", "--md5", "0" * 32,
@@ -447,6 +455,22 @@ def processed_inf_values(tmp, processed):
                 "spikes has 1 NaN/Inf values", absent=[tmp / "model"])
 
 
+def hdf5_external_link(tmp, processed):
+    """An HDF5 link into another file (here /etc/passwd's neighbour): a reader would open a file
+    nobody named. Every HDF5 reader (processed files, NWB, v7.3 .mat, pose files, GWOSC) refuses."""
+    import h5py
+
+    def edit(h):
+        del h["spikes"]
+        h["spikes"] = h5py.ExternalLink(str(tmp / "elsewhere.h5"), "/spikes")
+
+    with h5py.File(tmp / "elsewhere.h5", "w") as other:
+        other["spikes"] = [[[0.0]]]
+    bad = _processed_copy(tmp, processed["ei_rnn"], edit)
+    return Case(["train", "--system", "ei_rnn", "--data", str(bad), "--out-dir", str(tmp / "model")], str(bad),
+                "HDF5 link to another file refused: spikes", absent=[tmp / "model"])
+
+
 def processed_split_out_of_range(tmp, processed):
     def edit(h):
         idx = h["val_idx"][()]
@@ -550,6 +574,7 @@ CATALOGUE: dict[str, tuple[str, Callable]] = {
     "mat-no-time-bins": ("a `.mat` with 0 time bins (or trials, or neurons)", mat_no_time_bins),
     "mat-overflow": ("spike counts beyond float32's range", mat_overflow),
     "download-md5-mismatch": ("a download whose md5 does not match", download_md5_mismatch),
+    "download-file-url": ("a `file://` download address", download_file_url),
     "download-unreachable": ("a download that fails every retry (HTTP 404)", download_unreachable),
     "rat-checksum-mismatch": ("a rat recording (a pickle) with the wrong md5: never opened", rat_checksum_mismatch),
     "rat-pickle-corrupt": ("a rat recording with the right md5 that is not a joblib pickle", rat_pickle_corrupt),
@@ -570,6 +595,7 @@ CATALOGUE: dict[str, tuple[str, Callable]] = {
                                               segments_shorter_than_receptive_field),
     "processed-file-corrupt": ("a corrupt processed HDF5 given to training", processed_file_corrupt),
     "processed-inf-values": ("Inf values in a processed file (every system's reader checks)", processed_inf_values),
+    "hdf5-external-link": ("an HDF5 file with a link into another file", hdf5_external_link),
     "processed-split-out-of-range": ("split indices outside the data in a processed file", processed_split_out_of_range),
     "diverging-loss": ("a loss that becomes NaN/Inf during training", diverging_loss),
     "checkpoint-corrupt": ("a corrupt resume checkpoint", checkpoint_corrupt),

@@ -12,6 +12,7 @@ import http.client
 import logging
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -39,10 +40,27 @@ def verify_md5(path: str | Path, expected: str) -> None:
         raise NeurotrainError(path, f"checksum mismatch: md5 {got}, expected {expected.lower()}")
 
 
+def read_verified(path: str | Path, expected: str) -> bytes:
+    """The bytes of ``path`` after their md5 matched ``expected``: what is parsed (a pickle) is
+    exactly what was verified, never a second read of a file that may have changed."""
+    path = Path(path)
+    if not path.is_file():
+        raise NeurotrainError(path, "file not found")
+    data = path.read_bytes()
+    got = hashlib.md5(data).hexdigest()
+    if got != expected.lower():
+        raise NeurotrainError(path, f"checksum mismatch: md5 {got}, expected {expected.lower()}")
+    return data
+
+
 def download(url: str, dest: str | Path, md5: str, retries: int = 3, timeout: float = 60.0,
              backoff: float = 1.0) -> Path:
     """Download ``url`` to ``dest`` and check its md5; retry on network errors and bad checksums."""
     dest = Path(dest)
+    scheme = urllib.parse.urlparse(url).scheme.lower()
+    if scheme not in ("http", "https"):
+        raise NeurotrainError(url, f"only http(s) addresses are downloaded, not {scheme or 'a bare path'!r}: "
+                                   "a local file is given by the source's own path key")
     if dest.is_file() and md5_file(dest) == md5.lower():
         log.info("%s already present (md5 ok)", dest)
         return dest

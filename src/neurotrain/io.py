@@ -138,6 +138,48 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def refuse_external_links(fh, path) -> None:
+    """An HDF5 file (an open ``h5py.File``) whose links all stay inside it: an external link
+    (or a link to a virtual dataset's source file) would make a reader open another file that
+    nobody named. Raises NeurotrainError naming ``path`` and the link."""
+    import h5py
+
+    found = []
+
+    def visit(name, link):
+        if isinstance(link, h5py.ExternalLink):
+            found.append(f"{name} -> {link.filename}:{link.path}")
+
+    fh.visititems_links(visit)
+    if not found:
+        def virtual(name, obj):
+            if isinstance(obj, h5py.Dataset) and obj.is_virtual:
+                found.append(f"{name} (a virtual dataset over other files)")
+        fh.visititems(virtual)
+    if found:
+        raise NeurotrainError(path, f"HDF5 link to another file refused: {found[0]}")
+
+
+def open_hdf5_checked(path: str | os.PathLike, what: str):
+    """Open an HDF5 file read-only after :func:`refuse_external_links` (the NWB readers open the
+    checked file with pynwb afterwards); raises NeurotrainError naming ``path``."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise NeurotrainError(path, "file not found")
+    try:
+        fh = h5py.File(path, "r")
+    except OSError as exc:
+        raise NeurotrainError(path, f"cannot read {what}, truncated or corrupt ({exc.__class__.__name__}: {exc})") from None
+    try:
+        refuse_external_links(fh, path)
+    except BaseException:
+        fh.close()
+        raise
+    return fh
+
+
 def read_hdf5(path: str | os.PathLike, reader, what: str):
     """``reader(h5py.File)`` on an existing HDF5 file; a missing file, an unreadable file or a
     missing dataset/attribute becomes a NeurotrainError naming ``path`` and ``what`` it should be."""
@@ -148,6 +190,7 @@ def read_hdf5(path: str | os.PathLike, reader, what: str):
         raise NeurotrainError(path, f"{what} not found")
     try:
         with h5py.File(path, "r") as fh:
+            refuse_external_links(fh, path)
             return reader(fh)
     except (OSError, KeyError) as exc:
         raise NeurotrainError(path, f"not a {what} ({exc.__class__.__name__}: {exc})") from None

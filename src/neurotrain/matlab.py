@@ -15,7 +15,7 @@ import numpy as np
 import scipy.io
 
 from neurotrain.errors import NeurotrainError
-from neurotrain.io import atomic_path
+from neurotrain.io import atomic_path, open_hdf5_checked
 
 _V5_MAGIC = b"MATLAB 5.0 MAT-file"
 
@@ -45,7 +45,7 @@ def read_mat(path: str | Path) -> dict[str, np.ndarray]:
             raw = scipy.io.loadmat(str(path), squeeze_me=False, struct_as_record=True)
             return {k: np.asarray(v) for k, v in raw.items() if not k.startswith("__")}
         out: dict[str, np.ndarray] = {}
-        with h5py.File(path, "r") as fh:
+        with open_hdf5_checked(path, "v7.3 .mat file") as fh:
             for name, obj in fh.items():
                 if isinstance(obj, h5py.Dataset) and not name.startswith("#"):
                     if obj.attrs.get("MATLAB_empty", 0):  # MATLAB stores [] as its dimensions

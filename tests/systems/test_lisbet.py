@@ -316,3 +316,18 @@ def test_calms21_unknown_label_and_duplicate_names(tmp_path):
     f.write_text(json.dumps(doc))
     with pytest.raises(NeurotrainError, match="two sequences named 'm1'"):
         dl.read_calms21_json(f, 1024)
+
+
+def test_archive_larger_than_allowed_is_refused(tmp_path):
+    """An archive that unpacks to more than the cap is refused before anything is written."""
+    import zipfile
+
+    from neurotrain.systems.lisbet.data import safe_extract
+
+    z = tmp_path / "big.zip"
+    with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a.json", "0" * 10_000)  # compresses to a few dozen bytes
+    with pytest.raises(NeurotrainError, match="unpacks to .* more than the"):
+        safe_extract(z, tmp_path / "out", max_bytes=1000)
+    assert not (tmp_path / "out").exists()
+    assert [p.name for p in safe_extract(z, tmp_path / "ok")] == ["a.json"]

@@ -26,8 +26,8 @@ import h5py
 import numpy as np
 
 from neurotrain.errors import NeurotrainError
-from neurotrain.io import atomic_path, check_arrays, read_hdf5
-from neurotrain.fetch import verify_md5
+from neurotrain.io import atomic_path, check_arrays, open_hdf5_checked, read_hdf5
+from neurotrain.fetch import read_verified
 
 log = logging.getLogger("neurotrain.systems.cebra.data")
 
@@ -88,12 +88,11 @@ def generate_embedded(cfg: dict, out_dir: str | Path) -> None:
 # --------------------------------------------------------------------------- rat hippocampus
 def load_rat(path: Path, md5: str) -> dict:
     """One rat's recording after its checksum matched: spikes [T, N], position [T, 3]."""
-    verify_md5(path, md5)  # the file is a pickle: never open it unverified
+    raw = read_verified(path, md5)  # a pickle: unpickle exactly the verified bytes, never the file again
     import joblib
 
     try:
-        with gzip.open(path, "rb") as fh:
-            d = joblib.load(io.BytesIO(fh.read()))
+        d = joblib.load(io.BytesIO(gzip.decompress(raw)))
     except Exception as exc:  # noqa: BLE001 - gzip, pickle and joblib raise many types
         raise NeurotrainError(path, f"corrupt joblib file ({exc.__class__.__name__}: {exc})") from None
     if not isinstance(d, dict) or "spikes" not in d or "position" not in d:
@@ -107,8 +106,7 @@ def load_nwb(path: Path, cfg: dict, dt: float) -> dict:
     series named ``cfg['behavior']`` interpolated to the bin centres."""
     from pynwb import NWBHDF5IO, TimeSeries
 
-    if not path.is_file():
-        raise NeurotrainError(path, "file not found")
+    open_hdf5_checked(path, "NWB file").close()  # no link to another file (pynwb would follow it)
     try:
         with NWBHDF5IO(str(path), "r") as nio:
             nwb = nio.read()

@@ -33,7 +33,7 @@ import h5py
 import numpy as np
 
 from neurotrain.errors import NeurotrainError
-from neurotrain.io import atomic_path, check_arrays, read_hdf5
+from neurotrain.io import atomic_path, check_arrays, open_hdf5_checked, read_hdf5
 from neurotrain.fetch import verify_md5
 
 KEYPOINTS = ("nose", "left_ear", "right_ear", "neck", "left_hip", "right_hip", "tail")
@@ -165,9 +165,13 @@ def generate_embedded(cfg: dict, out_dir: str | Path) -> None:
 
 
 # --------------------------------------------------------------------------- CalMS21
-def safe_extract(zip_path: Path, dest: Path) -> list[Path]:
+MAX_EXTRACT_BYTES = 64 * 2**30  # CalMS21's largest archive unpacks to about 4 GB
+
+
+def safe_extract(zip_path: Path, dest: Path, max_bytes: int = MAX_EXTRACT_BYTES) -> list[Path]:
     """Extract ``zip_path`` into ``dest``, refusing any entry that would land outside it
-    (absolute paths, ``..``, symlinks) before anything is written."""
+    (absolute paths, ``..``, symlinks) before anything is written, an archive that declares more
+    than ``max_bytes`` unpacked, and an entry that unpacks to more than it declares (a zip bomb)."""
     dest = Path(dest)
     try:
         zf = zipfile.ZipFile(zip_path)
@@ -180,6 +184,10 @@ def safe_extract(zip_path: Path, dest: Path) -> list[Path]:
             is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
             if info.filename.startswith(("/", "\\")) or is_link or (target != root and root not in target.parents):
                 raise NeurotrainError(zip_path, f"archive entry {info.filename!r} would be written outside {dest}")
+        declared = sum(info.file_size for info in zf.infolist())
+        if declared > max_bytes:
+            raise NeurotrainError(zip_path, f"archive unpacks to {declared / 2**30:.1f} GiB, more than the "
+                                            f"{max_bytes / 2**30:.1f} GiB allowed")
         dest.mkdir(parents=True, exist_ok=True)
         out = []
         for info in zf.infolist():
@@ -188,7 +196,12 @@ def safe_extract(zip_path: Path, dest: Path) -> list[Path]:
             target = root / info.filename
             target.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(target) as tmp, zf.open(info) as src, open(tmp, "wb") as fh:
+                written = 0
                 while chunk := src.read(1 << 20):
+                    written += len(chunk)
+                    if written > info.file_size:
+                        raise NeurotrainError(zip_path, f"archive entry {info.filename!r} unpacks to more than the "
+                                                        f"{info.file_size} bytes it declares")
                     fh.write(chunk)
             out.append(target)
     return out
@@ -235,10 +248,8 @@ def read_movement(path: Path) -> dict:
     ``position`` variable with dimensions (time, space, keypoints, individuals) and the
     coordinate variables ``keypoints`` and ``individuals``. Returns keypoints [T, 2, 7, 2] in
     :data:`KEYPOINTS` and resident/intruder order (individuals in file order)."""
-    if not path.is_file():
-        raise NeurotrainError(path, "file not found")
     try:
-        with h5py.File(path, "r") as h:
+        with open_hdf5_checked(path, "pose file") as h:
             if "position" not in h:
                 raise NeurotrainError(path, "no 'position' variable (movement layout)")
             pos = h["position"]

@@ -37,7 +37,7 @@ import h5py
 import numpy as np
 
 from neurotrain.errors import NeurotrainError
-from neurotrain.io import atomic_path, check_arrays, read_hdf5, sha256_file
+from neurotrain.io import atomic_path, check_arrays, open_hdf5_checked, read_hdf5, sha256_file
 from neurotrain.fetch import verify_md5
 from neurotrain.splits import random_split
 
@@ -101,8 +101,7 @@ def read_nwb_direction(path: Path, series: str, degrees: bool) -> tuple[np.ndarr
     """(times [n] s, head direction [n] rad) from the named series of an NWB file."""
     from pynwb import NWBHDF5IO, TimeSeries
 
-    if not path.is_file():
-        raise NeurotrainError(path, "file not found")
+    open_hdf5_checked(path, "NWB file").close()  # no link to another file (pynwb would follow it)
     try:
         with NWBHDF5IO(str(path), "r") as nio:
             nwb = nio.read()
