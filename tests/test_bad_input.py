@@ -482,6 +482,24 @@ def processed_split_out_of_range(tmp, processed):
                 "val_idx must hold indices in [0, ", absent=[tmp / "model"])
 
 
+def extract_other_dataset(tmp, processed):
+    """A model given to extraction with another dataset (other neuron counts): refused before
+    anything is written; the run's earlier weights/ and outputs/ stay as they were."""
+    from neurotrain.config import validate_system
+    from neurotrain.registry import entry
+
+    cfg = validate_system("ei_rnn", copy.deepcopy(SMOKE["ei_rnn"]))
+    run = tmp / "run"
+    entry("ei_rnn", "train")(cfg, str(processed["ei_rnn"]), str(run / "model"))
+    other_cfg = copy.deepcopy(cfg)
+    other_cfg["data"]["embedded"]["n_exc"] += 3
+    entry("ei_rnn", "generate")(other_cfg, tmp / "other")
+    entry("ei_rnn", "preprocess")(other_cfg, [tmp / "other"], tmp / "other.h5")
+    earlier = [_earlier(run / "weights" / "W_rec.npy"), _earlier(run / "outputs" / "val_model_psth.npy")]
+    return Case(["extract", "--system", "ei_rnn", "--model-dir", str(run / "model"), "--data", str(tmp / "other.h5"),
+                 "--out-dir", str(run)], str(tmp / "other.h5"), "are not the model's", kept=earlier)
+
+
 def diverging_loss(tmp, processed):
     cfg = _config(tmp, "ring_attractor", {"model": {"tonic_e": 1e39}})  # inf drive: NaN rates, NaN loss
     model = tmp / "model"
@@ -601,6 +619,8 @@ CATALOGUE: dict[str, tuple[str, Callable]] = {
     "checkpoint-corrupt": ("a corrupt resume checkpoint", checkpoint_corrupt),
     "checkpoint-stray-file": ("a stray file in the checkpoint folder (`model_epoch2 (copy).pt`)",
                               checkpoint_stray_file),
+    "extract-other-dataset": ("a model extracted with another dataset (other neuron counts or sessions)",
+                              extract_other_dataset),
     "model-file-corrupt": ("a corrupt model file given to extraction", model_file_corrupt),
     "disk-full": ("a full disk while writing an artifact", disk_full),
     "disk-full-checkpoint": ("a full disk while training writes a checkpoint", disk_full_checkpoint),

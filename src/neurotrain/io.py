@@ -93,6 +93,30 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def staged(out_dir: str | os.PathLike) -> Iterator[Path]:
+    """A temporary folder inside ``out_dir`` for a stage that writes several artifacts there
+    (extraction's ``weights/`` and ``outputs/``): when the block succeeds every entry moves into
+    ``out_dir`` together, replacing the earlier ones; when it fails none does, so no earlier
+    result is lost and no new one stands beside an old one."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".stage.", suffix=".tmp", dir=out))
+    try:
+        yield tmp
+        for entry in sorted(tmp.iterdir()):
+            dest = out / entry.name
+            if dest.is_dir() and not dest.is_symlink():
+                old = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", suffix=".old", dir=out))
+                os.replace(dest, old / "x")
+                os.replace(entry, dest)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(entry, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def save_npy(path: str | os.PathLike, array: Any) -> None:
     """Write one array as ``.npy`` atomically (never pickled)."""
     with atomic_path(path) as tmp:

@@ -67,8 +67,11 @@ def _call(stage: str, fn: Callable, cfg, args, files: list[str]):
         return fn(cfg, args.raw, args.out)
     if stage == "train":
         return fn(cfg, args.data, args.out_dir, args.threads)
-    if stage == "extract":
-        return fn(cfg, args.model_dir, args.data, args.out_dir)
+    if stage == "extract":  # weights/ and outputs/ replace the earlier ones together, or not at all
+        from neurotrain.io import staged
+
+        with staged(args.out_dir) as tmp:
+            return fn(cfg, args.model_dir, args.data, str(tmp))
     if stage == "analyze":
         return fn(cfg, args.run_dir, args.data, args.truth)
     if stage == "figures":

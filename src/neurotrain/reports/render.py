@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import jinja2
@@ -31,10 +32,23 @@ def fmt(value, spec: str = ".3f") -> str:
     return format(value, spec) if isinstance(value, (int, float)) else str(value)
 
 
+_TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
+
+
+def inert(value):
+    """Every value a template prints, made inert for markdown renderers: text from data (a session,
+    sequence or file name, a path, a behaviour label) cannot open a raw HTML tag or comment (a
+    ``<`` before a letter, ``/``, ``!`` or ``?`` becomes ``&lt;``; ``<= 5`` stays as it is) nor
+    break out of a table cell (``|`` becomes ``\\|``)."""
+    if isinstance(value, str):
+        return _TAG_START.sub("&lt;", value).replace("|", "\\|")
+    return value
+
+
 def environment(folder: str | Path = TEMPLATES) -> jinja2.Environment:
     """The Jinja environment of every report template (in ``folder``): strict about undefined names."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(folder)), undefined=jinja2.StrictUndefined,
-                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, finalize=inert)
     env.filters["fmt"] = fmt
     return env
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from neurotrain.systems.cebra.data import load_processed
+from neurotrain.errors import NeurotrainError
 from neurotrain.io import atomic_dir, save_json, save_npy
 from neurotrain.systems.cebra.train import build_models, make_solver
 from neurotrain.training.checkpoint import load_checkpoint
@@ -34,6 +35,11 @@ def extract(cfg: dict, model_dir: str, data_path: str, out_dir: str) -> None:
     ck = load_checkpoint(Path(model_dir) / "model_final.pt")
     data = load_processed(data_path)
     mc = ck["model_config"]
+    n_features = [int(s["spikes"].shape[1]) for s in data["sessions"]]
+    if data["names"] != list(mc["session_names"]) or n_features != list(mc["n_features"]):
+        raise NeurotrainError(data_path, f"sessions {', '.join(f'{n} ({k} neurons)' for n, k in zip(data['names'], n_features))} "
+                                         f"are not the model's {', '.join(f'{n} ({k} neurons)' for n, k in zip(mc['session_names'], mc['n_features']))}; "
+                                         "extract with the dataset the model was trained on")
     models = build_models(mc)
     solver = make_solver(models, {"training": ck["config"]["training"]}, tqdm_on=False)
     solver.load_state_dict(ck["solver"])

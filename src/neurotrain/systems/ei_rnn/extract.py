@@ -42,6 +42,7 @@ import torch
 
 from neurotrain.stats import psth_by_condition
 from neurotrain.systems.ei_rnn.data import load_processed
+from neurotrain.errors import NeurotrainError
 from neurotrain.io import atomic_dir, save_npy
 from neurotrain.systems.ei_rnn.network import AttentionEmbedding, build_model
 from neurotrain.systems.ei_rnn.train import EIRNNTask
@@ -56,6 +57,12 @@ def extract(cfg: dict, model_dir: str, data_path: str, out_dir: str) -> None:
     model.load_state_dict(ck["model"])
     model.eval()
     labels = np.asarray(ck["model_config"]["ei_labels"])
+    mc = ck["model_config"]
+    got = (data["spikes"].shape[2], data["inputs"].shape[2], data["outputs"].shape[2])
+    if got != (len(labels), mc["n_inputs"], mc["n_outputs"]) or not np.array_equal(data["ei_labels"], labels):
+        raise NeurotrainError(data_path, f"{got[0]} neurons, {got[1]} inputs and {got[2]} outputs (with their E/I "
+                                         f"labels) are not the model's {len(labels)}, {mc['n_inputs']} and "
+                                         f"{mc['n_outputs']}; extract with the dataset the model was trained on")
     out = Path(out_dir)
 
     with atomic_dir(out / "weights") as w:
