@@ -26,10 +26,15 @@ $(STAMP): requirements.lock pyproject.toml
 	@$(BIN)/python -c "import torch, sys; v = torch.__version__.split('+')[0]; sys.exit(0 if v == '2.13.0' else 'torch %s installed, expected 2.13.0' % v)"
 	touch $(STAMP)
 
+# A rerun after any interruption needs no extra flags: a lock left by a killed Snakemake is
+# removed when no Snakemake runs here (neurotrain.workflow_lock), and profiles/default reruns
+# incomplete jobs (training resumes from its checkpoint).
 run: $(STAMP)
+	$(BIN)/python -m neurotrain.workflow_lock --configfile config/config.yaml
 	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml
 
 smoke: $(STAMP)
+	$(BIN)/python -m neurotrain.workflow_lock --configfile config/smoke.yaml
 	$(BIN)/snakemake --cores $(CORES) --configfile config/smoke.yaml
 
 test: $(STAMP)

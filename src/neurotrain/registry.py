@@ -13,7 +13,7 @@ from typing import Callable
 
 from neurotrain.codedeps import closure
 from neurotrain.errors import NeurotrainError
-from neurotrain.spec import SystemSpec
+from neurotrain.spec import SystemSpec, lineage
 
 SYSTEMS_DIR = Path(__file__).absolute().parent / "systems"
 RUNNER = "neurotrain.runner"  # the module every rule runs (python -m neurotrain.runner <stage>)
@@ -66,6 +66,18 @@ def stage_code(system: str, stage: str) -> list[Path]:
     return sorted(files)
 
 
+def provenance_code(system: str, stage: str) -> list[Path]:
+    """The code inputs of a stage's rule: the code of the stage and of every stage its artifacts
+    derive from (:func:`neurotrain.spec.lineage`). So an artifact is out of date as soon as any
+    code behind it changes, even when an intermediate artifact went missing in between (a job
+    killed after an edit: Snakemake deletes its outputs, and does not rebuild a missing
+    intermediate whose downstream files look current)."""
+    files = set(stage_code(system, stage))
+    for up in lineage(stage):
+        files.update(stage_code(system, up))
+    return sorted(files)
+
+
 def shared_code(module: str) -> list[Path]:
     """Source files of a stage that belongs to no system (fetch, the project report)."""
     return sorted(set(closure(RUNNER)) | set(closure(module)))
@@ -92,6 +104,7 @@ def index_code(systems: list[str]) -> list[Path]:
         s = spec(system)  # the project report reads each spec (title, report module)
         files.update(closure(s.module(s.headline + ":")[0]))
         files.update(closure(f"{s.package}.spec"))
+        files.update(provenance_code(system, "report"))  # every code behind the reports it indexes
     return sorted(files)
 
 

@@ -27,6 +27,22 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 STAGES = ("generate", "preprocess", "train", "extract", "analyze", "figures", "report")
+# The stages whose artifacts each stage reads (the rules' file inputs say the same).
+INPUTS_FROM = {"generate": (), "preprocess": ("generate",), "train": ("preprocess",),
+               "extract": ("preprocess", "train"), "analyze": ("generate", "preprocess", "extract"),
+               "figures": ("train", "extract", "analyze"), "report": ("analyze", "figures")}
+
+
+def lineage(stage: str) -> tuple[str, ...]:
+    """Every stage whose artifacts ``stage``'s artifacts derive from, in stage order."""
+    seen: set[str] = set()
+    todo = list(INPUTS_FROM[stage])
+    while todo:
+        s = todo.pop()
+        if s not in seen:
+            seen.add(s)
+            todo.extend(INPUTS_FROM[s])
+    return tuple(s for s in STAGES if s in seen)
 FRAMEWORKS = {"torch": "pt", "jax": "npz"}  # framework -> checkpoint file extension
 
 

@@ -186,6 +186,84 @@ def test_editing_a_shared_module_reruns_exactly_the_stages_that_run_it(finished,
         assert plans.get(system, set()) == _expected(system, shared), (system, shared, plans.get(system))
 
 
+def _job_outputs(system: str, stage: str) -> list[str]:
+    """What Snakemake deletes when a job of ``stage`` fails or is killed."""
+    from neurotrain import registry
+    from neurotrain.spec import FRAMEWORKS
+
+    ext = FRAMEWORKS[registry.spec(system).framework]
+    r = f"results/{system}"
+    return {"preprocess": [f"data/processed/{system}.h5"],
+            "train": [f"{r}/model/model_best.{ext}", f"{r}/model/model_final.{ext}", f"{r}/model/training_log.json",
+                      f"{r}/model/config.json"],
+            "extract": [f"{r}/weights", f"{r}/outputs"], "analyze": [f"{r}/metrics", f"{r}/population",
+                                                                     f"{r}/metrics.json"],
+            "figures": [f"{r}/figures"], "report": [f"{r}/training_report.md"]}[stage]
+
+
+# (stage, what is edited before its job is killed): a config key the stage reads, or its code
+INTERRUPTED = [("ei_rnn", "preprocess", ("data", "val_fraction", 0.3)), ("ei_rnn", "train", ("training", "learning_rate", 2e-3)),
+               ("ei_rnn", "extract", "systems/ei_rnn/extract.py"), ("ei_rnn", "analyze", ("analysis", "n_pcs", 2)),
+               ("ei_rnn", "figures", "systems/ei_rnn/figures.py"), ("ei_rnn", "report", "systems/ei_rnn/report.md.j2"),
+               ("cpc_snn", "train", ("training", "classification_weight", 0.5)),
+               ("cpc_snn", "extract", "systems/cpc_snn/extract.py"), ("cpc_snn", "analyze", "systems/cpc_snn/analyze.py"),
+               ("cpc_snn", "figures", "systems/cpc_snn/figures.py")]
+
+
+@pytest.mark.parametrize("system,stage,edit", INTERRUPTED, ids=[f"{a}-{b}" for a, b, _ in INTERRUPTED])
+def test_an_edit_then_a_killed_job_is_rebuilt_with_what_follows(finished, system, stage, edit):
+    """After an edit, the job of the stage it concerns is killed: Snakemake deletes that job's
+    outputs, and by its design does not rebuild a missing intermediate whose downstream files look
+    current. Every rule's code inputs and params carry everything its artifacts derive from, so
+    the rerun plans the killed stage and everything after it, never "Nothing to be done"."""
+    import shutil
+
+    from neurotrain.spec import INPUTS_FROM
+
+    _private_src(finished)
+    smoke = finished / "config" / "smoke.yaml"
+    config_text = smoke.read_text()
+    backup = finished / ".killed"
+    code = None
+    if isinstance(edit, tuple):
+        cfg = yaml.safe_load(config_text)
+        block, key, value = edit
+        cfg[system].setdefault(block, {})[key] = value
+        smoke.write_text(yaml.safe_dump(cfg))
+    else:
+        code = finished / "src" / "neurotrain" / edit
+        code_before = (code.read_bytes(), code.stat().st_mtime)
+        code.write_bytes(code_before[0] + (b"\n{# edited #}\n" if code.suffix == ".j2" else b"\n# edited\n"))
+    moved = []
+    try:
+        for rel in _job_outputs(system, stage):  # what Snakemake leaves after killing the job
+            (backup / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(finished / rel, backup / rel)
+            moved.append(rel)
+        out = smk(finished, "-n").stdout
+    finally:
+        for rel in moved:
+            shutil.move(backup / rel, finished / rel)
+        smoke.write_text(config_text)
+        if code is not None:
+            code.write_bytes(code_before[0])
+            os.utime(code, (code_before[1], code_before[1]))
+    assert "Nothing to be done" not in out
+    after = {st for st in STAGE_RULE if stage in INPUTS_FROM[st]}
+    todo = list(after)
+    while todo:
+        st = todo.pop()
+        for nxt in (x for x in STAGE_RULE if st in INPUTS_FROM[x]):
+            if nxt not in after:
+                after.add(nxt)
+                todo.append(nxt)
+    want = {STAGE_RULE[st] for st in after | {stage}}
+    if system == "cpc_snn" and "train_model" in want:
+        want = (want - {"train_model"}) | {"train_model_jax"}
+    planned = set(re.findall(rf"^(?:local)?rule (\w+):\n(?:    .*\n)*?    wildcards: system={system}\n", out, re.M))
+    assert want <= planned, (want - planned, planned)
+
+
 def test_extraction_only_key_reruns_extraction_not_training(finished):
     """lisbet.training.embed_batch is read by extraction alone: changing it reruns extraction
     and what follows it, never training."""
@@ -302,6 +380,37 @@ def test_every_shell_substitution_is_quoted(root):
             for ph in re.findall(r"\{([^{}]+)\}", block):
                 assert ph.endswith(":q") or ph == "params.truth", f"{f.name}: {{{ph}}} is not quoted"
     assert blocks == 9
+
+
+def test_a_killed_snakemake_leaves_no_lock_in_the_way(tmp_path):
+    """`make run` after a killed Snakemake: the lock it left is removed (neurotrain.workflow_lock)
+    when no Snakemake runs in the folder, and a real one running there is named in one line."""
+    import signal
+    import sys
+    import time
+
+    wd = workflow_copy(tmp_path)
+    run = subprocess.Popen(["snakemake", "results/cpc_snn/model/model_best.npz", "--cores", "1", "--configfile",
+                            "config/smoke.yaml"], cwd=wd, env=snakemake_env(), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+    locks = wd / ".snakemake" / "locks"
+    for _ in range(600):
+        if locks.is_dir() and any(locks.iterdir()):
+            break
+        time.sleep(0.1)
+    unlock = [sys.executable, "-m", "neurotrain.workflow_lock", "--configfile", "config/smoke.yaml"]
+    live = subprocess.run(unlock, cwd=wd, capture_output=True, text=True, env=snakemake_env())
+    assert live.returncode == 1 and f"another Snakemake (pid {run.pid})" in live.stderr, live.stderr
+    assert any(locks.iterdir())
+    os.killpg(run.pid, signal.SIGKILL)  # Snakemake and its job, as a time limit or a closed laptop would
+    run.wait()
+    cheap = ["snakemake", "data/processed/cpc_snn.h5", "--forceall", "--cores", "1", "--configfile", "config/smoke.yaml"]
+    stuck = subprocess.run(cheap, cwd=wd, capture_output=True, text=True, env=snakemake_env())
+    assert stuck.returncode != 0 and "LockException" in stuck.stdout + stuck.stderr
+    freed = subprocess.run(unlock, cwd=wd, capture_output=True, text=True, env=snakemake_env())
+    assert freed.returncode == 0 and "removed the lock" in freed.stderr, freed.stderr
+    again = subprocess.run(cheap, cwd=wd, capture_output=True, text=True, env=snakemake_env())
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
 
 
 def test_unknown_config_key_rejected(tmp_path):

@@ -25,6 +25,7 @@ rule analyze_population:
     params:
         cfg=stage_params("analyze"),
         stage=stage_spec("analyze"),
+        upstream=upstream_params("analyze"),
         truth=truth_arg,
     shell:
         "python -m neurotrain.runner analyze --system {wildcards.system:q} --params {params.cfg:q} --stage-spec {params.stage:q}"

@@ -18,7 +18,7 @@ sys.path.insert(
 from neurotrain import registry
 from neurotrain.config import read_config_file, slice_block, validate as validate_config
 from neurotrain.errors import NeurotrainError
-from neurotrain.spec import FRAMEWORKS
+from neurotrain.spec import FRAMEWORKS, lineage
 
 # Every config file strictly (UTF-8, no key given twice), then the merged config against the
 # schema (every default filled): one line naming the file or key.
@@ -89,6 +89,25 @@ def stage_params(stage):
     return params
 
 
+def upstream_params(stage):
+    """The config slices of every stage the artifacts of ``stage`` derive from, as JSON: a
+    params trigger of their own, so an artifact is out of date as soon as any config behind it
+    changes, even when an intermediate artifact went missing in between (see
+    neurotrain.registry.provenance_code)."""
+
+    def params(wildcards):
+        stages = registry.spec(wildcards.system).stages
+        return json.dumps(
+            {
+                up: slice_block(config[wildcards.system], stages[up].reads)
+                for up in lineage(stage)
+            },
+            sort_keys=True,
+        )
+
+    return params
+
+
 def stage_spec(stage):
     """What the stage takes from the system's spec (entry, declared keys, files), as JSON: the
     runner gets it from the rule and never imports the spec, so editing a caption in spec.py
@@ -101,10 +120,11 @@ def stage_spec(stage):
 
 
 def stage_code(stage):
-    """Source files ``stage`` runs for the wildcard's system (import closure + templates)."""
+    """Source files behind ``stage``'s artifacts for the wildcard's system: the import closure
+    (and templates) of the stage and of every stage its artifacts derive from."""
 
     def code(wildcards):
-        return [str(f) for f in registry.stage_code(wildcards.system, stage)]
+        return [str(f) for f in registry.provenance_code(wildcards.system, stage)]
 
     return code
 

@@ -49,6 +49,7 @@ rule preprocess_dataset:
     params:
         cfg=stage_params("preprocess"),
         stage=stage_spec("preprocess"),
+        upstream=upstream_params("preprocess"),
     shell:
         "python -m neurotrain.runner preprocess --system {wildcards.system:q} --params {params.cfg:q} --stage-spec {params.stage:q}"
         " --raw {input.raw:q} --out {output:q} > {log:q} 2>&1"

@@ -36,6 +36,7 @@ rule render_figures:
     params:
         cfg=stage_params("figures"),
         stage=stage_spec("figures"),
+        upstream=upstream_params("figures"),
         captions=figure_captions,
     shell:
         "python -m neurotrain.runner figures --system {wildcards.system:q} --params {params.cfg:q} --stage-spec {params.stage:q}"
@@ -62,6 +63,7 @@ rule render_report:
     params:
         cfg=stage_params("report"),
         stage=stage_spec("report"),
+        upstream=upstream_params("report"),
     shell:
         "python -m neurotrain.runner report --system {wildcards.system:q} --params {params.cfg:q} --stage-spec {params.stage:q}"
         ' --run-dir "$(dirname {output:q})" --out {output:q} > {log:q} 2>&1'

@@ -28,6 +28,7 @@ rule train_model:
     params:
         cfg=stage_params("train"),
         stage=stage_spec("train"),
+        upstream=upstream_params("train"),
     shell:
         "python -m neurotrain.runner train --system {wildcards.system:q} --params {params.cfg:q} --stage-spec {params.stage:q}"
         ' --data {input.data:q} --out-dir "$(dirname {output.best:q})" --threads {threads:q} > {log:q} 2>&1'
@@ -65,6 +66,7 @@ rule extract_model:
     params:
         cfg=stage_params("extract"),
         stage=stage_spec("extract"),
+        upstream=upstream_params("extract"),
     shell:
         "python -m neurotrain.runner extract --system {wildcards.system:q} --params {params.cfg:q} --stage-spec {params.stage:q}"
         ' --model-dir "$(dirname {input.best:q})" --data {input.data:q} --out-dir "$(dirname {output.weights:q})" > {log:q} 2>&1'
