@@ -11,7 +11,7 @@ TEST_WORKERS ?= 2
 # Rules call `python -m neurotrain...`: put the venv first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: venv run test smoke bench lint fmt docs clean
+.PHONY: venv run test smoke bench verify lint fmt docs clean
 
 venv: $(STAMP)
 
@@ -47,6 +47,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_lisbet.py
 	$(BIN)/python benchmarks/bench_cpc_snn.py
 	$(BIN)/python benchmarks/bench_workflow.py --cores $(if $(filter all,$(CORES)),$(shell nproc),$(CORES))
+
+# The whole default run twice from scratch, every array compared (VERIFY_CONFIG=config/smoke.yaml: a minute)
+VERIFY_CONFIG ?= config/config.yaml
+verify: $(STAMP)
+	$(BIN)/python benchmarks/verify_determinism.py --configfile $(VERIFY_CONFIG) --cores $(if $(filter all,$(CORES)),$(shell nproc),$(CORES))
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -27,7 +27,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 # `make test` runs two pytest-xdist workers, one test file each at a time (--dist loadfile:
 # module fixtures such as the smoke run are built once). The longest files go first so that
 # neither worker is left with a long file at the end while the other idles.
-LONGEST_FIRST = ("test_workflow.py", "test_resume.py", "test_slurm.py", "test_cpc_snn.py")
+LONGEST_FIRST = ("test_workflow.py", "test_resume.py", "test_slurm.py", "test_determinism.py", "test_cpc_snn.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -80,11 +80,14 @@ def pick_device(name: str) -> torch.device:
 
 def run_preamble(system: str, training: dict, threads: int) -> torch.device:
     """The start of every torch training run: ``threads`` CPU threads (the rule's; 0 = torch's
-    default), the device of ``<system>.training.device`` (cuda without a CUDA device is a
+    default), torch's deterministic algorithms, the device of ``<system>.training.device`` (cuda without a CUDA device is a
     NeurotrainError naming that key), and every random generator seeded from
     ``<system>.training.seed`` (model initialisation, samplers). Returns the device."""
     if threads > 0:
         torch.set_num_threads(threads)
+    # torch's deterministic kernels wherever it has a choice (an accumulating index_put_ on 2+ CPU
+    # threads is not; an op with no deterministic kernel raises instead of varying)
+    torch.use_deterministic_algorithms(True)
     if training["device"] == "cuda" and not torch.cuda.is_available():
         raise NeurotrainError(f"config key {system}.training.device", "cuda requested but torch sees no CUDA device")
     seed_everything(training["seed"])

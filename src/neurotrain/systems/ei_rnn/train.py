@@ -89,7 +89,13 @@ class EIRNNTask:
         return {k: v / n_batches for k, v in sums.items()}
 
     def _run(self, i: torch.Tensor, generator: torch.Generator | None = None):
-        drive = self.model.input_drive(self.input_table)[self.input_index[i]]
+        # index_select, not advanced indexing: the backward of x[idx] accumulates with torch's
+        # index_put_, whose order on 2+ CPU threads varies from run to run (measured: the
+        # attention embedding differed after one epoch at the default size); index_select's
+        # backward (index_add_) is deterministic and gives the same gradients
+        table = self.model.input_drive(self.input_table)
+        idx = self.input_index[i]
+        drive = table.index_select(0, idx.reshape(-1)).reshape(*idx.shape, table.shape[-1])
         return self.model.dynamics(drive, noise=True, generator=generator)
 
     def simulate(self, idx: np.ndarray, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,77 @@
+"""Byte-identical at the real model size: every system's default model (the default run's
+config, with small data and a few epochs or steps), trained with the rules' 2 threads in fresh
+processes, gives the same weights whether it runs through or is stopped by SIGTERM after its
+first checkpoint and rerun. (Smoke-size tensors stay under the sizes at which torch splits an
+operation across threads, so the smoke runs alone would not show a thread-order dependence.)"""
+
+import copy
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from conftest import NEUROTRAIN, ROOT, model_digests
+
+pytestmark = pytest.mark.slow
+
+DEFAULT = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+SMOKE = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+# Few epochs or steps, a checkpoint after each; small data where the model's size does not come
+# from the data (the E-I RNN's network is as large as its dataset, so it keeps the default data).
+SHORT = {
+    "ei_rnn": {"training": {"max_epochs": 4, "checkpoint_every": 1, "detail_every": 1000}},
+    "cebra": {"data": SMOKE["cebra"]["data"], "training": {"max_steps": 12, "checkpoint_every": 2}},
+    "ring_attractor": {"data": SMOKE["ring_attractor"]["data"],
+                       "training": {"max_epochs": 4, "checkpoint_every": 1, "batch_size": 4}},
+    "lisbet": {"data": SMOKE["lisbet"]["data"], "training": {"epochs": 4, "checkpoint_every": 1, "train_sample": 0.1,
+                                                             "val_examples": 32}},
+    "cpc_snn": {"data": SMOKE["cpc_snn"]["data"],
+                "training": {"micro_batch": 8, "accumulate": 2, "phase1": {"epochs": 1},
+                             "phase2": {"epochs": 2, "steps_per_epoch": 2}, "phase3": {"epochs": 2, "steps_per_epoch": 2}}},
+}
+
+
+def _merge(a, b):
+    for k, v in b.items():
+        a[k] = _merge(a.get(k, {}), v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
+    return a
+
+
+def _run(*args, **kw):
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    return subprocess.Popen([NEUROTRAIN, *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, env=env, **kw)
+
+
+@pytest.mark.parametrize("system", sorted(SHORT))
+def test_default_size_identical_through_and_after_sigterm(system, tmp_path):
+    block = _merge(copy.deepcopy(DEFAULT.get(system, {})), SHORT[system])
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({system: block}))
+    for stage, args in (("generate", ["--out-dir", tmp_path / "raw"]),
+                        ("preprocess", ["--raw", tmp_path / "raw", "--out", tmp_path / "p.h5"])):
+        p = _run(stage, "--system", system, "--config", cfg, *args)
+        assert p.wait() == 0, p.stderr.read()
+    train = ["train", "--system", system, "--config", cfg, "--data", tmp_path / "p.h5", "--threads", "2", "--out-dir"]
+    through = _run(*train, tmp_path / "a")
+    assert through.wait(timeout=900) == 0, through.stderr.read()[-3000:]
+    cut = _run(*train, tmp_path / "b")
+    ckpts = tmp_path / "b" / "checkpoints"
+    deadline = time.time() + 600
+    while time.time() < deadline and cut.poll() is None and not any(ckpts.glob("*.*")):
+        time.sleep(0.05)
+    if cut.poll() is None:
+        cut.send_signal(signal.SIGTERM)
+    code = cut.wait(timeout=600)
+    assert code in (0, 128 + signal.SIGTERM), cut.stderr.read()[-3000:]
+    if code:
+        rerun = _run(*train, tmp_path / "b")
+        assert rerun.wait(timeout=900) == 0, rerun.stderr.read()[-3000:]
+    ext = "npz" if system == "cpc_snn" else "pt"
+    for kind in ("best", "final"):
+        a, b = model_digests(tmp_path / "a" / f"model_{kind}.{ext}"), model_digests(tmp_path / "b" / f"model_{kind}.{ext}")
+        a.pop("__meta__", None), b.pop("__meta__", None)
+        assert a == b, [k for k in a if a[k] != b.get(k)][:8]
