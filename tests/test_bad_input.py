@@ -562,6 +562,168 @@ def disk_full_checkpoint(tmp, processed):
                 absent=[model / "model_best.pt", model / "model_final.pt"], kept=[processed["ei_rnn"]])
 
 
+# ------------------------------------------------------------------------------ rows: every stage's inputs
+def _train_on(tmp, system: str, data: Path) -> Case:
+    cfg = _config(tmp, system, {})
+    return Case(["train", "--system", system, "--config", str(cfg), "--data", str(data), "--out-dir", str(tmp / "model")],
+                str(data), "", absent=[tmp / "model" / "model_best.pt", tmp / "model" / "model_best.npz"])
+
+
+def processed_missing(tmp):
+    case = _train_on(tmp, "ei_rnn", tmp / "absent.h5")
+    case.needle = "processed ei_rnn dataset not found"
+    return case
+
+
+def processed_cebra_nan(tmp, processed):
+    import h5py
+
+    with h5py.File(processed["cebra"], "r") as h:
+        first = [str(n) for n in h.attrs["session_names"]][0]
+
+    def edit(h):
+        x = h[f"sessions/{first}/spikes"][()]
+        x[3, 1] = float("nan")
+        h[f"sessions/{first}/spikes"][...] = x
+
+    case = _train_on(tmp, "cebra", _processed_copy(tmp, processed["cebra"], edit))
+    case.needle = f"sessions/{first}/spikes has 1 NaN/Inf values"
+    return case
+
+
+def processed_ring_split_code(tmp, processed):
+    def edit(h):
+        x = h["split"][()]
+        x[0] = 7
+        h["split"][...] = x
+
+    case = _train_on(tmp, "ring_attractor", _processed_copy(tmp, processed["ring_attractor"], edit))
+    case.needle = "split holds 7, not one of [0, 1, 2]"
+    return case
+
+
+def processed_lisbet_nan(tmp, processed):
+    import h5py
+
+    with h5py.File(processed["lisbet"], "r") as h:
+        first = [str(n) for n in h.attrs["sequence_names"]][0]
+
+    def edit(h):
+        x = h[f"sequences/{first}/keypoints"][()]
+        x[0, 0, 0, 0] = float("nan")
+        h[f"sequences/{first}/keypoints"][...] = x
+
+    case = _train_on(tmp, "lisbet", _processed_copy(tmp, processed["lisbet"], edit))
+    case.needle = f"sequences/{first}/keypoints has 1 NaN/Inf values"
+    return case
+
+
+def processed_cpc_snn_label(tmp, processed):
+    def edit(h):
+        x = h["label"][()]
+        x[0] = 5
+        h["label"][...] = x
+
+    case = _train_on(tmp, "cpc_snn", _processed_copy(tmp, processed["cpc_snn"], edit))
+    case.needle = "label holds 5, not one of [0, 1]"
+    return case
+
+
+def raw_folder_missing(tmp):
+    gone = tmp / "raw" / "embedded"
+    return _preprocess(tmp, "ei_rnn", {}, [gone], gone, "file not found")
+
+
+def params_not_json(tmp):
+    return Case(["train", "--system", "ei_rnn", "--params", "{training: ", "--data", str(tmp / "p.h5"),
+                 "--out-dir", str(tmp / "model")], "--params", "not valid JSON", absent=[tmp / "model"])
+
+
+def config_systems_empty(tmp):
+    return _generate_with(tmp, "systems: []\n", "should be non-empty")
+
+
+def model_file_missing(tmp, processed):
+    (tmp / "model").mkdir()
+    return Case(["extract", "--system", "ei_rnn", "--model-dir", str(tmp / "model"), "--data", str(processed["ei_rnn"]),
+                 "--out-dir", str(tmp / "run")], str(tmp / "model" / "model_best.pt"), "checkpoint not found",
+                absent=[tmp / "run" / "weights", tmp / "run" / "outputs"])
+
+
+def jax_model_corrupt(tmp, processed):
+    model = tmp / "model"
+    model.mkdir()
+    (model / "model_best.npz").write_bytes(b"PK\x03\x04 not an npz")
+    return Case(["extract", "--system", "cpc_snn", "--model-dir", str(model), "--data", str(processed["cpc_snn"]),
+                 "--out-dir", str(tmp / "run")], str(model / "model_best.npz"), "corrupt or unreadable checkpoint",
+                absent=[tmp / "run" / "weights", tmp / "run" / "outputs"])
+
+
+def analyze_without_extraction(tmp, processed):
+    run = tmp / "run"
+    run.mkdir()
+    earlier = _earlier(run / "metrics.json")
+    return Case(["analyze", "--system", "ei_rnn", "--run-dir", str(run), "--data", str(processed["ei_rnn"])],
+                str(run / "outputs"), "not found; run the earlier stages first", absent=[run / "metrics", run / "population"],
+                kept=[earlier])
+
+
+def truth_file_corrupt(tmp, processed):
+    bad = tmp / "truth.npz"
+    bad.write_bytes(b"not a zip")
+    case = analyze_without_extraction(tmp, processed)
+    case.argv += ["--truth", str(bad)]
+    return case
+
+
+def figures_log_corrupt(tmp):
+    run = tmp / "run"
+    (run / "model").mkdir(parents=True)
+    (run / "model" / "training_log.json").write_bytes(b'{"history": [1, 2')
+    for name in ("metrics.json", "model/config.json"):
+        (run / name).write_text("{}")
+    return Case(["figures", "--system", "ei_rnn", "--run-dir", str(run)], str(run / "model" / "training_log.json"),
+                "not valid JSON", absent=[run / "figures"])
+
+
+def report_without_metrics(tmp):
+    run = tmp / "run"
+    run.mkdir()
+    return Case(["report", "--system", "ei_rnn", "--run-dir", str(run)], str(run / "metrics.json"),
+                "missing; run the earlier stages first", absent=[run / "training_report.md"])
+
+
+def index_without_reports(tmp):
+    (tmp / "results" / "ei_rnn").mkdir(parents=True)
+    out = tmp / "results" / "report.md"
+    return Case(["index", "--systems", "ei_rnn", "--results", str(tmp / "results"), "--out", str(out)],
+                str(tmp / "results" / "ei_rnn" / "metrics.json"), "missing; build this system's chain first",
+                absent=[out])
+
+
+def calms21_not_zip(tmp):
+    bad = tmp / "raw" / "task1_classic_classification.zip"
+    bad.parent.mkdir()
+    bad.write_bytes(b"<html>a login page, not the archive</html>")
+    md5 = hashlib.md5(bad.read_bytes()).hexdigest()
+    return _preprocess(tmp, "lisbet", {"data": {"source": "calms21", "calms21": {"md5": {"task1": md5}}}}, [bad], bad,
+                       "not a readable zip archive")
+
+
+def pose_file_not_hdf5(tmp):
+    bad = tmp / "raw" / "pair.nc"
+    bad.parent.mkdir()
+    bad.write_bytes(b"CDF\x01 a netCDF3 file cut short")
+    return _preprocess(tmp, "lisbet", {"data": {"source": "movement"}}, [bad], bad, "cannot read pose file")
+
+
+def strain_not_hdf5(tmp):
+    bad = tmp / "raw" / "H-H1_GWOSC_4KHZ_R1-1126259447-32.hdf5"
+    bad.parent.mkdir(exist_ok=True)
+    bad.write_bytes(b"GWF frame file, not HDF5")
+    return _preprocess(tmp, "cpc_snn", _GW, [bad], bad, "not a GWOSC HDF5 strain file")
+
+
 CATALOGUE: dict[str, tuple[str, Callable]] = {
     "config-unknown-key": ("a key the schema does not know", config_unknown_key),
     "config-wrong-type": ("a value of the wrong type", config_wrong_type),
@@ -624,6 +786,25 @@ CATALOGUE: dict[str, tuple[str, Callable]] = {
     "model-file-corrupt": ("a corrupt model file given to extraction", model_file_corrupt),
     "disk-full": ("a full disk while writing an artifact", disk_full),
     "disk-full-checkpoint": ("a full disk while training writes a checkpoint", disk_full_checkpoint),
+    "processed-missing": ("a processed file that does not exist", processed_missing),
+    "processed-cebra-nan": ("NaN spikes in a processed CEBRA session", processed_cebra_nan),
+    "processed-ring-split-code": ("a split code other than train/validation/test (ring attractor)",
+                                  processed_ring_split_code),
+    "processed-lisbet-nan": ("NaN keypoints in a processed LISBET sequence", processed_lisbet_nan),
+    "processed-cpc-snn-label": ("a label other than 0/1 in processed strain segments", processed_cpc_snn_label),
+    "raw-folder-missing": ("a raw dataset folder that does not exist", raw_folder_missing),
+    "params-not-json": ("a `--params` slice that is not JSON", params_not_json),
+    "config-systems-empty": ("an empty `systems` list", config_systems_empty),
+    "model-file-missing": ("extraction without a trained model", model_file_missing),
+    "jax-model-corrupt": ("a corrupt JAX model file given to extraction", jax_model_corrupt),
+    "analyze-without-extraction": ("analysis before extraction (no outputs/)", analyze_without_extraction),
+    "truth-file-corrupt": ("a corrupt ground-truth file given to analysis", truth_file_corrupt),
+    "figures-log-corrupt": ("a training log that is not JSON, given to the figures", figures_log_corrupt),
+    "report-without-metrics": ("a report before analysis (no metrics.json)", report_without_metrics),
+    "index-without-reports": ("the project report before a system's chain ran", index_without_reports),
+    "calms21-not-zip": ("a CalMS21 download that is not a zip (an HTML page)", calms21_not_zip),
+    "pose-file-not-hdf5": ("a pose file that is neither netCDF4 nor HDF5", pose_file_not_hdf5),
+    "strain-not-hdf5": ("a strain file that is not HDF5 (a GWF frame)", strain_not_hdf5),
 }
 
 
@@ -635,7 +816,7 @@ def processed(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("processed")
     out = {}
-    for system in ("ei_rnn", "cebra", "ring_attractor"):
+    for system in ("ei_rnn", "cebra", "ring_attractor", "lisbet", "cpc_snn"):
         cfg = validate_system(system, copy.deepcopy(SMOKE[system]))
         entry(system, "generate")(cfg, d / system)
         entry(system, "preprocess")(cfg, [d / system], d / f"{system}.h5")

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -125,8 +126,28 @@ def save_npy(path: str | os.PathLike, array: Any) -> None:
 
 
 def load_npy(path: str | os.PathLike) -> np.ndarray:
-    """Read a ``.npy`` file without allowing pickles."""
-    return np.load(path, allow_pickle=False)
+    """Read a ``.npy`` file without allowing pickles; a missing or unreadable file is a
+    NeurotrainError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise NeurotrainError(path, "not found; run the earlier stages first")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise NeurotrainError(path, f"not a readable .npy array ({exc.__class__.__name__}: {exc})") from None
+
+
+def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file (a generator's ground truth), without pickles; a missing
+    or unreadable file is a NeurotrainError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise NeurotrainError(path, "not found")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise NeurotrainError(path, f"not a readable .npz file ({exc.__class__.__name__}: {exc})") from None
 
 
 def _json_default(obj: Any) -> Any:
@@ -146,7 +167,15 @@ def save_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def load_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text())
+    """Read a JSON artifact; a missing file or one that is not UTF-8 JSON is a NeurotrainError
+    naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise NeurotrainError(path, "not found; run the earlier stages first")
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise NeurotrainError(path, f"not valid JSON ({exc.__class__.__name__}: {exc})") from None
 
 
 def save_text(path: str | os.PathLike, text: str) -> None:
@@ -239,4 +268,4 @@ def check_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray], finite:
         a = np.asarray(arrays[name])
         bad = ~np.isin(a, allowed)
         if bad.any():
-            raise NeurotrainError(path, f"{name} holds {a[bad][0]!r}, not one of {list(allowed)}")
+            raise NeurotrainError(path, f"{name} holds {a[bad][0].item()!r}, not one of {list(allowed)}")

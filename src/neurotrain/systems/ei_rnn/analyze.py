@@ -24,7 +24,7 @@ import numpy as np
 
 from neurotrain.systems.ei_rnn.data import load_processed
 from neurotrain.errors import NeurotrainError
-from neurotrain.io import atomic_dir, load_npy, save_json, save_npy
+from neurotrain.io import atomic_dir, load_arrays, load_npy, save_json, save_npy
 from neurotrain import stats
 
 log = logging.getLogger("neurotrain.analysis")
@@ -74,7 +74,7 @@ def analyze(cfg: dict, run_dir: str, data_path: str, truth_path: str | None = No
     }
     truth = {}
     if truth_path:
-        t = np.load(truth_path, allow_pickle=False)
+        t = load_arrays(truth_path)
         metrics["per_neuron_correlation_truth"] = stats.per_neuron_correlation(model_c, t["true_rates"])
         ceiling_truth = stats.per_neuron_correlation(t["true_rates"], target_c)
         w_true = t["w_rec"]
