@@ -724,6 +724,58 @@ def strain_not_hdf5(tmp):
     return _preprocess(tmp, "cpc_snn", _GW, [bad], bad, "not a GWOSC HDF5 strain file")
 
 
+def calms21_json_not_utf8(tmp):
+    from test_lisbet import _zip
+
+    bad = tmp / "raw" / "task1_classic_classification.zip"
+    bad.parent.mkdir()
+    bad.write_bytes(_zip({"task1_classic_classification/calms21_task1_train.json": b'{"a": "\xe9\xff"}'}))
+    md5 = hashlib.md5(bad.read_bytes()).hexdigest()
+    return _preprocess(tmp, "lisbet", {"data": {"source": "calms21", "calms21": {"md5": {"task1": md5}}}}, [bad],
+                       f"{bad}: task1_classic_classification/calms21_task1_train.json", "not valid JSON")
+
+
+def mat_not_matlab(tmp):
+    bad = tmp / "raw" / "export.mat"
+    bad.parent.mkdir()
+    bad.write_text("trial,neuron,count\n1,1,3\n")
+    return _preprocess(tmp, "ei_rnn", {"data": {"source": "mat"}}, [bad], bad, "not a MATLAB .mat file")
+
+
+def config_md5_not_hex(tmp):
+    return _train_with(tmp, "cebra", "cebra:\n  data:\n    rat:\n      md5: {achilles: not-a-checksum}\n",
+                       "cebra.data.rat.md5.achilles", "does not match")
+
+
+def config_block_null(tmp):
+    return _train_with(tmp, "ei_rnn", "ei_rnn:\n  training: null\n", "ei_rnn.training", "is not of type 'object'")
+
+
+def config_dt_mismatch(tmp, processed):
+    cfg = _config(tmp, "ei_rnn", {"model": {"dt": 10.0}})
+    return Case(["train", "--system", "ei_rnn", "--config", str(cfg), "--data", str(processed["ei_rnn"]),
+                 "--out-dir", str(tmp / "model")], "ei_rnn.model.dt", "does not match the data's bin width",
+                absent=[tmp / "model"])
+
+
+def checkpoint_other_run(tmp, processed):
+    """A resume state of another run (another config, data, model or code): never resumed from."""
+    from neurotrain.training.checkpoint import save_checkpoint
+    from neurotrain.training.runstate import STATE_FORMAT
+
+    model = tmp / "model"
+    save_checkpoint(model / "checkpoints" / "last.pt", {"format": STATE_FORMAT, "fingerprint": "0" * 16,
+                                                        "progress": {"epoch": 3}})
+    cfg = _config(tmp, "ei_rnn", {})
+    return Case(["train", "--system", "ei_rnn", "--config", str(cfg), "--data", str(processed["ei_rnn"]),
+                 "--out-dir", str(model)], str(model / "checkpoints" / "last.pt"),
+                "belongs to another config, dataset, model or code version", code=0, kept=[processed["ei_rnn"]])
+
+
+def config_systems_not_list(tmp):
+    return _generate_with(tmp, "systems: ei_rnn\n", "is not of type 'array'")
+
+
 CATALOGUE: dict[str, tuple[str, Callable]] = {
     "config-unknown-key": ("a key the schema does not know", config_unknown_key),
     "config-wrong-type": ("a value of the wrong type", config_wrong_type),
@@ -804,6 +856,13 @@ CATALOGUE: dict[str, tuple[str, Callable]] = {
     "index-without-reports": ("the project report before a system's chain ran", index_without_reports),
     "calms21-not-zip": ("a CalMS21 download that is not a zip (an HTML page)", calms21_not_zip),
     "pose-file-not-hdf5": ("a pose file that is neither netCDF4 nor HDF5", pose_file_not_hdf5),
+    "calms21-json-not-utf8": ("a CalMS21 JSON that is not UTF-8 text", calms21_json_not_utf8),
+    "mat-not-matlab": ("a `.mat` that is a CSV file", mat_not_matlab),
+    "config-md5-not-hex": ("a published md5 in the config that is not 32 hex digits", config_md5_not_hex),
+    "config-block-null": ("a config block set to null", config_block_null),
+    "config-dt-mismatch": ("a model time step that is not the data's bin width", config_dt_mismatch),
+    "checkpoint-other-run": ("a resume state of another run (config, data, model or code)", checkpoint_other_run),
+    "config-systems-not-list": ("`systems` given as one name, not a list", config_systems_not_list),
     "strain-not-hdf5": ("a strain file that is not HDF5 (a GWF frame)", strain_not_hdf5),
 }
 
