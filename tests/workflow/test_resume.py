@@ -113,3 +113,63 @@ def test_killed_training_resumes_to_identical_weights(reference, sig, tmp_path):
         differ = sorted(k for k in digests[kind] if got.get(k) != digests[kind][k])
         assert got.keys() == digests[kind].keys() and not differ, \
             f"{system} {kind} weights differ after {sig.name} (seed {seed}, delay {delay:.2f} s): {differ[:5]}"
+
+
+def _all_arrays(results: Path, system: str) -> dict[str, str]:
+    import hashlib
+
+    import numpy as np
+
+    out = {}
+    run = results / system
+    for f in sorted(run.rglob("*.npy")):
+        out[f.relative_to(run).as_posix()] = hashlib.sha256(np.load(f, allow_pickle=False).tobytes()).hexdigest()
+    for f in sorted(run.glob("model/model_*.*")):
+        out.update({f"{f.name}:{k}": v for k, v in arrays(f).items()})
+    return out
+
+
+def test_edit_then_killed_training_rebuilds_everything_byte_for_byte(tmp_path):
+    """A finished run; the learning rate is changed; the rerun's training is stopped by SIGTERM;
+    the same command again rebuilds training (resuming) and everything after it, and every array
+    of the system equals a clean run with the new rate, byte for byte."""
+    system = "ei_rnn"
+    longer = (f"systems: [{system}]\n{system}:\n  training:\n    max_epochs: 80\n    patience: 80\n"
+              "    checkpoint_every: 5\n    detail_every: 1000\n    log_every: 1000\n")
+    edited = longer.replace("max_epochs: 80", "max_epochs: 80\n    learning_rate: 0.002")
+    target = f"results/{system}/training_report.md"
+
+    (tmp_path / "clean").mkdir()
+    (tmp_path / "wd").mkdir()
+    clean = workflow_copy(tmp_path / "clean")
+    (clean / "config" / "longer.yaml").write_text(edited)
+    r = smk(clean, target)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+
+    wd = workflow_copy(tmp_path / "wd")
+    (wd / "config" / "longer.yaml").write_text(longer)
+    r = smk(wd, target)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    (wd / "config" / "longer.yaml").write_text(edited)
+    ckpts = wd / "results" / system / "model" / "checkpoints"
+    cmd = ["snakemake", "--cores", "2", target, "--configfile", "config/smoke.yaml", "config/longer.yaml"]
+    proc = subprocess.Popen(cmd, cwd=wd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=snakemake_env())
+    killed = False
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+        trainer = trainer_of(proc)
+        if trainer is not None and ckpts.is_dir() and any(ckpts.glob("model_epoch*.pt")):
+            trainer.send_signal(signal.SIGTERM)
+            killed = True
+            break
+    out, _ = proc.communicate(timeout=300)
+    assert killed and proc.returncode != 0, out[-2000:]
+    dry = smk(wd, "-n", target)
+    assert "Nothing to be done" not in dry.stdout and "train_model" in dry.stdout, dry.stdout[-2000:]
+    r = subprocess.run(cmd, cwd=wd, capture_output=True, text=True, env=snakemake_env(), timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    got, want = _all_arrays(wd / "results", system), _all_arrays(clean / "results", system)
+    assert got.keys() == want.keys() and [k for k in want if got[k] != want[k]] == []
+    assert smk(wd, "-n", target).stdout.count("Nothing to be done") == 1
