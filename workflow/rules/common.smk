@@ -1,8 +1,9 @@
 # Everything the rules need is computed from the registry (src/neurotrain/systems/*/spec.py):
 # targets, the config slice each stage reads, the code each stage runs (the import closure of
-# its entry module, so a code change reruns exactly the stages that run it), the conda env of
-# its framework, and the real-data sources. This file names no system. No torch/jax imports:
-# it is read again by every cluster job.
+# its entry module, so a code change reruns exactly the stages that run it; a rule lists the
+# code and config of every earlier stage too, so an artifact is never current while anything
+# behind it changed), the conda env of its framework, and the real-data sources. This file
+# names no system. No torch/jax imports: it is read again by every cluster job.
 import json
 import shlex
 import sys
@@ -11,9 +12,8 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 SRC = Path(workflow.basedir) / "src"
-sys.path.insert(
-    0, str(SRC)
-)  # this checkout's package, also on cluster nodes and in conda envs
+# this checkout's package, also on cluster nodes and in conda envs
+sys.path.insert(0, str(SRC))
 
 from neurotrain import registry
 from neurotrain.config import read_config_file, slice_block, validate as validate_config
