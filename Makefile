@@ -48,7 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_cpc_snn.py
 	$(BIN)/python benchmarks/bench_workflow.py --cores $(if $(filter all,$(CORES)),$(shell nproc),$(CORES))
 
-# The whole default run twice from scratch, every array compared (VERIFY_CONFIG=config/smoke.yaml: a minute)
+# The whole default run twice from scratch, every array compared (VERIFY_CONFIG=config/smoke.yaml: two minutes)
 VERIFY_CONFIG ?= config/config.yaml
 verify: $(STAMP)
 	$(BIN)/python benchmarks/verify_determinism.py --configfile $(VERIFY_CONFIG) --cores $(if $(filter all,$(CORES)),$(shell nproc),$(CORES))

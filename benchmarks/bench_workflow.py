@@ -264,13 +264,13 @@ def main(argv=None) -> None:
     figure(rules, scale, OUT / "summary.png")
     text = summary(run, rules, steps, scale)
     (OUT / "summary.md").write_text(text)
-    readme = ROOT / "README.md"
+    doc = ROOT / "docs" / "benchmarks.md"
     start, end = "<!-- summary:start -->", "<!-- summary:end -->"
-    body = readme.read_text()
-    if start in body and end in body:  # the README shows the latest table
-        tables = text.split("\n", 2)[2].replace("## ", "#### ").replace("](summary.png)", "](results/benchmarks/summary.png)")
+    body = doc.read_text()
+    if start in body and end in body:  # docs/benchmarks.md shows the latest table
+        tables = text.split("\n", 2)[2].replace("## ", "#### ").replace("](summary.png)", "](../results/benchmarks/summary.png)")
         body = body[:body.index(start) + len(start)] + "\n" + tables + "\n" + body[body.index(end):]
-        readme.write_text(body)
+        doc.write_text(body)
     print(text)
 
 

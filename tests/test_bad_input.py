@@ -1,9 +1,9 @@
-"""The bad-input catalogue (README, "Bad input"): one test per row, through the command line a
+"""The bad-input catalogue (docs/data-formats.md, "Bad input"): one test per row, through the command line a
 user (or a Snakemake rule) runs. Every row checks the exit status, that the message names the
 file or config key, that there is no traceback, that no partial output is left (no file, no
 temporary sibling) and that an earlier result at the output path, or beside it, is unchanged.
 
-The README table lists the same row ids, in the same order, as ``CATALOGUE`` (checked)."""
+The table of docs/data-formats.md lists the same row ids, in the same order, as ``CATALOGUE`` (checked)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """neurotrain: a reproducible workflow that trains neuroscience models and analyses what they learned.
 
-Subpackages by responsibility: ``data`` (datasets, loaders, generators), ``systems`` (pure
-model code), ``training`` (one loop per framework, checkpoints), ``analysis`` (extraction and
-metrics), ``figures``, ``reports``; ``stages`` holds the small command-line modules that the
-Snakemake rules call, one per stage.
+``systems/<name>/`` holds everything one system owns (spec, config schema, data, network,
+training task, extraction, analysis, figures, report); the shared code knows no system:
+``runner`` (the one stage runner the Snakemake rules call), ``registry`` and ``codedeps`` (what
+the workflow computes from the systems), ``config``, ``training`` (one loop per framework, one
+checkpoint mechanism), ``io``, ``stats``, ``plotting``, ``reports``. See docs/adding-a-system.md.
 """
 
 __version__ = "0.1.0"

@@ -5,8 +5,9 @@ JAX): every ``import``/``from ... import`` anywhere in a module, top level or in
 function, that names a module of the package, followed transitively, plus the ``__init__.py``
 of every package on the way (Python runs them on import). Imports through ``importlib`` (the
 registry's lookup of a system's entry) are not followed: the workflow adds the entry module's
-own closure. The Snakemake rules list these files as inputs, so editing any of them reruns the
-stage, and editing any other module does not.
+own closure. The Snakemake rules list these files (of the stage and of every earlier stage:
+``registry.provenance_code``) as inputs, so editing any of them reruns the stage, and editing a
+module outside them does not.
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ SYSTEM_STAGES: dict[str, tuple[str, Callable]] = {
     "generate": ("write a system's embedded dataset and its ground truth into a folder", _generate),
     "preprocess": ("check a raw dataset and write the system's standard HDF5 layout", _raw),
     "train": ("train a system on its processed dataset, resuming from an interrupted run", _train),
-    "extract": ("weights and model outputs as .npy, from the saved best checkpoint", _extract),
+    "extract": ("weights and model outputs as .npy, from the saved model", _extract),
     "analyze": ("per-neuron metrics, PCA, Fano factors and the system's scores", _analyze),
     "figures": ("render the system's matplotlib PNGs into <run-dir>/figures", _figures),
     "report": ("render <run-dir>/training_report.md from the system's Jinja template", _report),

@@ -1,2 +1,2 @@
-"""Reports: Jinja markdown templates per system and the renderer that fills them from the
-saved artifacts (metrics.json, training_log.json, config.json, array shapes)."""
+"""Reports: the renderer of every system's ``report.md.j2`` (``render``) and the project report
+over all systems (``index``, ``templates/index.md.j2``)."""

@@ -4,7 +4,7 @@
                    real-data sources, figure captions (read by the Snakefile)
     schema.yaml    its config block (JSON schema; the defaults are the seed's values)
     data.py        embedded generator, real-format readers, preprocessing, processed HDF5
-    network.py     the model (nn.Module or pure JAX) and its losses
+    network.py     the model (nn.Module or pure JAX) and its losses (cebra: the library's)
     train.py       the task the shared training loop runs, the train stage, the seed's own API
     extract.py     weights and outputs from the saved checkpoint
     analyze.py     metrics, PCA, Fano factors, the system's scores

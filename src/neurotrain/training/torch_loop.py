@@ -1,7 +1,7 @@
 """The one training loop for torch systems.
 
 A system supplies a *task* object (see :class:`TorchTask`); this loop owns the optimizer
-(Adam, with weight decay), the scheduler (ReduceLROnPlateau or cosine annealing), gradient clipping, early stopping, checkpoints
+(Adam, with weight decay), the scheduler (ReduceLROnPlateau, cosine annealing or constant), gradient clipping, early stopping, checkpoints
 (best, final, every N epochs), resume after an interruption, SIGINT/SIGTERM handling, the
 per-epoch log and the console output.
 

@@ -9,9 +9,9 @@ was exact. That made CEBRA's first InfoNCE value, and so every weight after it, 
 otherwise identical runs and resumed runs. One call from one thread before any parallel call
 sets MKL up (a single small ``log`` was enough for ``exp``: 0 odd results in 150 processes).
 
-Every torch system's model module (``systems/<name>/network.py``, or ``train.py`` where the
-model comes from a library, which the extraction modules import too) imports this module first,
-so the set-up runs at import, before any computation of the train and extract stages.
+Every torch system's ``network.py`` or ``train.py`` (which its extraction module imports too)
+imports this module first, so the set-up runs at import, before any computation of the train
+and extract stages.
 """
 
 from __future__ import annotations
