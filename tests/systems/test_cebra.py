@@ -348,3 +348,22 @@ def test_rat_source_through_snakemake(tmp_path):
         assert not [p for p in buddy.parent.iterdir() if p.name.startswith(".")], "no temporary files"
     finally:
         srv.close()
+
+
+def test_lowered_max_steps_ends_where_a_fresh_run_would(embedded, ccfg, tmp_path):
+    """max_steps lowered after a finished run: the state past it is skipped for the periodic state
+    at or before it, and the run ends exactly where a fresh run with the new value does."""
+    import copy
+
+    from neurotrain.systems.cebra.train import run_training
+    from neurotrain.training.checkpoint import load_checkpoint
+
+    ccfg["training"].update(max_steps=6, checkpoint_every=2)
+    run_training(copy.deepcopy(ccfg), str(embedded / "p.h5"), str(tmp_path / "done"))
+    ccfg["training"]["max_steps"] = 4
+    summary = run_training(copy.deepcopy(ccfg), str(embedded / "p.h5"), str(tmp_path / "done"))
+    assert summary["steps"] == 4 and summary["resumed_from_step"] == 4
+    run_training(copy.deepcopy(ccfg), str(embedded / "p.h5"), str(tmp_path / "fresh"))
+    a = load_checkpoint(tmp_path / "done" / "model_final.pt")["solver"]["model"]
+    b = load_checkpoint(tmp_path / "fresh" / "model_final.pt")["solver"]["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
