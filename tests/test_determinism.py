@@ -22,7 +22,7 @@ SMOKE = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
 # Few epochs or steps, a checkpoint after each; small data where the model's size does not come
 # from the data (the E-I RNN's network is as large as its dataset, so it keeps the default data).
 SHORT = {
-    "ei_rnn": {"training": {"max_epochs": 4, "checkpoint_every": 1, "detail_every": 1000}},
+    "ei_rnn": {"training": {"max_epochs": 3, "checkpoint_every": 1, "detail_every": 1000}},
     "cebra": {"data": SMOKE["cebra"]["data"], "training": {"max_steps": 6, "checkpoint_every": 2}},
     "ring_attractor": {"data": SMOKE["ring_attractor"]["data"],
                        "training": {"max_epochs": 4, "checkpoint_every": 1, "batch_size": 4}},
@@ -30,7 +30,7 @@ SHORT = {
                                                              "val_examples": 32}},
     "cpc_snn": {"data": SMOKE["cpc_snn"]["data"],
                 "training": {"micro_batch": 8, "accumulate": 2, "phase1": {"epochs": 1},
-                             "phase2": {"epochs": 2, "steps_per_epoch": 2}, "phase3": {"epochs": 2, "steps_per_epoch": 2}}},
+                             "phase2": {"epochs": 1, "steps_per_epoch": 2}, "phase3": {"epochs": 2, "steps_per_epoch": 2}}},
 }
 
 
