@@ -53,6 +53,36 @@ def trainer_of(proc: subprocess.Popen):
     return None
 
 
+def _new_checkpoint(ckpts: Path, since: float) -> bool:
+    """A whole checkpoint (not a temporary file) written after ``since``."""
+    try:
+        return any(not f.name.startswith(".") and f.stat().st_mtime > since for f in ckpts.iterdir())
+    except OSError:  # the folder is being replaced, or a file went between listing and stat
+        return False
+
+
+def run_and_kill_training(cmd: list[str], wd: Path, ckpts: Path, sig, delay: float = 0.0):
+    """Run ``cmd`` (Snakemake) and send ``sig`` to its training job ``delay`` s after its first
+    whole checkpoint appears (an earlier run's checkpoints do not count); returns (killed,
+    returncode, output)."""
+    since = time.time()
+    proc = subprocess.Popen(cmd, cwd=wd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=snakemake_env())
+    killed = False
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+        if _new_checkpoint(ckpts, since):
+            time.sleep(delay)
+            trainer = trainer_of(proc)
+            if trainer is not None and trainer.is_running():
+                trainer.send_signal(sig)
+                killed = True
+            break
+    out, _ = proc.communicate(timeout=300)
+    return killed, proc.returncode, out
+
+
 @pytest.fixture(scope="module", params=list(LONGER))
 def reference(request, tmp_path_factory):
     """(system, a workflow copy with the processed data only, the uninterrupted run's digests)."""
@@ -84,22 +114,9 @@ def test_killed_training_resumes_to_identical_weights(reference, sig, tmp_path):
     seed = random.SystemRandom().randrange(2**32)
     delay = random.Random(seed).uniform(0.0, 1.5)
     cmd = ["snakemake", "--cores", "2", target, "--configfile", "config/smoke.yaml", "config/longer.yaml"]
-    proc = subprocess.Popen(cmd, cwd=wd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=snakemake_env())
-    killed = False
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-        if ckpts.is_dir() and any(not f.name.startswith(".") for f in ckpts.iterdir()):  # a whole checkpoint, not a temp
-            time.sleep(delay)
-            trainer = trainer_of(proc)
-            if trainer is not None and trainer.is_running():
-                trainer.send_signal(sig)
-                killed = True
-            break
-    out, _ = proc.communicate(timeout=300)
+    killed, code, out = run_and_kill_training(cmd, wd, ckpts, sig, delay)
     assert killed, f"training of {system} finished before it could be killed (seed {seed}); lengthen LONGER:\n{out[-2000:]}"
-    assert proc.returncode != 0, f"{system}: the killed job did not fail (seed {seed}, delay {delay:.2f} s)"
+    assert code != 0, f"{system}: the killed job did not fail (seed {seed}, delay {delay:.2f} s)"
     assert not (wd / target).exists(), "a killed job left its declared output"
     assert any(ckpts.glob("last.*")) or any(ckpts.glob("model_*")), "no checkpoint survived the kill"
 
@@ -153,19 +170,8 @@ def test_edit_then_killed_training_rebuilds_everything_byte_for_byte(tmp_path):
     (wd / "config" / "longer.yaml").write_text(edited)
     ckpts = wd / "results" / system / "model" / "checkpoints"
     cmd = ["snakemake", "--cores", "2", target, "--configfile", "config/smoke.yaml", "config/longer.yaml"]
-    proc = subprocess.Popen(cmd, cwd=wd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=snakemake_env())
-    killed = False
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-        trainer = trainer_of(proc)
-        if trainer is not None and ckpts.is_dir() and any(ckpts.glob("model_epoch*.pt")):
-            trainer.send_signal(signal.SIGTERM)
-            killed = True
-            break
-    out, _ = proc.communicate(timeout=300)
-    assert killed and proc.returncode != 0, out[-2000:]
+    killed, code, out = run_and_kill_training(cmd, wd, ckpts, signal.SIGTERM)
+    assert killed and code != 0, out[-2000:]
     dry = smk(wd, "-n", target)
     assert "Nothing to be done" not in dry.stdout and "train_model" in dry.stdout, dry.stdout[-2000:]
     r = subprocess.run(cmd, cwd=wd, capture_output=True, text=True, env=snakemake_env(), timeout=600)
