@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from neurotrain.systems.cpc_snn import data as gw
+from neurotrain.errors import NeurotrainError
 from neurotrain.io import atomic_dir, save_npy
 
 
@@ -38,6 +39,11 @@ def extract(cfg: dict, model_dir: str, data_path: str, out_dir: str) -> None:
 
     data = gw.load_processed(data_path)
     det, params, _ = load_params(Path(model_dir) / "model_best.npz", cfg)
+    if data["strain"].shape[1] < gw.min_segment_samples(cfg):  # another dataset than the model's
+        raise NeurotrainError(data_path, f"segments of {data['strain'].shape[1]} samples are shorter than the "
+                                         f"model's receptive field plus its prediction horizon "
+                                         f"({gw.min_segment_samples(cfg)} samples); extract with the dataset the "
+                                         "model was trained on")
     test = np.flatnonzero(data["split"] == 2)
     x = data["strain"][test]
     forward = jax.jit(det.forward)
