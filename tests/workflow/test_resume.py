@@ -151,9 +151,9 @@ def test_edit_then_killed_training_rebuilds_everything_byte_for_byte(tmp_path):
     the same command again rebuilds training (resuming) and everything after it, and every array
     of the system equals a clean run with the new rate, byte for byte."""
     system = "ei_rnn"
-    longer = (f"systems: [{system}]\n{system}:\n  training:\n    max_epochs: 80\n    patience: 80\n"
-              "    checkpoint_every: 5\n    detail_every: 1000\n    log_every: 1000\n")
-    edited = longer.replace("max_epochs: 80", "max_epochs: 80\n    learning_rate: 0.002")
+    longer = (f"systems: [{system}]\n{system}:\n  training:\n    max_epochs: 300\n    patience: 300\n"
+              "    checkpoint_every: 10\n    detail_every: 1000\n    log_every: 1000\n")
+    edited = longer.replace("max_epochs: 300", "max_epochs: 300\n    learning_rate: 0.002")
     target = f"results/{system}/metrics.json"  # training, extraction and analysis (figures and reports are cheap)
 
     (tmp_path / "clean").mkdir()
