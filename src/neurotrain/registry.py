@@ -93,7 +93,7 @@ def stage_spec(system: str, stage: str) -> dict:
 def report_module(system: str):
     """The module named by the spec's ``headline``: ``headline(metrics)`` rows and ``verdict(metrics)``."""
     s = spec(system)
-    return importlib.import_module(s.module(s.headline + ":")[0])
+    return importlib.import_module(s.report_module)
 
 
 def index_code(systems: list[str]) -> list[Path]:
@@ -102,7 +102,7 @@ def index_code(systems: list[str]) -> list[Path]:
     files.add(Path(__file__).absolute().parent / "reports" / "templates" / "index.md.j2")
     for system in systems:
         s = spec(system)  # the project report reads each spec (title, report module)
-        files.update(closure(s.module(s.headline + ":")[0]))
+        files.update(closure(s.report_module))
         files.update(closure(f"{s.package}.spec"))
         files.update(provenance_code(system, "report"))  # every code behind the reports it indexes
     return sorted(files)

@@ -112,6 +112,11 @@ class SystemSpec:
     def package(self) -> str:
         return f"neurotrain.systems.{self.name}"
 
+    @property
+    def report_module(self) -> str:
+        """The absolute name of the module ``headline`` names."""
+        return self.package + self.headline if self.headline.startswith(".") else self.headline
+
     def module(self, entry: str) -> tuple[str, str]:
         """(absolute module, function) of an entry string."""
         module, _, func = entry.partition(":")

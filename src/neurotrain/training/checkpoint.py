@@ -100,6 +100,3 @@ def seed_everything(seed: int) -> np.random.Generator:
     np.random.seed(seed)
     torch.manual_seed(seed)
     return np.random.default_rng(seed)
-
-
-from neurotrain.training.runstate import RESUME_NEUTRAL_KEYS, SignalGuard, code_fingerprint, fingerprint  # noqa: E402,F401  (torch-free)
