@@ -12,6 +12,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import zipfile
@@ -40,8 +41,25 @@ def _write_failure(path: Path, exc: BaseException) -> NeurotrainError | None:
     return None
 
 
+def sweep_leftovers(folder: Path, name: str) -> None:
+    """Remove the temporaries an earlier writer of ``folder/name`` left when it was killed
+    (SIGKILL, a node lost mid-job): ``.<name>.<8 random characters>.tmp`` or ``.old``, as
+    ``tempfile`` names them here. Only one job writes a given path (Snakemake's rule), so every
+    such name belongs to a dead writer; another target's temporaries never match."""
+    pattern = re.compile(rf"\.{re.escape(name)}\.[a-z0-9_]{{8}}\.(tmp|old)")
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        for entry in os.scandir(folder):
+            if pattern.fullmatch(entry.name):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+
+
 def _tmp_sibling(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_leftovers(path.parent, path.name)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     return Path(tmp)
@@ -72,6 +90,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; it replaces ``path`` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_leftovers(path.parent, path.name)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
@@ -102,12 +121,14 @@ def staged(out_dir: str | os.PathLike) -> Iterator[Path]:
     result is lost and no new one stands beside an old one."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    sweep_leftovers(out, "stage")  # one stage stages into a given folder
     tmp = Path(tempfile.mkdtemp(prefix=".stage.", suffix=".tmp", dir=out))
     try:
         yield tmp
         for entry in sorted(tmp.iterdir()):
             dest = out / entry.name
             if dest.is_dir() and not dest.is_symlink():
+                sweep_leftovers(out, entry.name)
                 old = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", suffix=".old", dir=out))
                 os.replace(dest, old / "x")
                 os.replace(entry, dest)

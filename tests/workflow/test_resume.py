@@ -6,6 +6,7 @@ last periodic checkpoint (written atomically), so the rerun repeats the lost wor
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import signal
@@ -132,50 +133,93 @@ def test_killed_training_resumes_to_identical_weights(reference, sig, tmp_path):
             f"{system} {kind} weights differ after {sig.name} (seed {seed}, delay {delay:.2f} s): {differ[:5]}"
 
 
-def _all_arrays(results: Path, system: str) -> dict[str, str]:
+KILLER = Path(__file__).parent / "killer"
+# the stages of a system in order, with the rename before which the stage is killed: training
+# dies after its first checkpoints, so its rerun must resume; the others die mid-write
+CHAIN = [("generate", "generate_dataset", 1), ("preprocess", "preprocess_dataset", 1), ("train", "train_model", 3),
+         ("extract", "extract_model", 1), ("analyze", "analyze_population", 2), ("figures", "render_figures", 1),
+         ("report", "render_report", 1)]
+EDITS = {"ei_rnn": ("ei_rnn:\n  data:\n    embedded:\n      seed: 8\n"),
+         "cpc_snn": ("cpc_snn:\n  data:\n    embedded:\n      seed: 2027\n")}
+
+
+def artifacts(results: Path, system: str) -> dict[str, str]:
+    """sha256 of everything a system's run leaves that must not depend on the run's history:
+    every .npy, every array of every saved model, metrics.json without its timings and without
+    ``resumed_from*`` (where a resumed training started: history, recorded on purpose), and every
+    figure's PNG bytes."""
     import hashlib
+    import json
 
     import numpy as np
 
+    from conftest import strip_timings
+
+    def sha(b: bytes) -> str:
+        return hashlib.sha256(b).hexdigest()
+
     out = {}
     run = results / system
-    for f in sorted(run.rglob("*.npy")):
-        out[f.relative_to(run).as_posix()] = hashlib.sha256(np.load(f, allow_pickle=False).tobytes()).hexdigest()
+    for f in sorted(run.rglob("*")):
+        rel = f.relative_to(run).as_posix()
+        if f.suffix == ".npy":
+            out[rel] = sha(np.load(f, allow_pickle=False).tobytes())
+        elif f.suffix == ".png":
+            out[rel] = sha(f.read_bytes())
+        elif f.name == "metrics.json":
+            metrics = strip_timings(json.loads(f.read_text()))
+            for key in [k for k in metrics.get("training", {}) if k.startswith("resumed_from")]:
+                del metrics["training"][key]
+            out[rel] = sha(json.dumps(metrics, sort_keys=True).encode())
     for f in sorted(run.glob("model/model_*.*")):
         out.update({f"{f.name}:{k}": v for k, v in arrays(f).items()})
     return out
 
 
-def test_edit_then_killed_training_rebuilds_everything_byte_for_byte(tmp_path):
-    """A finished run; the learning rate is changed; the rerun's training is stopped by SIGTERM;
-    the same command again rebuilds training (resuming) and everything after it, and every array
-    of the system equals a clean run with the new rate, byte for byte."""
-    system = "ei_rnn"
-    longer = (f"systems: [{system}]\n{system}:\n  training:\n    max_epochs: 300\n    patience: 300\n"
-              "    checkpoint_every: 10\n    detail_every: 1000\n    log_every: 1000\n")
-    edited = longer.replace("max_epochs: 300", "max_epochs: 300\n    learning_rate: 0.002")
-    target = f"results/{system}/metrics.json"  # training, extraction and analysis (figures and reports are cheap)
+def leftovers(wd: Path) -> list[str]:
+    """Temporaries of killed writers still on disk (every writer sweeps those of its target)."""
+    return sorted(p.relative_to(wd).as_posix() for d in ("results", "data") for p in (wd / d).rglob(".*")
+                  if p.name.endswith((".tmp", ".old")))
 
+
+@pytest.mark.parametrize("system", list(EDITS))
+def test_edit_then_every_stage_killed_rebuilds_byte_for_byte(system, tmp_path):
+    """A finished run; a data key is edited, so every stage is out of date; then each stage in
+    turn is killed mid-write (SIGKILL, temporaries left on disk) by rerunning the same command:
+    after every kill `snakemake -n` still plans work, and the final rerun leaves every array,
+    model, metric and figure equal to a clean run of the edited config, byte for byte, with no
+    temporary left behind. One torch system and the JAX one."""
+    target = f"results/{system}/training_report.md"
+    base = f"systems: [{system}]\n"
     (tmp_path / "clean").mkdir()
     (tmp_path / "wd").mkdir()
     clean = workflow_copy(tmp_path / "clean")
-    (clean / "config" / "longer.yaml").write_text(edited)
+    (clean / "config" / "longer.yaml").write_text(base + EDITS[system])
     r = smk(clean, target)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
 
     wd = workflow_copy(tmp_path / "wd")
-    (wd / "config" / "longer.yaml").write_text(longer)
+    (wd / "config" / "longer.yaml").write_text(base)
     r = smk(wd, target)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    (wd / "config" / "longer.yaml").write_text(edited)
-    ckpts = wd / "results" / system / "model" / "checkpoints"
+    (wd / "config" / "longer.yaml").write_text(base + EDITS[system])
     cmd = ["snakemake", "--cores", "2", target, "--configfile", "config/smoke.yaml", "config/longer.yaml"]
-    killed, code, out = run_and_kill_training(cmd, wd, ckpts, signal.SIGTERM)
-    assert killed and code != 0, out[-2000:]
-    dry = smk(wd, "-n", target)
-    assert "Nothing to be done" not in dry.stdout and "train_model" in dry.stdout, dry.stdout[-2000:]
+    env = snakemake_env()
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(KILLER), env.get("PYTHONPATH")]))
+    for stage, rule, n in CHAIN:
+        env["NEUROTRAIN_TEST_KILL"] = f"{stage}:{n}"
+        r = subprocess.run(cmd, cwd=wd, capture_output=True, text=True, env=env, timeout=600)
+        out = r.stdout + r.stderr
+        assert r.returncode != 0 and f"Error in rule {rule}" in out, f"{stage} was not killed:\n{out[-3000:]}"
+        dry = smk(wd, "-n", target)
+        assert dry.returncode == 0 and "Nothing to be done" not in dry.stdout and rule in dry.stdout, \
+            f"after {stage} was killed, the dry run does not plan it:\n{dry.stdout[-2000:]}"
     r = subprocess.run(cmd, cwd=wd, capture_output=True, text=True, env=snakemake_env(), timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    got, want = _all_arrays(wd / "results", system), _all_arrays(clean / "results", system)
-    assert got.keys() == want.keys() and [k for k in want if got[k] != want[k]] == []
-    assert smk(wd, "-n", target).stdout.count("Nothing to be done") == 1
+    assert "Nothing to be done" in smk(wd, "-n", target).stdout
+    log = (wd / "results" / "logs" / system / "train_model.log").read_text(errors="replace")
+    assert "Resuming from" in log, f"{system}: training did not resume after its kill:\n{log[-2000:]}"
+    got, want = artifacts(wd / "results", system), artifacts(clean / "results", system)
+    assert got.keys() == want.keys(), sorted(set(got) ^ set(want))
+    assert [k for k in want if got[k] != want[k]] == []
+    assert leftovers(wd) == []
