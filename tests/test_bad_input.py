@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import gzip
 import hashlib
+import os
 import re
 import subprocess
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ class Case:
     kept: list[Path] = field(default_factory=list)     # hold EARLIER before, and after
     cwd: Path | None = None
     stream: str = "stderr"
+    unprivileged: bool = False          # run without root's power to bypass file permissions
 
 
 def _config(tmp: Path, system: str, override: dict, name="config.yaml") -> Path:
@@ -776,6 +778,35 @@ def config_systems_not_list(tmp):
     return _generate_with(tmp, "systems: ei_rnn\n", "is not of type 'array'")
 
 
+def config_unreadable(tmp):
+    case = _generate_with(tmp, "systems: [ei_rnn]\n", "Permission denied")
+    Path(case.where).chmod(0)
+    case.unprivileged = True
+    return case
+
+
+def processed_unreadable(tmp, processed):
+    import shutil
+
+    data = tmp / "ei_rnn.h5"
+    shutil.copy(processed["ei_rnn"], data)
+    data.chmod(0)
+    case = _train_on(tmp, "ei_rnn", data)
+    case.needle, case.unprivileged = "cannot read it (permission denied)", True
+    return case
+
+
+def out_dir_not_writable(tmp, processed):
+    locked = tmp / "locked"
+    locked.mkdir()
+    case = _train_on(tmp, "ei_rnn", processed["ei_rnn"])
+    case.argv[-1] = str(locked / "model")
+    case.where, case.needle, case.unprivileged = str(locked / "model"), "Permission denied", True
+    case.absent = [locked / "model"]
+    locked.chmod(0o555)
+    return case
+
+
 CATALOGUE: dict[str, tuple[str, Callable]] = {
     "config-unknown-key": ("a key the schema does not know", config_unknown_key),
     "config-wrong-type": ("a value of the wrong type", config_wrong_type),
@@ -864,6 +895,9 @@ CATALOGUE: dict[str, tuple[str, Callable]] = {
     "checkpoint-other-run": ("a resume state of another run (config, data, model or code)", checkpoint_other_run),
     "config-systems-not-list": ("`systems` given as one name, not a list", config_systems_not_list),
     "strain-not-hdf5": ("a strain file that is not HDF5 (a GWF frame)", strain_not_hdf5),
+    "config-unreadable": ("a config file the user may not read", config_unreadable),
+    "processed-unreadable": ("a processed file the user may not read", processed_unreadable),
+    "out-dir-not-writable": ("an output folder in a folder the user may not write", out_dir_not_writable),
 }
 
 
@@ -895,6 +929,8 @@ def _run(case: Case) -> subprocess.CompletedProcess:
         cmd = case.argv[:1] + ["--cores", "1"] + case.argv[1:]
     else:
         cmd = [NEUROTRAIN, *case.argv]
+    if case.unprivileged and os.geteuid() == 0:  # root reads and writes anything: drop that power
+        cmd = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--", *cmd]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=case.cwd, env=snakemake_env(), timeout=600)
 
 

@@ -266,6 +266,8 @@ def read_hdf5(path: str | os.PathLike, reader, what: str):
         with h5py.File(path, "r") as fh:
             refuse_external_links(fh, path)
             return reader(fh)
+    except PermissionError:
+        raise NeurotrainError(path, "cannot read it (permission denied)") from None
     except (OSError, KeyError) as exc:
         raise NeurotrainError(path, f"not a {what} ({exc.__class__.__name__}: {exc})") from None
 

@@ -101,7 +101,8 @@ def _shared(stage: str) -> Callable:
 
 
 def guarded(fn: Callable[[], object]) -> int:
-    """Run ``fn``; user errors print one line and return 2 (3: diverged, 128+n: signal n)."""
+    """Run ``fn``; user errors (NeurotrainError, a file or folder it may not read or write) print
+    one line and return 2 (3: diverged, 128+n: signal n)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         stream=sys.stderr)
     try:
@@ -117,6 +118,11 @@ def guarded(fn: Callable[[], object]) -> int:
         return 128 + exc.signum
     except KeyboardInterrupt:
         return 130
+    except PermissionError as exc:  # a file or folder the user may not read or write, wherever it is opened
+        where = exc.filename if exc.filename is not None else "a file"
+        print(f"error: {where}: {exc.strerror or 'permission denied'} (check its permissions and its "
+              f"folder's; nothing was written)", file=sys.stderr)
+        return 2
     return 0
 
 
