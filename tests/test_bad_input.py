@@ -716,7 +716,7 @@ def pose_file_not_hdf5(tmp):
     bad = tmp / "raw" / "pair.nc"
     bad.parent.mkdir()
     bad.write_bytes(b"CDF\x01 a netCDF3 file cut short")
-    return _preprocess(tmp, "lisbet", {"data": {"source": "movement"}}, [bad], bad, "cannot read pose file")
+    return _preprocess(tmp, "lisbet", {"data": {"source": "movement"}}, [bad], bad, "not a netCDF pose file")
 
 
 def strain_not_hdf5(tmp):
@@ -886,7 +886,7 @@ CATALOGUE: dict[str, tuple[str, Callable]] = {
     "report-without-metrics": ("a report before analysis (no metrics.json)", report_without_metrics),
     "index-without-reports": ("the project report before a system's chain ran", index_without_reports),
     "calms21-not-zip": ("a CalMS21 download that is not a zip (an HTML page)", calms21_not_zip),
-    "pose-file-not-hdf5": ("a pose file that is neither netCDF4 nor HDF5", pose_file_not_hdf5),
+    "pose-file-not-hdf5": ("a pose file that is not netCDF (a netCDF3 header cut short)", pose_file_not_hdf5),
     "calms21-json-not-utf8": ("a CalMS21 JSON that is not UTF-8 text", calms21_json_not_utf8),
     "mat-not-matlab": ("a `.mat` that is a CSV file", mat_not_matlab),
     "config-md5-not-hex": ("a published md5 in the config that is not 32 hex digits", config_md5_not_hex),

@@ -17,7 +17,6 @@ import torch
 
 from neurotrain.config import validate_system
 from neurotrain.systems.lisbet import data as dl
-from neurotrain.fetch import download
 from neurotrain.errors import NeurotrainError
 from neurotrain.systems.lisbet.network import Embedder, LisbetModel, TorchReference
 from neurotrain.systems.lisbet import train as sl
@@ -154,45 +153,105 @@ def _zip(entries: dict) -> bytes:
     return buf.getvalue()
 
 
-def test_calms21_from_loopback_server(lcfg, tmp_path):
-    task1 = _zip({"task1_classic_classification/calms21_task1_train.json": _calms21_json(["task1/train/mouse001", "task1/train/mouse002"]),
-                  "task1_classic_classification/calms21_task1_test.json": _calms21_json(["task1/test/mouse101"], seed=1)})
-    unl = _zip({"unlabeled_videos/calms21_unlabeled_videos_part1.json": _calms21_json(["unlabeled/mouse201", "unlabeled/mouse202"], annotated=False, seed=2)})
+def _cli(tmp_path, *args):
+    """The `neurotrain` command the workflow runs, from ``tmp_path`` with relative paths."""
+    import subprocess
+
+    from conftest import NEUROTRAIN, snakemake_env
+
+    return subprocess.run([NEUROTRAIN, *map(str, args)], cwd=tmp_path, capture_output=True, text=True,
+                          env=snakemake_env(), timeout=300)
+
+
+def _lisbet_config(tmp_path, data: dict, name="c.yaml") -> str:
+    import yaml
+
+    cfg = copy.deepcopy(SMALL)
+    cfg["data"] = {**cfg["data"], **data}
+    (tmp_path / name).write_text(yaml.safe_dump({"systems": ["lisbet"], "lisbet": cfg}))
+    return name
+
+
+def test_calms21_downloaded_and_preprocessed_with_relative_paths(tmp_path):
+    """The published layout: train and test reuse mouse ids (task1/train/mouse001 and
+    task1/test/mouse001), downloaded from a server on 127.0.0.1 and preprocessed as Snakemake
+    runs it (relative paths); the split stays in the name and the test sequence in the test split."""
+    task1 = _zip({"task1_classic_classification/calms21_task1_train.json":
+                  _calms21_json(["task1/train/mouse001", "task1/train/mouse002"]),
+                  "task1_classic_classification/calms21_task1_test.json": _calms21_json(["task1/test/mouse001"], seed=1)})
+    unl = _zip({"unlabeled_videos/calms21_unlabeled_videos_part1.json":
+                _calms21_json(["unlabeled/mouse201", "unlabeled/mouse202"], annotated=False, seed=2)})
     files = {"task1_classic_classification.zip": task1, "unlabeled_videos.zip": unl}
+    md5 = {"task1": hashlib.md5(task1).hexdigest(), "unlabeled": hashlib.md5(unl).hexdigest()}
     srv = LoopbackServer(files, fail_first=1)
-    cfg = copy.deepcopy(lcfg)
-    cfg["data"]["source"] = "calms21"
-    cfg["data"]["calms21"]["md5"] = {"task1": hashlib.md5(task1).hexdigest(), "unlabeled": hashlib.md5(unl).hexdigest()}
     try:
-        got = [download(f"{srv.url}/{n}", tmp_path / "dl" / n, hashlib.md5(b).hexdigest(), retries=3, backoff=0)
-               for n, b in files.items()]
+        for n, b in files.items():
+            r = _cli(tmp_path, "fetch", "--url", f"{srv.url}/{n}", "--md5", hashlib.md5(b).hexdigest(), "--out",
+                     f"data/raw/lisbet/download/{n}")
+            assert r.returncode == 0, r.stderr
     finally:
         srv.close()
-    dl.preprocess_raw(cfg, got, tmp_path / "p.h5")
-    d = dl.load_processed(tmp_path / "p.h5")
-    assert sorted(d["names"]) == ["mouse001", "mouse002", "mouse101", "mouse201", "mouse202"]
-    i = d["names"].index("mouse101")
+    cfg = _lisbet_config(tmp_path, {"source": "calms21", "calms21": {"md5": md5}})
+    raw = [f"data/raw/lisbet/download/{n}" for n in files]
+    r = _cli(tmp_path, "preprocess", "--system", "lisbet", "--config", cfg, "--raw", *raw, "--out",
+             "data/processed/lisbet.h5")
+    assert r.returncode == 0, r.stderr
+    d = dl.load_processed(tmp_path / "data/processed/lisbet.h5")
+    assert d["names"] == ["task1-test-mouse001", "task1-train-mouse001", "task1-train-mouse002",
+                          "unlabeled-mouse201", "unlabeled-mouse202"]
+    i = d["names"].index("task1-test-mouse001")
     assert d["split"][i] == 2 and d["keypoints"][i].shape == (30, 2, 7, 2)
-    assert (d["annotations"][d["names"].index("mouse201")] == -1).all()
-    raw = json.loads(_calms21_json(["task1/test/mouse101"], seed=1))["annotator-id_0"]["task1/test/mouse101"]
-    assert np.allclose(d["keypoints"][i][:, 0, 3, 1], np.asarray(raw["keypoints"])[:, 0, 1, 3] / 1024, atol=1e-5)
-    assert list(d["annotations"][i]) == raw["annotations"]
-    assert not list((tmp_path).glob(".extract_*")), "extracted files are removed"
+    assert d["split"][d["names"].index("task1-train-mouse001")] != 2
+    assert (d["annotations"][d["names"].index("unlabeled-mouse201")] == -1).all()
+    raw_seq = json.loads(_calms21_json(["task1/test/mouse001"], seed=1))["annotator-id_0"]["task1/test/mouse001"]
+    assert np.allclose(d["keypoints"][i][:, 0, 3, 1], np.asarray(raw_seq["keypoints"])[:, 0, 1, 3] / 1024, atol=1e-5)
+    assert list(d["annotations"][i]) == raw_seq["annotations"]
+    assert sorted(p.name for p in (tmp_path / "data/processed").iterdir()) == ["lisbet.h5"], "nothing else is left"
 
 
-def test_zip_entry_escaping_target_is_refused(lcfg, tmp_path):
+def test_calms21_is_streamed_one_sequence_at_a_time(tmp_path):
+    """Preprocessing an archive holds one sequence in memory, not the archive's JSON: the peak of
+    Python allocations stays far below what the JSON of all sequences takes once parsed."""
+    import tracemalloc
+
+    names = [f"unlabeled/mouse{i:03d}" for i in range(24)]
+    text = _calms21_json(names, T=600, annotated=False)
+    z = tmp_path / "unlabeled_videos.zip"
+    z.write_bytes(_zip({"unlabeled_videos/calms21_unlabeled_videos_part1.json": text}))
+    tracemalloc.start()
+    json.loads(text)
+    whole = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    cfg = validate_system("lisbet", copy.deepcopy(SMALL))
+    cfg["data"]["source"] = "calms21"
+    cfg["data"]["calms21"]["md5"]["unlabeled"] = hashlib.md5(z.read_bytes()).hexdigest()
+    del text
+    tracemalloc.start()
+    dl.preprocess_raw(cfg, [z], tmp_path / "p.h5")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(dl.load_processed(tmp_path / "p.h5")["names"]) == 24
+    assert peak < whole / 6, f"preprocessing peaked at {peak / 2**20:.1f} MiB; the parsed JSON takes {whole / 2**20:.1f}"
+
+
+def test_zip_entry_escaping_its_folder_is_refused(lcfg, tmp_path):
     bad = tmp_path / "task1_classic_classification.zip"
-    bad.write_bytes(_zip({"../../evil.json": "{}"}))
-    with pytest.raises(NeurotrainError, match="would be written outside") as exc:
-        dl.safe_extract(bad, tmp_path / "x")
-    assert "../../evil.json" in str(exc.value)
-    assert not (tmp_path / "x").exists() and not (tmp_path.parent / "evil.json").exists()
+    bad.write_bytes(_zip({"../../evil.json": _calms21_json(["task1/train/m1"])}))
     cfg = copy.deepcopy(lcfg)
     cfg["data"]["source"] = "calms21"
     cfg["data"]["calms21"]["md5"]["task1"] = hashlib.md5(bad.read_bytes()).hexdigest()
-    with pytest.raises(NeurotrainError, match="outside"):
+    with pytest.raises(NeurotrainError, match="would be written outside") as exc:
         dl.preprocess_raw(cfg, [bad], tmp_path / "p.h5")
-    assert not (tmp_path / "p.h5").exists()
+    assert "../../evil.json" in str(exc.value)
+    assert not (tmp_path / "p.h5").exists() and not (tmp_path.parent / "evil.json").exists()
+
+
+def _read_json_entry(tmp_path, text: str):
+    from neurotrain.systems.lisbet.poses import read_calms21_zip
+
+    z = tmp_path / "task1_classic_classification.zip"
+    z.write_bytes(_zip({"task1_classic_classification/calms21_task1_train.json": text}))
+    return z, list(read_calms21_zip(z, 1024, 30.0))
 
 
 @pytest.mark.parametrize("case,needle", [
@@ -201,7 +260,6 @@ def test_zip_entry_escaping_target_is_refused(lcfg, tmp_path):
     ("no_keypoints", "has no 'keypoints'"),
 ])
 def test_bad_calms21_json_named(tmp_path, case, needle):
-    f = tmp_path / "calms21_task1_train.json"
     text = _calms21_json(["task1/train/m1"])
     if case == "truncated":
         text = text[: len(text) // 2]
@@ -209,22 +267,21 @@ def test_bad_calms21_json_named(tmp_path, case, needle):
         text = json.dumps({"a": {"m1": {"keypoints": np.zeros((5, 2, 7)).tolist()}}})
     else:
         text = json.dumps({"a": {"m1": {"annotations": [0, 1]}}})
-    f.write_text(text)
     with pytest.raises(NeurotrainError, match=needle) as exc:
-        dl.read_calms21_json(f, 1024)
-    assert str(f) in str(exc.value)
+        _read_json_entry(tmp_path, text)
+    assert "calms21_task1_train.json" in str(exc.value)
 
 
-# ----------------------------------------------------------------------------- movement files
-def _movement_file(path: Path, T=40, kp_names=dl.KEYPOINTS, n_ind=2, nan_frames=0):
+# ----------------------------------------------------------------------------- pose files
+def _movement_file(path: Path, T=40, kp_names=dl.KEYPOINTS, n_ind=2, nan_frames=0, fps=30.0):
     """A pose file in movement's netCDF layout: position (time, space, keypoints, individuals)
-    with dimension scales, as xarray/netCDF4 writes it."""
+    with dimension scales, root attribute fps and time in seconds, as xarray/netCDF4 writes it."""
     rng = np.random.default_rng(0)
     pos = rng.uniform(0, 1, (T, 2, len(kp_names), n_ind))
     if nan_frames:
         pos[5:5 + nan_frames, :, 0, 0] = np.nan
     with h5py.File(path, "w") as h:
-        for name, values in (("time", np.arange(T) / 30.0), ("space", np.array([b"x", b"y"])),
+        for name, values in (("time", np.arange(T) / fps), ("space", np.array([b"x", b"y"])),
                              ("keypoints", np.array([k.encode() for k in kp_names])),
                              ("individuals", np.array([f"id_{i}".encode() for i in range(n_ind)]))):
             h.create_dataset(name, data=values)
@@ -232,16 +289,118 @@ def _movement_file(path: Path, T=40, kp_names=dl.KEYPOINTS, n_ind=2, nan_frames=
         h.create_dataset("position", data=pos)
         for i, name in enumerate(("time", "space", "keypoints", "individuals")):
             h["position"].dims[i].attach_scale(h[name])
+        h.attrs.update(fps=fps, time_unit="seconds", ds_type="poses", source_software="DeepLabCut")
     return pos
 
 
-def test_movement_file_read_in_keypoint_order(tmp_path):
-    order = tuple(reversed(dl.KEYPOINTS))
-    pos = _movement_file(tmp_path / "m.nc", kp_names=order)
-    got = dl.read_movement(tmp_path / "m.nc")["keypoints"]
-    assert got.shape == (40, 2, 7, 2)
-    # nose is the last keypoint in the file, first in ours; individual 1, x then y
-    assert np.allclose(got[:, 1, 0, :], pos[:, :, order.index("nose"), 1])
+def _pose(T=60, names=("snout", "earL", "earR", "neck", "hipL", "hipR", "tailbase", "tailtip"), fps=30.0, phase=0.0):
+    """Smooth two-mouse trajectories [T, space, keypoints, individuals] at ``fps``, sampled from
+    the same function of time whatever the rate."""
+    t = np.arange(T)[:, None, None, None] / fps + phase
+    k = np.arange(len(names))[None, None, :, None]
+    m = np.arange(2)[None, None, None, :]
+    xy = np.arange(2)[None, :, None, None]
+    return 100 + 50 * np.sin(0.7 * t + 0.3 * k + 1.1 * m + 0.5 * xy)
+
+
+def _write_pose(path: Path, pos, names, fmt: str, fps=30.0):
+    """``pos`` written by movement itself in ``fmt`` (netCDF4, netCDF3, DeepLabCut, SLEAP)."""
+    from movement.io import load_poses, save_poses
+
+    ds = load_poses.from_numpy(pos, np.ones((len(pos), pos.shape[2], 2)), individual_names=["male1", "male2"],
+                               keypoint_names=list(names), fps=fps, source_software="DeepLabCut")
+    if fmt == "netCDF4":
+        ds.to_netcdf(path)
+    elif fmt == "netCDF3":
+        ds.to_netcdf(path, engine="scipy")
+    elif fmt == "DeepLabCut":
+        save_poses.to_dlc_file(ds, path, split_individuals=False)
+    else:
+        save_poses.to_sleap_analysis_file(ds, path)
+
+
+@pytest.mark.parametrize("fmt,suffix", [("netCDF4", "nc"), ("netCDF3", "nc"), ("DeepLabCut", "h5"),
+                                        ("DeepLabCut", "csv"), ("SLEAP", "h5")])
+def test_pose_files_of_every_format_through_the_cli(tmp_path, fmt, suffix):
+    """Files written by movement in each layout, keypoints renamed through the config and a subset
+    chosen, pixel coordinates scaled: the processed keypoints equal the file's, in model order."""
+    names = ("snout", "earL", "earR", "neck", "hipL", "hipR", "tailbase", "tailtip")
+    pos = _pose(names=names)
+    (tmp_path / "poses").mkdir()
+    _write_pose(tmp_path / "poses" / f"pair.{suffix}", pos, names, fmt)
+    model_kp = ["nose", "left_ear", "right_ear", "tail"]
+    movement = {"paths": [f"poses/pair.{suffix}"], "keypoint_map": {"snout": "nose", "earL": "left_ear",
+                                                                    "earR": "right_ear", "tailbase": "tail"},
+                "frame_width": 1024.0}
+    if fmt in ("DeepLabCut", "SLEAP"):
+        movement["fps"] = 30.0  # these files do not record their frame rate
+    cfg = _lisbet_config(tmp_path, {"source": "movement", "keypoints": model_kp, "movement": movement})
+    r = _cli(tmp_path, "preprocess", "--system", "lisbet", "--config", cfg, "--raw", f"poses/pair.{suffix}",
+             "--out", "p.h5")
+    assert r.returncode == 0, r.stderr
+    d = dl.load_processed(tmp_path / "p.h5")
+    got = d["keypoints"][0]  # [T, mice, K, xy]
+    want = pos[:, :, [names.index(n) for n in ("snout", "earL", "earR", "tailbase")], :].transpose(0, 3, 2, 1) / 1024
+    assert got.shape == (60, 2, 4, 2) and np.allclose(got, want, atol=1e-5)
+    with h5py.File(tmp_path / "p.h5") as h:
+        assert [str(k) for k in h.attrs["keypoints"]] == model_kp and float(h.attrs["fps"]) == 30.0
+
+
+def test_pose_file_without_a_frame_rate_needs_the_config(tmp_path):
+    names = dl.KEYPOINTS
+    _write_pose(tmp_path / "pair.h5", _pose(names=names), names, "DeepLabCut")
+    cfg = _lisbet_config(tmp_path, {"source": "movement", "movement": {"paths": ["pair.h5"]}})
+    r = _cli(tmp_path, "preprocess", "--system", "lisbet", "--config", cfg, "--raw", "pair.h5", "--out", "p.h5")
+    assert r.returncode == 2 and "pair.h5: the file gives no frame rate: set lisbet.data.movement.fps" in r.stderr
+    assert not (tmp_path / "p.h5").exists()
+
+
+def test_mixed_frame_rates_resampled_to_the_model_rate_or_refused(tmp_path):
+    """Two files at 30 fps and two at 60 fps of the same motion: each file's own rate is used, the
+    60 fps ones are brought to the model's 30 fps (equal to the 30 fps recording of the same motion);
+    with resampling off the first 60 fps file is refused by name, and nothing is written."""
+    names = dl.KEYPOINTS
+    paths = []
+    for i, fps in enumerate([30.0, 30.0, 60.0, 60.0]):
+        p = f"pair{i}.nc"
+        _write_pose(tmp_path / p, _pose(T=int(4 * fps), names=names, fps=fps), names, "netCDF4", fps=fps)
+        paths.append(p)
+    cfg = _lisbet_config(tmp_path, {"source": "movement", "movement": {"paths": paths}, "fps": 30.0})
+    r = _cli(tmp_path, "preprocess", "--system", "lisbet", "--config", cfg, "--raw", *paths, "--out", "p.h5")
+    assert r.returncode == 0, r.stderr
+    assert "pair2.nc: 240 frames at 60 fps resampled to 120 frames at 30 fps" in r.stderr
+    d = dl.load_processed(tmp_path / "p.h5")
+    k = {n: kp for n, kp in zip(d["names"], d["keypoints"])}
+    assert k["pair2"].shape == k["pair0"].shape == (120, 2, 7, 2)
+    assert np.allclose(k["pair2"], k["pair0"], atol=1e-5)
+    cfg = _lisbet_config(tmp_path, {"source": "movement", "movement": {"paths": paths}, "resample": False}, "d.yaml")
+    r = _cli(tmp_path, "preprocess", "--system", "lisbet", "--config", cfg, "--raw", *paths, "--out", "q.h5")
+    assert r.returncode == 2 and "pair2.nc: recorded at 60 fps, the model's rate is 30 (lisbet.data.fps)" in r.stderr
+    assert not (tmp_path / "q.h5").exists()
+
+
+def test_low_confidence_becomes_a_gap_and_other_individuals_are_named(tmp_path):
+    from movement.io import load_poses
+
+    names = dl.KEYPOINTS
+    pos = _pose(names=names)
+    conf = np.ones((len(pos), len(names), 3))
+    conf[10:12, 0, 0] = 0.1  # nose of the first mouse, two frames
+    ds = load_poses.from_numpy(np.concatenate([pos, pos[..., :1]], axis=3), conf,
+                               individual_names=["m1", "m2", "m3"], keypoint_names=list(names), fps=30.0,
+                               source_software="SLEAP")
+    ds.to_netcdf(tmp_path / "three.nc")
+    cfg = _lisbet_config(tmp_path, {"source": "movement", "movement": {"paths": ["three.nc"]}})
+    r = _cli(tmp_path, "preprocess", "--system", "lisbet", "--config", cfg, "--raw", "three.nc", "--out", "p.h5")
+    assert r.returncode == 2 and "three.nc: need 2 individuals, resident first; the file has 3 (m1, m2, m3)" in r.stderr
+    cfg = _lisbet_config(tmp_path, {"source": "movement", "movement": {"paths": ["three.nc"], "individuals": ["m3", "m1"],
+                                                                       "min_confidence": 0.5}}, "d.yaml")
+    r = _cli(tmp_path, "preprocess", "--system", "lisbet", "--config", cfg, "--raw", "three.nc", "--out", "p.h5")
+    assert r.returncode == 0, r.stderr
+    got = dl.load_processed(tmp_path / "p.h5")["keypoints"][0]
+    assert np.allclose(got[:, 0], pos[..., 0].transpose(0, 2, 1), atol=1e-4)  # m3 = m1's copy, resident
+    # the two low-confidence frames were dropped and filled by interpolation, not kept as tracked
+    assert np.allclose(got[10:12, 1, 0, 0], np.interp([10, 11], [9, 12], pos[[9, 12], 0, 0, 0]), atol=1e-4)
 
 
 @pytest.mark.parametrize("kw,needle", [
@@ -249,9 +408,12 @@ def test_movement_file_read_in_keypoint_order(tmp_path):
     ({"n_ind": 3}, "need 2 individuals"),
 ])
 def test_bad_movement_file_named(tmp_path, kw, needle):
+    from neurotrain.systems.lisbet.poses import read_pose_file
+
     _movement_file(tmp_path / "m.nc", **kw)
+    m = validate_system("lisbet", {})["data"]["movement"]
     with pytest.raises(NeurotrainError, match=needle.replace("(", r"\(").replace(")", r"\)")) as exc:
-        dl.read_movement(tmp_path / "m.nc")
+        read_pose_file(tmp_path / "m.nc", m, list(dl.KEYPOINTS))
     assert "m.nc" in str(exc.value)
 
 
@@ -306,28 +468,30 @@ def test_training_writes_run_id_folder_and_resumes_exactly(lcfg, tmp_path, monke
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_calms21_unknown_label_and_duplicate_names(tmp_path):
-    f = tmp_path / "calms21_task1_train.json"
+def test_calms21_unknown_label_and_duplicate_names(lcfg, tmp_path):
     doc = json.loads(_calms21_json(["task1/train/m1"], T=5))
     doc["annotator-id_0"]["task1/train/m1"]["annotations"] = [0, 1, 7, 3, 2]  # 7 is not in the vocabulary
-    f.write_text(json.dumps(doc))
-    assert list(dl.read_calms21_json(f, 1024)["m1"]["annotations"]) == [0, 1, -1, 3, 2]
-    doc["annotator-id_1"] = {"task1/test/m1": doc["annotator-id_0"]["task1/train/m1"]}
-    f.write_text(json.dumps(doc))
-    with pytest.raises(NeurotrainError, match="two sequences named 'm1'"):
-        dl.read_calms21_json(f, 1024)
+    _, recs = _read_json_entry(tmp_path, json.dumps(doc))
+    assert [r.name for r in recs] == ["task1-train-m1"] and list(recs[0].annotations) == [0, 1, -1, 3, 2]
+    doc["annotator-id_1"] = {"task1/train/m1": doc["annotator-id_0"]["task1/train/m1"]}  # a second annotator
+    z, _ = _read_json_entry(tmp_path, json.dumps(doc))
+    cfg = copy.deepcopy(lcfg)
+    cfg["data"]["source"] = "calms21"
+    cfg["data"]["calms21"]["md5"]["task1"] = hashlib.md5(z.read_bytes()).hexdigest()
+    cfg["model"]["window"] = 4
+    with pytest.raises(NeurotrainError, match="sequence 'task1-train-m1' appears twice"):
+        dl.preprocess_raw(cfg, [z], tmp_path / "p.h5")
+    assert not (tmp_path / "p.h5").exists()
 
 
 def test_archive_larger_than_allowed_is_refused(tmp_path):
     """An archive that unpacks to more than the cap is refused before anything is written."""
-    import zipfile
+    from neurotrain.systems.lisbet.poses import read_calms21_zip
 
-    from neurotrain.systems.lisbet.data import safe_extract
-
-    z = tmp_path / "big.zip"
+    z = tmp_path / "task1_classic_classification.zip"
+    text = _calms21_json(["task1/train/m1"], T=20)
     with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("a.json", "0" * 10_000)  # compresses to a few dozen bytes
+        zf.writestr("a.json", text)
     with pytest.raises(NeurotrainError, match="unpacks to .* more than the"):
-        safe_extract(z, tmp_path / "out", max_bytes=1000)
-    assert not (tmp_path / "out").exists()
-    assert [p.name for p in safe_extract(z, tmp_path / "ok")] == ["a.json"]
+        list(read_calms21_zip(z, 1024, 30.0, max_bytes=len(text) - 1))
+    assert [r.name for r in read_calms21_zip(z, 1024, 30.0, max_bytes=len(text))] == ["task1-train-m1"]

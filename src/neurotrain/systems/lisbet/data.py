@@ -1,15 +1,16 @@
-"""LISBET data: the embedded two-mouse generator, CalMS21 (safe zip extraction, JSON), pose files
-in the ``movement`` layout, and the processed HDF5.
+"""LISBET data: the embedded two-mouse generator, the preprocessing of every source (the readers
+of CalMS21 and of pose files are in :mod:`.poses`), and the processed HDF5.
 
-Keypoints are (x, y) in arena units (CalMS21 pixels are divided by the frame width), 7 per
-mouse in :data:`KEYPOINTS` order, the resident first.
+Keypoints are (x, y) in arena units (CalMS21 pixels are divided by the frame width), K per
+mouse in the order of ``lisbet.data.keypoints`` (by default CalMS21's seven, :data:`KEYPOINTS`),
+the resident first, at ``lisbet.data.fps`` frames per second.
 
 Processed HDF5 (``data/processed/lisbet.h5``):
 
 ==================================  ==================  =========================================
 dataset                             shape               content
 ==================================  ==================  =========================================
-sequences/<name>/keypoints          [T, 2, 7, 2] f32    frames x mice x keypoints x (x, y)
+sequences/<name>/keypoints          [T, 2, K, 2] f32    frames x mice x keypoints x (x, y)
 sequences/<name>/annotations        [T] int16           behaviour index per frame (-1 = none)
 split                               [n_seq] int8        0 train, 1 validation, 2 test
 ==================================  ==================  =========================================
@@ -24,25 +25,23 @@ keypoint missing in a whole sequence, are refused with the sequence named.
 
 from __future__ import annotations
 
-import json
-import tempfile
-import zipfile
 from pathlib import Path
+from typing import Iterator
 
 import h5py
 import numpy as np
 
 from neurotrain.errors import NeurotrainError
-from neurotrain.io import atomic_path, check_arrays, open_hdf5_checked, read_hdf5
+from neurotrain.io import atomic_path, check_arrays, read_hdf5
 from neurotrain.fetch import verify_md5
+from neurotrain.systems.lisbet.poses import (BEHAVIORS, CALMS21_KEYPOINTS, Recording, read_calms21_zip,
+                                             read_pose_file, resample, select_keypoints)
 
-KEYPOINTS = ("nose", "left_ear", "right_ear", "neck", "left_hip", "right_hip", "tail")
-BEHAVIORS = ("attack", "investigation", "mount", "other")  # CalMS21 task 1 vocabulary order
+KEYPOINTS = CALMS21_KEYPOINTS  # the generator's and CalMS21's keypoints (lisbet.data.keypoints picks from them)
 INDIVIDUALS = ("resident", "intruder")
 # body-frame template (forward, left) in arena units: a mouse about 0.09 long
 TEMPLATE = np.array([[0.045, 0.0], [0.028, 0.012], [0.028, -0.012], [0.018, 0.0], [-0.018, 0.016],
                      [-0.018, -0.016], [-0.045, 0.0]])
-CALMS21_FILES = {"unlabeled": "unlabeled_videos.zip", "task1": "task1_classic_classification.zip"}
 
 
 # --------------------------------------------------------------------------- embedded generator
@@ -164,123 +163,11 @@ def generate_embedded(cfg: dict, out_dir: str | Path) -> None:
             np.savez(fh, keypoints=np.stack(kps), annotations=np.stack(labs), fps=np.float64(e["fps"]))
 
 
-# --------------------------------------------------------------------------- CalMS21
-MAX_EXTRACT_BYTES = 64 * 2**30  # CalMS21's largest archive unpacks to about 4 GB
-
-
-def safe_extract(zip_path: Path, dest: Path, max_bytes: int = MAX_EXTRACT_BYTES) -> list[Path]:
-    """Extract ``zip_path`` into ``dest``, refusing any entry that would land outside it
-    (absolute paths, ``..``, symlinks) before anything is written, an archive that declares more
-    than ``max_bytes`` unpacked, and an entry that unpacks to more than it declares (a zip bomb)."""
-    dest = Path(dest)
-    try:
-        zf = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise NeurotrainError(zip_path, f"not a readable zip archive ({exc})") from None
-    with zf:
-        root = dest.resolve()
-        for info in zf.infolist():
-            target = (root / info.filename).resolve()
-            is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
-            if info.filename.startswith(("/", "\\")) or is_link or (target != root and root not in target.parents):
-                raise NeurotrainError(zip_path, f"archive entry {info.filename!r} would be written outside {dest}")
-        declared = sum(info.file_size for info in zf.infolist())
-        if declared > max_bytes:
-            raise NeurotrainError(zip_path, f"archive unpacks to {declared / 2**30:.1f} GiB, more than the "
-                                            f"{max_bytes / 2**30:.1f} GiB allowed")
-        dest.mkdir(parents=True, exist_ok=True)
-        out = []
-        for info in zf.infolist():
-            if info.is_dir():
-                continue
-            target = root / info.filename
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(target) as tmp, zf.open(info) as src, open(tmp, "wb") as fh:
-                written = 0
-                while chunk := src.read(1 << 20):
-                    written += len(chunk)
-                    if written > info.file_size:
-                        raise NeurotrainError(zip_path, f"archive entry {info.filename!r} unpacks to more than the "
-                                                        f"{info.file_size} bytes it declares")
-                    fh.write(chunk)
-            out.append(target)
-    return out
-
-
-def read_calms21_json(path: Path, frame_width: float) -> dict[str, dict]:
-    """Sequences of a CalMS21 JSON file: {name: {"keypoints": [T, 2, 7, 2], "annotations": [T]}}
-    (keypoints in the file are [T, mice, xy, keypoints] pixels); ``vocab`` from its metadata."""
-    try:
-        with open(path) as fh:
-            data = json.load(fh)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise NeurotrainError(path, f"not valid JSON (truncated or corrupt: {exc})") from None
-    out: dict[str, dict] = {}
-    for group in data.values():
-        for name, seq in group.items():
-            if "keypoints" not in seq:
-                raise NeurotrainError(path, f"sequence {name!r} has no 'keypoints'")
-            kp = np.asarray(seq["keypoints"], np.float64)
-            if kp.ndim != 4 or kp.shape[1:] != (2, 2, 7):
-                raise NeurotrainError(path, f"sequence {name!r}: keypoints must be [T, 2 mice, 2 xy, 7 keypoints], "
-                                            f"got {list(kp.shape)}")
-            ann = np.asarray(seq.get("annotations", np.full(len(kp), -1)), np.int16)
-            if len(ann) != len(kp):
-                raise NeurotrainError(path, f"sequence {name!r}: {len(ann)} annotations for {len(kp)} frames")
-            vocab = (seq.get("metadata") or {}).get("vocab")
-            if vocab is not None and len(ann):
-                # map the file's vocabulary onto BEHAVIORS by name
-                inv = {v: k for k, v in vocab.items()}
-                remap = np.array([BEHAVIORS.index(inv[i]) if inv.get(i) in BEHAVIORS else -1
-                                  for i in range(max(inv) + 1)], np.int16)
-                known = (ann >= 0) & (ann < len(remap))
-                ann = np.where(known, remap[np.clip(ann, 0, len(remap) - 1)], -1).astype(np.int16)
-            if Path(name).name in out:
-                raise NeurotrainError(path, f"two sequences named {Path(name).name!r}")
-            out[Path(name).name] = {"keypoints": (kp.transpose(0, 1, 3, 2) / frame_width).astype(np.float32),
-                                    "annotations": ann}
-    return out
-
-
-# --------------------------------------------------------------------------- movement files
-def read_movement(path: Path) -> dict:
-    """A pose file in the ``movement`` layout (netCDF4/HDF5 as written by xarray): a
-    ``position`` variable with dimensions (time, space, keypoints, individuals) and the
-    coordinate variables ``keypoints`` and ``individuals``. Returns keypoints [T, 2, 7, 2] in
-    :data:`KEYPOINTS` and resident/intruder order (individuals in file order)."""
-    try:
-        with open_hdf5_checked(path, "pose file") as h:
-            if "position" not in h:
-                raise NeurotrainError(path, "no 'position' variable (movement layout)")
-            pos = h["position"]
-            dims = [d[0].name.lstrip("/") if len(d) else "" for d in pos.dims] if len(pos.dims) else []
-            if not dims or "" in dims:
-                dims = [str(x) for x in pos.attrs.get("_Netcdf4Dimid", [])] or ["time", "space", "keypoints", "individuals"]
-            arr = np.asarray(pos[()], np.float64)
-            names = {k: [v.decode() if isinstance(v, bytes) else str(v) for v in h[k][()]]
-                     for k in ("keypoints", "individuals") if k in h}
-    except NeurotrainError:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise NeurotrainError(path, f"cannot read pose file ({exc.__class__.__name__}: {exc})") from None
-    want = ("time", "space", "keypoints", "individuals")
-    if sorted(dims) != sorted(want) or arr.ndim != 4:
-        raise NeurotrainError(path, f"position must have dimensions {want}, got {dims}")
-    arr = arr.transpose([dims.index(d) for d in want])  # [T, space, kp, ind]
-    kp_names = names.get("keypoints", list(KEYPOINTS))
-    missing = [k for k in KEYPOINTS if k not in kp_names]
-    if missing:
-        raise NeurotrainError(path, f"keypoint(s) {', '.join(missing)} missing (file has {', '.join(kp_names)})")
-    if arr.shape[3] != 2 or arr.shape[1] != 2:
-        raise NeurotrainError(path, f"need 2 individuals in 2-D space, got {arr.shape[3]} individuals, "
-                                    f"{arr.shape[1]} spatial dims")
-    arr = arr[:, :, [kp_names.index(k) for k in KEYPOINTS], :]
-    return {"keypoints": arr.transpose(0, 3, 2, 1).astype(np.float32)}  # [T, ind, kp, xy]
-
-
 # --------------------------------------------------------------------------- preprocess
-def fill_gaps(kp: np.ndarray, name: str, where, max_gap: int) -> np.ndarray:
-    """Linear interpolation over time of NaN coordinates, gaps of at most ``max_gap`` frames."""
+def fill_gaps(kp: np.ndarray, name: str, where, max_gap: int, keypoints=KEYPOINTS) -> np.ndarray:
+    """Linear interpolation over time of NaN coordinates of ``kp`` [T, 2, K, 2], gaps of at most
+    ``max_gap`` frames; a longer gap, or a keypoint missing in every frame, is refused naming the
+    sequence, the mouse and the keypoint (``keypoints``: the K names)."""
     kp = kp.copy()
     flat = kp.reshape(len(kp), -1)
     for j in range(flat.shape[1]):
@@ -289,95 +176,91 @@ def fill_gaps(kp: np.ndarray, name: str, where, max_gap: int) -> np.ndarray:
             continue
         if bad.all():
             m, k, _ = np.unravel_index(j, kp.shape[1:])
-            raise NeurotrainError(where, f"sequence {name}: {INDIVIDUALS[m]} {KEYPOINTS[k]} is missing in every frame")
+            raise NeurotrainError(where, f"sequence {name}: {INDIVIDUALS[m]} {keypoints[k]} is missing in every frame")
         runs = np.diff(np.r_[0, bad.astype(int), 0])
         longest = int((np.flatnonzero(runs == -1) - np.flatnonzero(runs == 1)).max())
         if longest > max_gap:
             m, k, _ = np.unravel_index(j, kp.shape[1:])
-            raise NeurotrainError(where, f"sequence {name}: {INDIVIDUALS[m]} {KEYPOINTS[k]} missing for {longest} frames "
+            raise NeurotrainError(where, f"sequence {name}: {INDIVIDUALS[m]} {keypoints[k]} missing for {longest} frames "
                                          f"in a row (data.max_gap_frames = {max_gap})")
         good = np.flatnonzero(~bad)
         flat[bad, j] = np.interp(np.flatnonzero(bad), good, flat[good, j])
     return flat.reshape(kp.shape)
 
 
-def preprocess_raw(cfg: dict, raw, out: str | Path) -> None:
-    """Stage ``preprocess``: embedded folder, CalMS21 zips or movement files -> processed HDF5."""
-    d = cfg["data"]
-    raw = [Path(r) for r in (raw if isinstance(raw, (list, tuple)) else [raw])]
-    seqs: dict[str, dict] = {}
-    fixed_split: dict[str, int] = {}
+def _embedded(raw: Path) -> Iterator[Recording]:
+    f = raw / "sequences.npz"
+    if not f.is_file():
+        raise NeurotrainError(f, "embedded sequences not found")
+    with np.load(f, allow_pickle=False) as z:
+        fps = float(z["fps"])
+        for i, (kp, ann) in enumerate(zip(z["keypoints"], z["annotations"])):
+            yield Recording(f"seq{i:03d}", kp, ann, fps, str(f))
+
+
+def recordings(d: dict, raw: list[Path]) -> Iterator[Recording]:
+    """The recordings of ``lisbet.data``'s source, one at a time, with ``data.keypoints`` only."""
+    want = list(d["keypoints"])
     if d["source"] == "embedded":
-        f = raw[0] / "sequences.npz"
-        if not f.is_file():
-            raise NeurotrainError(f, "embedded sequences not found")
-        with np.load(f, allow_pickle=False) as z:
-            fps = float(z["fps"])
-            for i, (kp, ann) in enumerate(zip(z["keypoints"], z["annotations"])):
-                seqs[f"seq{i:03d}"] = {"keypoints": kp, "annotations": ann}
+        for rec in _embedded(raw[0]):
+            rec.keypoints = select_keypoints(rec.keypoints, list(KEYPOINTS), want, "lisbet.data.keypoints")
+            yield rec
     elif d["source"] == "calms21":
         c = d["calms21"]
-        fps = c["fps"]
         for r in raw:
-            kind = "task1" if "task1" in r.name else "unlabeled"
-            verify_md5(r, c["md5"][kind])
-            with tempfile.TemporaryDirectory(dir=Path(out).parent, prefix=".extract_") as folder:
-                files = safe_extract(r, Path(folder))
-                for jf in sorted(p for p in files if p.suffix == ".json"):
-                    entry = f"{r}: {jf.relative_to(folder).as_posix()}"  # name the zip entry, not the scratch copy
-                    try:
-                        sequences = read_calms21_json(jf, c["frame_width"])
-                    except NeurotrainError as exc:
-                        raise NeurotrainError(entry, exc.what) from None
-                    for name, s in sequences.items():
-                        if name in seqs:
-                            raise NeurotrainError(entry, f"sequence {name!r} appears in more than one file")
-                        if kind == "task1":
-                            fixed_split[name] = 2 if "test" in jf.name else 0
-                        seqs[name] = s
-    else:  # movement
-        fps = d["movement"]["fps"]
+            verify_md5(r, c["md5"]["task1" if "task1" in r.name else "unlabeled"])
+            for rec in read_calms21_zip(r, c["frame_width"], c["fps"]):
+                rec.keypoints = select_keypoints(rec.keypoints, list(KEYPOINTS), want, "lisbet.data.keypoints")
+                yield rec
+    else:
         for r in raw:
-            s = read_movement(r)
-            s["annotations"] = np.full(len(s["keypoints"]), -1, np.int16)
-            if r.stem in seqs:
-                raise NeurotrainError(r, f"another pose file is also named {r.stem!r} (sequences are named by file)")
-            seqs[r.stem] = s
-    if not seqs:
-        raise NeurotrainError(raw[0], "no sequences found")
+            yield read_pose_file(r, d["movement"], want)
+
+
+def preprocess_raw(cfg: dict, raw, out: str | Path) -> None:
+    """Stage ``preprocess``: the embedded folder, CalMS21 zips or pose files -> processed HDF5.
+
+    Each recording is resampled to ``lisbet.data.fps`` (or refused, ``data.resample: false``),
+    checked to hold one window, gap-filled and written before the next is read, so memory holds
+    one sequence at a time. Test sequences are CalMS21's own test set when there is one, else
+    drawn; validation is drawn from the rest."""
+    d = cfg["data"]
+    raw = [Path(r) for r in (raw if isinstance(raw, (list, tuple)) else [raw])]
     W = cfg["model"]["window"]
-    for name, s in seqs.items():
-        where = raw[0] if d["source"] == "embedded" else next((r for r in raw if r.stem == name), raw[0])
-        kp = np.asarray(s["keypoints"], np.float32)
-        if kp.ndim != 4 or kp.shape[1:] != (2, 7, 2):
-            raise NeurotrainError(where, f"sequence {name}: keypoints must be [T, 2, 7, 2], got {list(kp.shape)}")
-        if len(kp) < W:
-            raise NeurotrainError(where, f"sequence {name}: {len(kp)} frames, fewer than one window "
-                                         f"({W} frames, config key lisbet.model.window)")
-        s["keypoints"] = fill_gaps(kp, name, where, d["max_gap_frames"])
-    names = sorted(seqs)
-    rng = np.random.default_rng(d["split_seed"])
-    split = np.zeros(len(names), np.int8)
-    for i, n in enumerate(names):
-        split[i] = fixed_split.get(n, 0)
-    # test sequences: CalMS21's own test set when there is one, else drawn; validation is drawn
-    # from what is left for training (CalMS21's task-1 training set included)
-    if not any(v == 2 for v in fixed_split.values()):
-        free = rng.permutation([i for i, n in enumerate(names) if n not in fixed_split])
-        n_test = max(1, int(round(len(free) * d["test_fraction"]))) if len(free) > 2 and d["test_fraction"] > 0 else 0
-        split[free[:n_test]] = 2
-    train = rng.permutation(np.flatnonzero(split == 0))
-    n_val = max(1, int(round(len(train) * d["val_fraction"]))) if len(train) > 1 and d["val_fraction"] > 0 else 0
-    split[train[:n_val]] = 1
-    with atomic_path(out) as tmp:
-        with h5py.File(tmp, "w") as h:
-            for n in names:
-                g = h.create_group(f"sequences/{n}")
-                g.create_dataset("keypoints", data=seqs[n]["keypoints"].astype(np.float32), compression="gzip")
-                g.create_dataset("annotations", data=np.asarray(seqs[n]["annotations"], np.int16))
-            h.create_dataset("split", data=split)
-            h.attrs.update(sequence_names=names, behaviors=list(BEHAVIORS), keypoints=list(KEYPOINTS),
-                           individuals=list(INDIVIDUALS), fps=fps, source=d["source"])
+    names: list[str] = []
+    fixed_split: dict[str, int] = {}
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as h:
+        for rec in recordings(d, raw):
+            if rec.name in fixed_split or rec.name in names:
+                raise NeurotrainError(rec.where, f"sequence {rec.name!r} appears twice (sequences are named by "
+                                                 "file, or by CalMS21 id)")
+            rec = resample(rec, d["fps"], d["resample"])
+            kp = np.asarray(rec.keypoints, np.float32)
+            if len(kp) < W:
+                raise NeurotrainError(rec.where, f"sequence {rec.name}: {len(kp)} frames, fewer than one window "
+                                                 f"({W} frames, config key lisbet.model.window)")
+            kp = fill_gaps(kp, rec.name, rec.where, d["max_gap_frames"], d["keypoints"])
+            g = h.create_group(f"sequences/{rec.name}")
+            g.create_dataset("keypoints", data=kp.astype(np.float32), compression="gzip")
+            g.create_dataset("annotations", data=np.asarray(rec.annotations, np.int16))
+            names.append(rec.name)
+            if rec.split is not None:
+                fixed_split[rec.name] = rec.split
+        if not names:
+            raise NeurotrainError(raw[0], "no sequences found")
+        names.sort()
+        rng = np.random.default_rng(d["split_seed"])
+        split = np.array([fixed_split.get(n, 0) for n in names], np.int8)
+        if not any(v == 2 for v in fixed_split.values()):
+            free = rng.permutation([i for i, n in enumerate(names) if n not in fixed_split])
+            n_test = max(1, int(round(len(free) * d["test_fraction"]))) if len(free) > 2 and d["test_fraction"] > 0 else 0
+            split[free[:n_test]] = 2
+        train = rng.permutation(np.flatnonzero(split == 0))
+        n_val = max(1, int(round(len(train) * d["val_fraction"]))) if len(train) > 1 and d["val_fraction"] > 0 else 0
+        split[train[:n_val]] = 1
+        h.create_dataset("split", data=split)
+        h.attrs.update(sequence_names=names, behaviors=list(BEHAVIORS), keypoints=list(d["keypoints"]),
+                       individuals=list(INDIVIDUALS), fps=d["fps"], source=d["source"])
 
 
 def load_processed(path: str | Path) -> dict:
