@@ -395,9 +395,9 @@ def _strain(tmp, **kw):
 _GW = {"data": {"source": "gwosc", "gwosc": {"files": {"H1.hdf5": "0" * 32}, "stride": 0.5}}}
 
 
-def strain_nan_gap(tmp):
-    p = _strain(tmp, nan_at=50000)
-    return _preprocess(tmp, "cpc_snn", _GW, [p], p, "NaN/Inf samples")
+def strain_all_gap(tmp):
+    p = _strain(tmp, all_nan=True)
+    return _preprocess(tmp, "cpc_snn", _GW, [p], p, "no usable strain")
 
 
 def strain_rate_mismatch(tmp):
@@ -407,12 +407,26 @@ def strain_rate_mismatch(tmp):
 
 def strain_no_dataset(tmp):
     p = _strain(tmp, dataset=False)
-    return _preprocess(tmp, "cpc_snn", _GW, [p], p, "no dataset strain/Strain")
+    return _preprocess(tmp, "cpc_snn", _GW, [p], p, "not a GWOSC HDF5 strain file")
 
 
 def strain_too_short(tmp):
-    p = _strain(tmp, seconds=3.0)
-    return _preprocess(tmp, "cpc_snn", _GW, [p], p, "too short")
+    p = _strain(tmp, seconds=3.0, gps=1126300000.0)
+    return _preprocess(tmp, "cpc_snn", _GW, [p], p, "no usable stretch of strain is long enough")
+
+
+def strain_too_few_noise_segments(tmp):
+    p = _strain(tmp, seconds=32.0)
+    gw = copy.deepcopy(_GW)
+    gw["analysis"] = {"bar_fap": 0.01}
+    return _preprocess(tmp, "cpc_snn", gw, [p], p, "needs at least 100")
+
+
+def strain_dq_flag_unknown(tmp):
+    p = _strain(tmp)
+    gw = copy.deepcopy(_GW)
+    gw["data"]["gwosc"]["dq_flags"] = ["DATA", "CBC_CAT9"]
+    return _preprocess(tmp, "cpc_snn", gw, [p], p, "data-quality flag(s) CBC_CAT9 not in the file")
 
 
 def segments_shorter_than_receptive_field(tmp):
@@ -723,7 +737,7 @@ def strain_not_hdf5(tmp):
     bad = tmp / "raw" / "H-H1_GWOSC_4KHZ_R1-1126259447-32.hdf5"
     bad.parent.mkdir(exist_ok=True)
     bad.write_bytes(b"GWF frame file, not HDF5")
-    return _preprocess(tmp, "cpc_snn", _GW, [bad], bad, "not a GWOSC HDF5 strain file")
+    return _preprocess(tmp, "cpc_snn", _GW, [bad], bad, "cannot read GWOSC HDF5 strain file")
 
 
 def calms21_json_not_utf8(tmp):
@@ -850,10 +864,13 @@ CATALOGUE: dict[str, tuple[str, Callable]] = {
     "zip-entry-escaping": ("a zip entry that would be written outside its folder", zip_entry_escaping),
     "calms21-json-truncated": ("a truncated CalMS21 JSON inside its zip", calms21_json_truncated),
     "movement-missing-keypoint": ("a pose file without one of the 7 keypoints", movement_missing_keypoint),
-    "strain-nan-gap": ("strain with NaN samples (a data gap)", strain_nan_gap),
+    "strain-all-gap": ("strain that is NaN (a data gap) throughout", strain_all_gap),
     "strain-rate-mismatch": ("strain at another sample rate than configured", strain_rate_mismatch),
     "strain-no-dataset": ("an HDF5 file without `strain/Strain`", strain_no_dataset),
     "strain-too-short": ("a strain file too short for one segment", strain_too_short),
+    "strain-too-few-noise-segments": ("too few test noise segments for the quality bar's false-alarm probability",
+                                      strain_too_few_noise_segments),
+    "strain-dq-flag-unknown": ("a data-quality flag the file does not define", strain_dq_flag_unknown),
     "segments-shorter-than-receptive-field": ("segments shorter than the encoder's receptive field",
                                               segments_shorter_than_receptive_field),
     "processed-file-corrupt": ("a corrupt processed HDF5 given to training", processed_file_corrupt),

@@ -18,7 +18,6 @@ from neurotrain.systems.cpc_snn.analyze import MatchedFilter
 from neurotrain import stats
 from neurotrain.config import validate_system
 from neurotrain.systems.cpc_snn import data as gw
-from neurotrain.fetch import download
 from neurotrain.errors import Interrupted, NeurotrainError
 from neurotrain.systems.cpc_snn.network import CPCEncoder, Detector, SNNClassifier, SpikeBridge, lif_step, spike
 from neurotrain.systems.cpc_snn import train as sc
@@ -303,66 +302,183 @@ def test_seed_unified_trainer_api(capsys):
 
 
 # ----------------------------------------------------------------------------- GWOSC + bad input
-def _gwosc_file(path, seconds=40.0, rate=4096.0, nan_at=None, dataset=True):
+GPS0 = 1126259447.0  # the start of GWOSC's 32 s file around GW150914
+DQ_NAMES = ("DATA", "CBC_CAT1", "CBC_CAT2", "CBC_CAT3", "BURST_CAT1", "BURST_CAT2", "BURST_CAT3")
+
+
+def _gwosc_file(path, seconds=40.0, rate=4096.0, nan_at=None, dataset=True, gps=GPS0, dq_fail=(), zeros_at=None,
+                all_nan=False, quality=True):
+    """A strain file in GWOSC's HDF5 layout (meta/, quality/simple with a 1 Hz DQmask and its
+    short names, quality/injections, strain/Strain with Xstart/Xspacing/Xunits/Yunits), holding
+    aLIGO-design noise: ``dq_fail`` seconds fail CBC_CAT2, ``nan_at``/``zeros_at`` start a
+    100-sample NaN gap or a 1000-sample zero-filled gap."""
     n = int(seconds * rate)
     f = np.fft.rfftfreq(n, 1 / rate)
     x = gw.colored_noise(np.sqrt(gw.aligo_psd(f)), n, rate, np.random.default_rng(3), 1)[0]
     x += 1e-19 * np.sin(2 * np.pi * 0.3 * np.arange(n) / rate)  # a slow drift, as real strain has
     if nan_at is not None:
         x[nan_at:nan_at + 100] = np.nan
+    if zeros_at is not None:
+        x[zeros_at:zeros_at + 1000] = 0.0
+    if all_nan:
+        x[:] = np.nan
+    dur = int(np.ceil(seconds))
     with h5py.File(path, "w") as fh:
+        meta = fh.create_group("meta")
+        for k, v in dict(Description=b"Strain data time series from LIGO", DescriptionURL=b"http://losc.ligo.org/",
+                         Detector=b"H1", Duration=dur, GPSstart=int(gps), Observatory=b"H",
+                         Type=b"StrainTimeSeries", UTCstart=b"2015-09-14T09:50:30").items():
+            meta[k] = v
+        if quality:
+            q = fh.create_group("quality/simple")
+            mask = np.full(dur, 127, np.int32)
+            for sec in dq_fail:
+                mask[sec] &= ~(1 << DQ_NAMES.index("CBC_CAT2"))
+            dq = q.create_dataset("DQmask", data=mask)
+            dq.attrs.update(Xstart=int(gps), Xspacing=1.0, Xunits=b"second", Npoints=dur, Bits=len(DQ_NAMES),
+                            Description=b"simple data quality mask")
+            q["DQShortnames"] = np.array([n.encode() for n in DQ_NAMES])
+            q["DQDescriptions"] = np.array([f"{n} description".encode() for n in DQ_NAMES])
+            inj = fh.create_group("quality/injections")
+            im = inj.create_dataset("Injmask", data=np.full(dur, 0, np.int32))
+            im.attrs.update(Xstart=int(gps), Xspacing=1.0, Xunits=b"second", Npoints=dur)
+            inj["InjShortnames"] = np.array([b"NO_CBC_HW_INJ", b"NO_BURST_HW_INJ"])
+            inj["InjDescriptions"] = np.array([b"no CBC injection", b"no burst injection"])
         if dataset:
             ds = fh.create_dataset("strain/Strain", data=x)
-            ds.attrs["Xspacing"] = 1 / rate
-            ds.attrs["Xstart"] = 1126259446.0
-        fh.create_dataset("meta/Duration", data=seconds)
+            ds.attrs.update(Xspacing=1 / rate, Xstart=gps, Xunits=b"second", Xlabel=b"GPS time", Yunits=b"",
+                            Ylabel=b"Strain", Npoints=n)
 
 
 def _gwosc_cfg(gcfg, files):
     c = copy.deepcopy(gcfg)
     c["data"]["source"] = "gwosc"
     c["data"]["gwosc"]["files"] = files
-    c["data"]["gwosc"]["stride"] = 0.5
+    c["data"]["gwosc"]["stride"] = 0.25
+    c["analysis"]["bar_fap"] = 0.1
     return c
 
 
-def test_gwosc_download_and_preprocess(gcfg, tmp_path):
-    _gwosc_file(tmp_path / "H1.hdf5")
-    body = (tmp_path / "H1.hdf5").read_bytes()
+def _cli(cwd, *args):
+    import subprocess
+
+    from conftest import NEUROTRAIN, snakemake_env
+
+    return subprocess.run([NEUROTRAIN, *map(str, args)], cwd=cwd, capture_output=True, text=True,
+                          env=snakemake_env(), timeout=300)
+
+
+def _write_cfg(cwd, c) -> str:
+    import yaml
+
+    (cwd / "c.yaml").write_text(yaml.safe_dump({"systems": ["cpc_snn"], "cpc_snn": c}))
+    return "c.yaml"
+
+
+def _assert_blocks(d, seconds=1.0):
+    """No sample in two splits, and a gap of at least one segment between splits."""
+    spans = {k: d["gps_start"][d["split"] == k] for k in (0, 1, 2)}
+    assert all(len(v) for v in spans.values())
+    for a in range(3):
+        for b in range(a + 1, 3):
+            A, B = spans[a], spans[b]
+            gap = np.min(np.abs(A[:, None] - B[None, :]))
+            assert gap >= 2 * seconds - 1e-6, (a, b, gap)  # starts 2 s apart: 1 s segment + 1 s gap
+
+
+def test_gwosc_download_and_preprocess_through_the_cli(gcfg, tmp_path):
+    """A file in GWOSC's layout around GW150914, served on 127.0.0.1, fetched and preprocessed as
+    the workflow runs them (relative paths): the event, the seconds failing CBC_CAT2 and a
+    zero-filled and a NaN stretch are never inside a segment, the splits are time blocks."""
+    _gwosc_file(tmp_path / "src.hdf5", seconds=80.0, dq_fail=(33,), zeros_at=int(6.0 * 4096), nan_at=int(27.5 * 4096))
+    body = (tmp_path / "src.hdf5").read_bytes()
     md5 = hashlib.md5(body).hexdigest()
-    server = LoopbackServer({"H1.hdf5": body}, fail_first=1)
+    name = "H-H1_GWOSC_4KHZ_R1-1126259447-32.hdf5"
+    server = LoopbackServer({name: body}, fail_first=1)
     try:
-        got = download(f"{server.url}/H1.hdf5", tmp_path / "dl" / "H1.hdf5", md5, retries=3, backoff=0.01)
+        r = _cli(tmp_path, "fetch", "--url", f"{server.url}/{name}", "--md5", md5, "--out",
+                 f"data/raw/cpc_snn/download/{name}")
+        assert r.returncode == 0, r.stderr
     finally:
         server.close()
-    c = _gwosc_cfg(gcfg, {"H1.hdf5": md5})
-    gw.preprocess_raw(c, [str(got)], tmp_path / "g.h5")
-    d = gw.load_processed(tmp_path / "g.h5")
+    cfg = _write_cfg(tmp_path, _gwosc_cfg(gcfg, {name: md5}))
+    r = _cli(tmp_path, "preprocess", "--system", "cpc_snn", "--config", cfg, "--raw",
+             f"data/raw/cpc_snn/download/{name}", "--out", "data/processed/cpc_snn.h5")
+    assert r.returncode == 0, r.stderr
+    assert "GW150914 (GPS 1126259462.4) in the file" in r.stderr and "fail the data-quality flags" in r.stderr
+    d = gw.load_processed(tmp_path / "data/processed/cpc_snn.h5")
     assert d["attrs"]["source"] == "gwosc" and d["strain"].shape[1] == 2048
-    assert len(d["strain"]) == int((40 - 2 - 1) / 0.5) + 1
-    assert abs(d["strain"][d["label"] == 0].std() - 1) < 0.1
+    start, end = d["gps_start"], d["gps_start"] + 1.0
+    for lo, hi in [(1126259462.4 - 4, 1126259462.4 + 2), (GPS0 + 33, GPS0 + 34), (GPS0 + 6, GPS0 + 6 + 1000 / 4096),
+                   (GPS0 + 27.5, GPS0 + 27.5 + 100 / 4096)]:
+        assert not ((start < hi) & (end > lo)).any(), (lo, hi)
+    assert abs(d["strain"][d["label"] == 0].std() - 1) < 0.15
     assert (d["label"] == 1).any() and (d["snr"][d["label"] == 1] >= 3).all()
+    _assert_blocks(d)
+
+
+def test_gwosc_local_path_and_too_few_noise_segments_for_the_bar(gcfg, tmp_path):
+    """A local file (gwosc.paths) works like a download; one 32 s file cannot resolve a
+    false-alarm probability of 1e-2, which is refused at preprocessing, before any training."""
+    _gwosc_file(tmp_path / "H1.hdf5", seconds=32.0)
+    c = _gwosc_cfg(gcfg, {})
+    c["data"]["gwosc"]["paths"] = ["H1.hdf5"]
+    r = _cli(tmp_path, "preprocess", "--system", "cpc_snn", "--config", _write_cfg(tmp_path, c), "--raw", "H1.hdf5",
+             "--out", "p.h5")
+    assert r.returncode == 0, r.stderr
+    c["analysis"]["bar_fap"] = 0.01
+    r = _cli(tmp_path, "preprocess", "--system", "cpc_snn", "--config", _write_cfg(tmp_path, c), "--raw", "H1.hdf5",
+             "--out", "q.h5")
+    assert r.returncode == 2 and "H1.hdf5: the test split holds" in r.stderr and "needs at least 100" in r.stderr
+    assert "cpc_snn.analysis.bar_fap" in r.stderr and not (tmp_path / "q.h5").exists()
+
+
+def test_no_sample_in_two_splits_for_every_source(gcfg, processed, tmp_path):
+    """Embedded segments are disjoint stretches of their streams; GWOSC segments overlap (stride
+    below the segment length), so they are split in time blocks with a gap."""
+    d = gw.load_processed(processed)
+    assert set(np.unique(d["split"])) == {0, 1, 2} and np.isnan(d["gps_start"]).all()
+    _gwosc_file(tmp_path / "H1.hdf5", seconds=60.0, gps=1126300000.0)
+    gw.preprocess_raw(_gwosc_cfg(gcfg, {"H1.hdf5": "0" * 32}), [str(tmp_path / "H1.hdf5")], tmp_path / "g.h5")
+    g = gw.load_processed(tmp_path / "g.h5")
+    samples = {k: set() for k in (0, 1, 2)}
+    for t, k in zip(g["gps_start"], g["split"]):
+        first = int(round((t - 1126300000.0) * 2048))
+        samples[int(k)].update(range(first, first + 2048))
+    assert not (samples[0] & samples[1]) and not (samples[0] & samples[2]) and not (samples[1] & samples[2])
+    _assert_blocks(g)
 
 
 @pytest.mark.parametrize("kind, needle", [
-    ("nan", "NaN/Inf samples"),
+    ("all_nan", "no usable strain"),
     ("rate", "sample rate 2048 Hz"),
-    ("nodataset", "no dataset strain/Strain"),
-    ("short", "too short"),
+    ("nodataset", "not a GWOSC HDF5 strain file"),
+    ("short", "no usable stretch of strain is long enough"),
+    ("dq_flag", "data-quality flag(s) NO_SUCH_FLAG not in the file"),
+    ("no_quality", "no readable data-quality mask"),
+    ("gwf", "frame"),
 ])
 def test_gwosc_bad_input_is_named_and_leaves_nothing(gcfg, tmp_path, kind, needle):
-    p = tmp_path / "bad.hdf5"
-    if kind == "nan":
-        _gwosc_file(p, nan_at=50000)
+    p = tmp_path / ("H-H1_GWOSC_4KHZ_R1-1126259447-32.gwf" if kind == "gwf" else "bad.hdf5")
+    c = _gwosc_cfg(gcfg, {p.name: "0" * 32})
+    if kind == "all_nan":
+        _gwosc_file(p, all_nan=True)
     elif kind == "rate":
         _gwosc_file(p, rate=2048.0)
     elif kind == "nodataset":
         _gwosc_file(p, dataset=False)
+    elif kind == "short":
+        _gwosc_file(p, seconds=3.0, gps=1126300000.0)
+    elif kind == "dq_flag":
+        _gwosc_file(p)
+        c["data"]["gwosc"]["dq_flags"] = ["DATA", "NO_SUCH_FLAG"]
+    elif kind == "no_quality":
+        _gwosc_file(p, quality=False)
     else:
-        _gwosc_file(p, seconds=3.0)
+        p.write_bytes(b"IGWD\x00 a frame file")
     out = tmp_path / "out.h5"
     with pytest.raises(NeurotrainError) as e:
-        gw.preprocess_raw(_gwosc_cfg(gcfg, {"bad.hdf5": "0" * 32}), [str(p)], out)
+        gw.preprocess_raw(c, [str(p)], out)
     assert needle in str(e.value) and str(p) in str(e.value)
     assert not out.exists() and not list(tmp_path.glob(".out.h5*"))
 

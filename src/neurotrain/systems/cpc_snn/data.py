@@ -13,11 +13,12 @@ strain. ``strain.npy`` [streams, samples] float64, ``psd.npz`` (f, psd: the curv
 stream's frequency grid), ``truth.npz`` (per segment: label, snr, chirp_mass, tc, phase,
 amplitude, split).
 
-GWOSC (``data.source: gwosc``): strain files in GWOSC's HDF5 layout (dataset ``strain/Strain``
-with attributes ``Xstart`` and ``Xspacing``), fetched with their md5. The noise PSD is
-estimated from each file (Welch, ``gwosc.psd_segment`` s), the strain is decimated to
-``sample_rate``, and the chirps are injected into the whitened real noise (SNR against the
-file's own PSD), so the segments have labels like the embedded ones.
+GWOSC (``data.source: gwosc``): strain files read with gwpy (:mod:`.gwosc`: GWOSC's HDF5
+layout, or GWF frames), downloaded with their md5 or given as local paths. Only science-quality
+stretches away from known events are used; each is decimated to ``sample_rate`` and whitened
+with its own PSD (Welch, ``gwosc.psd_segment`` s), and the chirps are injected into the whitened
+real noise (SNR against that PSD), so the segments have labels like the embedded ones. They are
+split in contiguous time blocks with a gap of one segment (:func:`neurotrain.splits.block_split`).
 
 Chirp family: the leading-order (Newtonian) inspiral of an equal-mass binary with chirp mass
 M_c: GW frequency f(tau) = (1/pi) (5 / (256 tau))^(3/8) (G M_c / c^3)^(-5/8) at time tau before
@@ -39,6 +40,7 @@ chirp_mass   [n] float32       solar masses (0 for noise)
 tc           [n] float32       coalescence time from segment start, s (NaN for noise)
 split        [n] int8          0 train, 1 validation, 2 test
 asd_whiten   [N//2+1] float64  the ASD each segment was whitened with, on rfft(N)'s grid
+gps_start    [n] float64       GPS time of each segment's first sample (NaN: embedded)
 ===========  ================  ===========================================================
 
 Attributes: ``sample_rate``, ``f_low``, ``f_high``, ``f_start``, ``source``, ``source_sha256``.
@@ -52,7 +54,7 @@ import numpy as np
 
 from neurotrain.errors import NeurotrainError
 from neurotrain.io import atomic_path, check_arrays, read_hdf5, sha256_file
-from neurotrain.splits import random_split
+from neurotrain.splits import block_split, random_split
 from neurotrain.systems.cpc_snn.waveforms import (aligo_psd, colored_noise, draw_injections, inject, isco_frequency,
                                                 optimal_snr, place_chirp, time_to_coalescence, Whitener)
 
@@ -108,69 +110,26 @@ def generate_embedded(cfg: dict, out_dir: str | Path) -> None:
 
 
 # --------------------------------------------------------------------------- GWOSC
-def read_gwosc(path: str | Path) -> tuple[np.ndarray, float, float]:
-    """(strain [n] float64, sample rate, GPS start) from a GWOSC HDF5 file."""
-
-    def reader(fh):
-        if "strain" not in fh or "Strain" not in fh["strain"]:
-            raise NeurotrainError(path, "no dataset strain/Strain (not a GWOSC strain file)")
-        ds = fh["strain"]["Strain"]
-        if "Xspacing" not in ds.attrs:
-            raise NeurotrainError(path, "strain/Strain has no Xspacing attribute (sample spacing)")
-        return (np.asarray(ds[()], np.float64), 1.0 / float(ds.attrs["Xspacing"]),
-                float(ds.attrs.get("Xstart", np.nan)))
-
-    return read_hdf5(path, reader, "GWOSC HDF5 strain file")
-
-
 def welch_asd(x: np.ndarray, fs: float, seg_s: float, f_out: np.ndarray) -> np.ndarray:
     from scipy.signal import welch
 
     nper = int(round(seg_s * fs))
-    f, p = welch(x, fs=fs, nperseg=nper, noverlap=nper // 2, window="hann", detrend="constant")
+    f, p = welch(x, fs=fs, nperseg=nper, noverlap=nper // 2, window="hann", detrend="constant", average="median")
     return np.sqrt(np.interp(f_out, f, p))
 
 
 def _gwosc_segments(cfg: dict, paths: list[Path]):
-    d, g = cfg["data"], cfg["data"]["gwosc"]
-    fs, N = d["sample_rate"], int(round(d["segment_duration"] * d["sample_rate"]))
-    all_seg, all_asd = [], []
-    for p in paths:
-        x, rate, _ = read_gwosc(p)
-        if abs(rate - g["sample_rate"]) > 1e-6 * rate:
-            raise NeurotrainError(p, f"sample rate {rate:g} Hz, but config key cpc_snn.data.gwosc.sample_rate is "
-                                     f"{g['sample_rate']:g} Hz")
-        bad = ~np.isfinite(x)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise NeurotrainError(p, f"strain has {int(bad.sum())} NaN/Inf samples (a data gap) from sample {i} "
-                                     f"(t = {i / rate:.3f} s); use a file without gaps")
-        q = rate / fs
-        if abs(q - round(q)) > 1e-9 or round(q) < 1:
-            raise NeurotrainError(p, f"sample rate {rate:g} Hz is not an integer multiple of "
-                                     f"cpc_snn.data.sample_rate {fs:g} Hz")
-        if round(q) > 1:
-            from scipy.signal import decimate
+    """(segments, ASDs, GPS starts) of every file, read and cut by :mod:`.gwosc`."""
+    from neurotrain.systems.cpc_snn.gwosc import read_strain, segments
 
-            x = decimate(x, int(round(q)), ftype="fir", zero_phase=True)
-        drop = int(round(g["edge"] * fs))
-        if len(x) - 2 * drop < max(N, int(g["psd_segment"] * fs)):
-            raise NeurotrainError(p, f"{len(x) / fs:.1f} s of strain is too short for segments of {N / fs} s after "
-                                     f"dropping {g['edge']} s at each edge and a PSD estimate over {g['psd_segment']} s")
-        L = len(x)
-        f_L = np.fft.rfftfreq(L, 1 / fs)
-        asd_L = welch_asd(x, fs, g["psd_segment"], f_L)
-        asd_L[f_L < d["f_low"] - 4] = np.inf
-        w = Whitener(asd_L, L, fs, d["f_low"], d["f_high"])
-        white = w(x * _tukey(L, drop))[drop:L - drop]
-        stride = int(round(g["stride"] * fs))
-        starts = np.arange(0, len(white) - N + 1, stride)
-        all_seg.append(np.stack([white[s:s + N] for s in starts]))
-        f_N = np.fft.rfftfreq(N, 1 / fs)
-        a = welch_asd(x, fs, g["psd_segment"], f_N)
-        a[f_N < d["f_low"] - 4] = np.inf
-        all_asd.append(np.repeat(a[None], len(starts), 0))
-    return np.concatenate(all_seg), np.concatenate(all_asd)
+    d = cfg["data"]
+    parts = [segments(read_strain(p, d["gwosc"]), d, welch_asd, Whitener, _tukey) for p in paths]
+    seg, asd, gps = (np.concatenate([x[i] for x in parts]) for i in range(3))
+    if not len(seg):
+        raise NeurotrainError(paths[0], f"no usable stretch of strain is long enough for a segment of "
+                                        f"{d['segment_duration']} s after dropping {d['gwosc']['edge']} s at each "
+                                        f"edge and a PSD estimate over {d['gwosc']['psd_segment']} s")
+    return seg, asd, gps
 
 
 def _tukey(n: int, ramp: int) -> np.ndarray:
@@ -214,13 +173,16 @@ def preprocess_raw(cfg: dict, raw: list[str] | str, out: str | Path) -> None:
         params = {k: truth[k] for k in ("label", "snr", "chirp_mass", "tc")}
         split = truth["split"]
         asd_N = np.sqrt(aligo_psd(f_N))
+        gps = np.full(n_seg, np.nan)
         source, sha = "embedded", sha256_file(folder / "strain.npy")
     else:
         rng = np.random.default_rng(d["injection"]["seed"])
-        for p in raws:
-            if not p.is_file():
-                raise NeurotrainError(p, "GWOSC strain file not found")
-        seg, asds = _gwosc_segments(cfg, raws)
+        seg, asds, gps = _gwosc_segments(cfg, raws)
+        # contiguous time blocks with a gap of one segment: test noise never overlaps training noise
+        split = block_split(gps, d["segment_duration"], d["val_fraction"], d["test_fraction"],
+                            "config key cpc_snn.data", "segments")
+        keep = split >= 0
+        seg, asds, gps, split = seg[keep], asds[keep], gps[keep], split[keep]
         n_seg = len(seg)
         params = draw_injections(d["injection"], n_seg, fs, N, rng)
         for i in np.flatnonzero(params["label"] == 1):
@@ -228,7 +190,6 @@ def preprocess_raw(cfg: dict, raw: list[str] | str, out: str | Path) -> None:
             h = place_chirp(params["chirp_mass"][i], params["tc"][i], params["phase"][i], fs,
                             d["injection"]["f_start"], N)
             seg[i] += params["snr"][i] / optimal_snr(h, w) * w(h)
-        split = random_split(n_seg, d["val_fraction"], d["test_fraction"], rng, "config key cpc_snn.data", "segments")
         asd_N = np.median(asds, axis=0)
         source = "gwosc"
         import hashlib
@@ -243,6 +204,7 @@ def preprocess_raw(cfg: dict, raw: list[str] | str, out: str | Path) -> None:
                               f"plus its prediction horizon ({min_segment_samples(cfg)} samples)")
     if not np.isfinite(seg).all():
         raise NeurotrainError(raws[0], "whitening produced NaN/Inf (check the PSD and the band)")
+    check_enough_noise(cfg, np.asarray(params["label"]), np.asarray(split), raws[0])
     with atomic_path(out) as tmp:
         import h5py
 
@@ -254,8 +216,21 @@ def preprocess_raw(cfg: dict, raw: list[str] | str, out: str | Path) -> None:
             fh.create_dataset("tc", data=params["tc"].astype(np.float32))
             fh.create_dataset("split", data=np.asarray(split, np.int8))
             fh.create_dataset("asd_whiten", data=asd_N)
+            fh.create_dataset("gps_start", data=np.asarray(gps, np.float64))
             fh.attrs.update(sample_rate=float(fs), f_low=float(d["f_low"]), f_high=float(d["f_high"]),
                             f_start=float(d["injection"]["f_start"]), source=source, source_sha256=sha)
+
+
+def check_enough_noise(cfg: dict, label: np.ndarray, split: np.ndarray, where) -> None:
+    """The quality bar's false-alarm probability ``analysis.bar_fap`` needs at least
+    ``1 / bar_fap`` noise segments in the test split to be resolved (the smallest FAP measurable
+    on n noise segments is 1/n); refused at preprocessing, before any training."""
+    fap = cfg["analysis"]["bar_fap"]
+    have, need = int(((split == 2) & (label == 0)).sum()), int(np.ceil(1 / fap - 1e-9))
+    if have < need:
+        raise NeurotrainError(where, f"the test split holds {have} noise segments; the quality bar's false-alarm "
+                                     f"probability {fap:g} (config key cpc_snn.analysis.bar_fap) needs at least {need}: "
+                                     "use more or longer strain files, a larger test_fraction or a larger bar_fap")
 
 
 def receptive_field(kernels, strides) -> tuple[int, int]:
@@ -289,6 +264,7 @@ def load_processed(path: str | Path) -> dict:
 
     def reader(fh):
         out = {k: fh[k][()] for k in ("strain", "label", "snr", "chirp_mass", "tc", "split", "asd_whiten")}
+        out["gps_start"] = fh["gps_start"][()] if "gps_start" in fh else np.full(len(out["label"]), np.nan)
         out["attrs"] = {k: (v.item() if hasattr(v, "item") else v) for k, v in fh.attrs.items()}
         return out
 

@@ -20,12 +20,12 @@ SPEC = SystemSpec(
     framework="jax",
     stages=conventional_stages(
         generate=("data",),
-        preprocess=("data", "model.encoder", "model.cpc.prediction_steps"),
+        preprocess=("data", "model.encoder", "model.cpc.prediction_steps", "analysis.bar_fap"),
         train=("data.injection", "model", "training"),
         extract=("model", "analysis.spike_examples"),
         analyze=("analysis", "data.injection"),
     ),
-    sources={"gwosc": Source(downloads=gwosc_files)},
+    sources={"gwosc": Source(downloads=gwosc_files, user_files=("gwosc", "paths"))},
     captions={
         "loss_per_phase": "CPC + SNN: losses per training phase (CPC pre-training, SNN with the encoder frozen, joint "
         "fine-tuning).",
