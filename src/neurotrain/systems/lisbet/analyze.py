@@ -55,7 +55,9 @@ def analyze(cfg: dict, run_dir: str, data_path: str, truth: str | None) -> None:
     fit_seqs = [n for n, s in zip(names, split) if s in (0, 1) and (ann[n] >= 0).any()]
     test_seqs = [n for n, s in zip(names, split) if s == 2 and (ann[n] >= 0).any()]
     summary = {"n_sequences": len(names), "n_frames": int(sum(len(e) for e in emb.values())),
-               "behaviors": behaviors, "test_sequences": test_seqs, "analysis_config": a}
+               "behaviors": behaviors, "test_sequences": test_seqs, "analysis_config": a,
+               "source": data["source"], "keypoints": data["keypoint_names"], "fps": data["fps"],
+               "raw_features": int(next(iter(raw.values())).shape[1])}
     metrics = {}
     if fit_seqs and test_seqs:
         def stack(src, seqs):
@@ -78,8 +80,9 @@ def analyze(cfg: dict, run_dir: str, data_path: str, truth: str | None) -> None:
                        test_frames=int(sum((ann[n] >= 0).sum() for n in test_seqs)),
                        label_fractions=dict(zip(behaviors, (np.bincount(np.concatenate([ann[n][ann[n] >= 0] for n in test_seqs]), minlength=K) /
                                                              max(1, sum((ann[n] >= 0).sum() for n in test_seqs))).tolist())))
-        q = {"embedding_beats_raw": bool(fe > fr), "max_raw_f1": a["max_raw_f1"],
-             "raw_below_max": bool(fr < a["max_raw_f1"])}
+        q = {"embedding_beats_raw": bool(fe > fr)}
+        if data["source"] == "embedded":  # a check of the generator (behaviours hidden from single frames)
+            q.update(max_raw_f1=a["max_raw_f1"], raw_below_max=bool(fr < a["max_raw_f1"]))
         q["passes"] = q["embedding_beats_raw"]
         summary["quality"] = q
     elif data["source"] == "embedded":

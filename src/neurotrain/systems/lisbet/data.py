@@ -269,6 +269,7 @@ def load_processed(path: str | Path) -> dict:
         return {"names": names, "keypoints": [np.asarray(h[f"sequences/{n}/keypoints"]) for n in names],
                 "annotations": [np.asarray(h[f"sequences/{n}/annotations"]) for n in names],
                 "split": np.asarray(h["split"]), "behaviors": [str(b) for b in h.attrs["behaviors"]],
+                "keypoint_names": [str(k) for k in h.attrs["keypoints"]],
                 "fps": float(h.attrs["fps"]), "source": str(h.attrs["source"])}
 
     out = read_hdf5(path, read, "processed LISBET dataset")
