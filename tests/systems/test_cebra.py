@@ -152,6 +152,173 @@ def test_nwb_bad_files(tmp_path, ccfg):
         dc.preprocess_raw(ccfg, [good], tmp_path / "p.h5")
 
 
+# NWB as the field writes it: declared units (conversion, offset), timestamps with dropped
+# frames or stored out of order, a Units table on another time base. Built here with pynwb and
+# preprocessed through the command line the workflow runs (relative paths, as Snakemake passes).
+def _track(t):
+    """The true position (m) at time t (s): 1 + 0.9 sin(2 pi t / 7), a run along a 2 m track."""
+    return 1.0 + 0.9 * np.sin(2 * np.pi * np.asarray(t, float) / 7.0)
+
+
+def _cebra_nwb(path: Path, timestamps=None, data=None, unit="m", conversion=1.0, offset=0.0, seconds=20.0,
+               spikes=None, obs_intervals=None, name="position", seed=0):
+    """A session: a Units table (``spikes``: one array of spike times per unit, s; default 4
+    units of 150 uniform spikes) and a behaviour TimeSeries ``name`` [n, 1] at 30 fps (``data``
+    as stored, with ``unit``, ``conversion``, ``offset``; default the true position in metres)."""
+    from datetime import datetime, timezone
+
+    from pynwb import NWBHDF5IO, NWBFile, TimeSeries
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(0, seconds, 1 / 30) if timestamps is None else np.asarray(timestamps, float)
+    if data is None:
+        data = _track(np.nan_to_num(t))
+    if spikes is None:
+        spikes = [np.sort(rng.uniform(0, seconds, 150)) for _ in range(4)]
+    nwb = NWBFile(session_description="test", identifier=f"s{seed}", session_start_time=datetime(2020, 1, 1, tzinfo=timezone.utc))
+    for st in spikes:
+        nwb.add_unit(spike_times=st, **({} if obs_intervals is None else {"obs_intervals": obs_intervals}))
+    nwb.create_processing_module("behavior", "behaviour").add(
+        TimeSeries(name=name, data=np.asarray(data)[:, None], unit=unit, conversion=conversion, offset=offset, timestamps=t))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with NWBHDF5IO(str(path), "w") as io_:
+        io_.write(nwb)
+    return spikes
+
+
+def _preprocess_nwb(tmp_path: Path, files: list[str], **nwb_cfg):
+    """``neurotrain preprocess`` of the NWB sessions ``files`` (relative to ``tmp_path``, the
+    working directory), as the workflow's rule runs it; the output is data/processed/cebra.h5."""
+    import subprocess
+
+    import yaml
+    from conftest import NEUROTRAIN
+
+    block = json.loads(json.dumps(SMOKE))
+    block["data"].update(source="nwb", nwb={"paths": files, "behavior": "position", **nwb_cfg})
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"systems": ["cebra"], "cebra": block}))
+    return subprocess.run([NEUROTRAIN, "preprocess", "--system", "cebra", "--config", "config.yaml", "--raw", *files,
+                           "--out", "data/processed/cebra.h5"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+
+def _refused(tmp_path: Path, r) -> str:
+    """The one error line of a refused preprocess (exit 2, no traceback, nothing written)."""
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, r.stderr
+    out = tmp_path / "data" / "processed"
+    assert not out.exists() or not list(out.iterdir()), "no output, no temporary file"
+    return lines[0]
+
+
+def _bins(t0, t1, dt=0.025):
+    edges = np.arange(t0, t1 + dt / 2, dt)
+    return edges, edges[:-1] + dt / 2
+
+
+def test_nwb_behaviour_read_in_declared_units(tmp_path):
+    """Position stored as int32 millimetres from a point 0.5 m before the track (unit 'm',
+    conversion 0.001, offset -0.5) reads as metres; spike counts are the spike times binned."""
+    t = np.arange(0, 20.0, 1 / 30)
+    stored = np.round((_track(t) + 0.5) / 0.001).astype(np.int32)
+    spikes = _cebra_nwb(tmp_path / "raw" / "m1.nwb", data=stored, conversion=0.001, offset=-0.5)
+    _cebra_nwb(tmp_path / "raw" / "m2.nwb", seed=1)  # plain float metres
+    r = _preprocess_nwb(tmp_path, ["raw/m1.nwb", "raw/m2.nwb"])
+    assert r.returncode == 0, r.stderr
+    d = dc.load_processed(tmp_path / "data" / "processed" / "cebra.h5")
+    edges, centres = _bins(t[0], t[-1])
+    for s in d["sessions"]:
+        assert np.allclose(s["behavior"][:, 0], _track(centres), atol=2e-3)
+    assert np.array_equal(d["sessions"][0]["spikes"], np.stack([np.histogram(x, edges)[0] for x in spikes], 1))
+
+
+@pytest.mark.parametrize("nan_at", [[200, 201, -1], [200, 201]], ids=["last-frame", "inside"])
+def test_nwb_nan_timestamps_are_gaps(tmp_path, nan_at):
+    """Dropped video frames left as NaN timestamps (one of them the last): those samples are
+    dropped (their stored values are garbage), the log says so naming the file and series, and
+    the behaviour between the neighbours follows the truth."""
+    t = np.arange(0, 20.0, 1 / 30)
+    _cebra_nwb(tmp_path / "raw" / "s0.nwb")
+    bad_t, bad_x = t.copy(), _track(t)
+    bad_t[nan_at], bad_x[nan_at] = np.nan, 99.0
+    _cebra_nwb(tmp_path / "raw" / "s1.nwb", timestamps=bad_t, data=bad_x, seed=1)
+    r = _preprocess_nwb(tmp_path, ["raw/s0.nwb", "raw/s1.nwb"])
+    assert r.returncode == 0, r.stderr
+    assert f"raw/s1.nwb: position: {len(nan_at)} sample(s) with NaN timestamps dropped" in r.stderr
+    assert "raw/s0.nwb: position" not in r.stderr
+    d = dc.load_processed(tmp_path / "data" / "processed" / "cebra.h5")
+    s1 = d["sessions"][1]
+    _, centres = _bins(t[0], np.nanmax(bad_t))
+    assert len(s1["behavior"]) == len(centres)
+    assert np.allclose(s1["behavior"][:, 0], _track(centres), atol=2e-3)
+
+
+def test_nwb_unsorted_timestamps_refused(tmp_path):
+    """Frames of 10-15 s stored before those of 5-10 s (each sample right for its own time):
+    refused in one line naming the file and the series, never binned as stored."""
+    t = np.arange(0, 20.0, 1 / 30)
+    t = np.r_[t[:150], t[300:450], t[150:300], t[450:]]
+    _cebra_nwb(tmp_path / "raw" / "s0.nwb")
+    _cebra_nwb(tmp_path / "raw" / "s1.nwb", timestamps=t, data=_track(t), seed=1)
+    line = _refused(tmp_path, _preprocess_nwb(tmp_path, ["raw/s0.nwb", "raw/s1.nwb"]))
+    assert line.startswith("error: raw/s1.nwb: position: timestamps are not increasing"), line
+
+
+def test_nwb_series_not_found_lists_the_names(tmp_path):
+    _cebra_nwb(tmp_path / "raw" / "s0.nwb", name="linear_position")
+    line = _refused(tmp_path, _preprocess_nwb(tmp_path, ["raw/s0.nwb"]))
+    assert line == ("error: raw/s0.nwb: no behaviour time series named 'position' (config key "
+                    "cebra.data.nwb.behavior); the file has these time series: 'linear_position'")
+
+
+
+def test_nwb_series_name_held_twice_needs_its_path(tmp_path):
+    """Two series named 'position' (raw pixels in acquisition, metres in a processing module):
+    refused, listing both; their path in the file selects one."""
+    from pynwb import NWBHDF5IO, TimeSeries
+
+    t = np.arange(0, 20.0, 1 / 30)
+    _cebra_nwb(tmp_path / "raw" / "s0.nwb")
+    with NWBHDF5IO(str(tmp_path / "raw" / "s0.nwb"), "a") as io_:
+        nwb = io_.read()
+        nwb.add_acquisition(TimeSeries(name="position", data=_track(t)[:, None] * 300, unit="pixels", timestamps=t))
+        io_.write(nwb)
+    line = _refused(tmp_path, _preprocess_nwb(tmp_path, ["raw/s0.nwb"]))
+    assert line == ("error: raw/s0.nwb: 2 time series are named 'position' (acquisition/position, "
+                    "processing/behavior/position); give the path of one in config key cebra.data.nwb.behavior")
+    r = _preprocess_nwb(tmp_path, ["raw/s0.nwb"], behavior="processing/behavior/position")
+    assert r.returncode == 0, r.stderr
+    d = dc.load_processed(tmp_path / "data" / "processed" / "cebra.h5")
+    assert np.allclose(d["sessions"][0]["behavior"][:, 0], _track(_bins(t[0], t[-1])[1]), atol=2e-3)
+
+def test_nwb_sessions_in_different_units_refused(tmp_path):
+    """One session in metres, the next in centimetres: not one behaviour variable."""
+    t = np.arange(0, 20.0, 1 / 30)
+    _cebra_nwb(tmp_path / "raw" / "s0.nwb")
+    _cebra_nwb(tmp_path / "raw" / "s1.nwb", data=_track(t) * 100, unit="cm", seed=1)
+    line = _refused(tmp_path, _preprocess_nwb(tmp_path, ["raw/s0.nwb", "raw/s1.nwb"]))
+    assert line.startswith("error: raw/s1.nwb: position: behaviour declared in 'cm', but in 'm' in "
+                           "raw/s0.nwb"), line
+
+
+@pytest.mark.parametrize("case,needle", [
+    ("milliseconds", "error: raw/s0.nwb: no spike time of the Units table (5000-19990 s) falls within the span of "
+                     "'position'"),
+    ("observed_part", "error: raw/s0.nwb: unit 0 of the Units table is observed 0-8 s (obs_intervals), not over the "
+                      "whole binned span"),
+])
+def test_nwb_units_table_time_base(tmp_path, case, needle):
+    """The Units table's spike times are seconds on the behaviour's time base: spike times in
+    milliseconds match nothing and are refused; a unit observed over part of the session only
+    would read as silent elsewhere and is refused."""
+    spikes = [np.linspace(5.0, 19.99, 40) * (1000 if case == "milliseconds" else 1) for _ in range(3)]
+    _cebra_nwb(tmp_path / "raw" / "s0.nwb", spikes=spikes,
+               obs_intervals=np.array([[0.0, 8.0]]) if case == "observed_part" else None)
+    line = _refused(tmp_path, _preprocess_nwb(tmp_path, ["raw/s0.nwb"]))
+    assert line.startswith(needle), line
+
+
 # ----------------------------------------------------------------------------- bad input
 def _npz_sessions(folder: Path, sessions):
     folder.mkdir()

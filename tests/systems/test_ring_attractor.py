@@ -288,6 +288,141 @@ def test_bad_nwb_named(rcfg, tmp_path, case, needle):
     assert not (tmp_path / "p.h5").exists()
 
 
+# NWB as the field writes it: declared units (conversion, offset), a time base given by rate and
+# starting_time, timestamps with dropped frames or stored out of order. Built here with pynwb
+# and preprocessed through the command line the workflow runs (relative paths, as Snakemake does).
+def _heading(t):
+    """The true head direction (rad, unwrapped) at time t (s)."""
+    t = np.asarray(t, float)
+    return 1.5 * np.sin(0.8 * t) + 0.6 * t
+
+
+def _hd_file(path: Path, data, *, timestamps=None, rate=None, starting_time=0.0, unit="radians", conversion=1.0,
+             offset=0.0, name="head_direction"):
+    """A CompassDirection SpatialSeries ``name`` holding ``data`` as stored, with the declared
+    ``unit``, ``conversion``, ``offset`` and either ``timestamps`` or ``rate``/``starting_time``."""
+    from datetime import datetime, timezone
+
+    from pynwb import NWBHDF5IO, NWBFile
+    from pynwb.behavior import CompassDirection
+
+    nwb = NWBFile(session_description="hd", identifier="hd", session_start_time=datetime(2020, 1, 1, tzinfo=timezone.utc))
+    timing = {"timestamps": timestamps} if timestamps is not None else {"rate": rate, "starting_time": starting_time}
+    cd = CompassDirection(name="CompassDirection")
+    cd.create_spatial_series(name=name, data=data, reference_frame="arena north", unit=unit, conversion=conversion,
+                             offset=offset, **timing)
+    nwb.create_processing_module("behavior", "behaviour").add(cd)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with NWBHDF5IO(str(path), "w") as io_:
+        io_.write(nwb)
+
+
+def _preprocess_hd(tmp_path: Path, degrees=False, **nwb_cfg):
+    """``neurotrain preprocess`` of raw/hd.nwb (relative to ``tmp_path``, the working directory)
+    with 1 s trajectories, as the workflow's rule runs it; the output is data/processed/ring_attractor.h5."""
+    import yaml
+
+    block = copy.deepcopy(SMALL)
+    block["data"].update(source="nwb", nwb={"path": "raw/hd.nwb", "degrees": degrees, **nwb_cfg})
+    block["data"]["embedded"]["duration"] = 1.0
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"systems": ["ring_attractor"], "ring_attractor": block}))
+    return subprocess.run([NEUROTRAIN, "preprocess", "--system", "ring_attractor", "--config", "config.yaml", "--raw",
+                           "raw/hd.nwb", "--out", "data/processed/ring_attractor.h5"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _segments_follow_the_truth(tmp_path: Path, t0: float, t1: float) -> int:
+    """Every processed trajectory is the true heading (and its angular velocity) over some
+    1 s stretch of the 0.02 s grid from t0; returns how many trajectories there are."""
+    d = dr.load_processed(tmp_path / "data" / "processed" / "ring_attractor.h5")
+    grid = np.arange(t0, t1, 0.02)
+    truth, omega = _heading(grid), np.gradient(_heading(grid), 0.02)
+    for theta, w in zip(d["theta"], d["omega"]):
+        errs = [np.abs(np.angle(np.exp(1j * (theta - truth[k:k + 50])))).max() for k in range(len(grid) - 49)]
+        k = int(np.argmin(errs))
+        assert errs[k] < 2e-3, f"a trajectory matches no stretch of the true heading (best error {errs[k]:.3g} rad)"
+        assert np.allclose(w[1:-1], omega[k + 1:k + 49], atol=0.02), "angular velocity is not the true one"
+    return len(d["theta"])
+
+
+@pytest.mark.parametrize("encoding", ["centidegrees", "offset_degrees_rate"])
+def test_nwb_heading_read_in_declared_units(tmp_path, encoding):
+    """int32 centi-degrees declared in radians (conversion pi/18000), or float degrees minus 180
+    with offset 180 on a rate/starting_time time base: both read as the true heading and angular
+    velocity (not 57 times it, not half a turn away)."""
+    t = np.arange(1000) * 0.02
+    deg = np.rad2deg(np.mod(_heading(t), 2 * np.pi))
+    if encoding == "centidegrees":
+        _hd_file(tmp_path / "raw" / "hd.nwb", np.round(deg * 100).astype(np.int32), timestamps=t,
+                 conversion=np.pi / 18000)
+        r = _preprocess_hd(tmp_path)
+        t0 = 0.0
+    else:
+        t0 = 5.0
+        t = t + t0
+        deg = np.rad2deg(np.mod(_heading(t), 2 * np.pi))
+        _hd_file(tmp_path / "raw" / "hd.nwb", deg - 180.0, rate=50.0, starting_time=t0, unit="degrees", offset=180.0)
+        r = _preprocess_hd(tmp_path, degrees=True)
+    assert r.returncode == 0, r.stderr
+    assert _segments_follow_the_truth(tmp_path, t0, t[-1]) == 19
+
+
+def _refused(tmp_path: Path, r) -> str:
+    """The one error line of a refused preprocess (exit 2, no traceback, nothing written)."""
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, r.stderr
+    out = tmp_path / "data" / "processed"
+    assert not out.exists() or not list(out.iterdir()), "no output, no temporary file"
+    return lines[0]
+
+
+@pytest.mark.parametrize("unit,degrees,line", [
+    ("degrees", False, "error: raw/hd.nwb: head_direction: declared unit 'degrees' contradicts config key "
+                       "ring_attractor.data.nwb.degrees (false: radians)"),
+    ("rad", True, "error: raw/hd.nwb: head_direction: declared unit 'rad' contradicts config key "
+                  "ring_attractor.data.nwb.degrees (true: degrees)"),
+    ("cm", False, "error: raw/hd.nwb: head_direction: declared unit 'cm' is not an angle (radians or degrees, "
+                  "config key ring_attractor.data.nwb.degrees)"),
+])
+def test_nwb_unit_contradicting_the_config_refused(tmp_path, unit, degrees, line):
+    t = np.arange(1000) * 0.02
+    _hd_file(tmp_path / "raw" / "hd.nwb", np.mod(_heading(t), 2 * np.pi), timestamps=t, unit=unit)
+    assert _refused(tmp_path, _preprocess_hd(tmp_path, degrees=degrees)) == line
+
+
+def test_nwb_nan_timestamps_are_gaps(tmp_path):
+    """Dropped frames left as NaN timestamps (their stored angles garbage): two single frames,
+    the last frame, and a run of 40 frames (0.8 s, longer than max_gap 0.5 s). The samples are
+    dropped and the log says so; no trajectory spans the long gap, and every trajectory is the
+    true heading."""
+    t = np.arange(1000) * 0.02
+    angle = np.mod(_heading(t), 2 * np.pi)
+    nan = np.r_[100, 333, 500:540, 999]
+    t[nan], angle[nan] = np.nan, 0.0
+    _hd_file(tmp_path / "raw" / "hd.nwb", angle, timestamps=t)
+    r = _preprocess_hd(tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert f"raw/hd.nwb: head_direction: {len(nan)} sample(s) with NaN timestamps dropped" in r.stderr
+    # 0-10 s and 10.8-19.96 s: 10 + 9 gap-free trajectories of 1 s
+    assert _segments_follow_the_truth(tmp_path, 0.0, 19.96) == 19
+
+
+def test_nwb_unsorted_timestamps_and_missing_series_refused(tmp_path):
+    """Frames of 8-12 s stored before those of 4-8 s: refused, naming the file and the series;
+    a series name that is not in the file: refused, listing the names that are."""
+    t = np.arange(1000) * 0.02
+    t = np.r_[t[:200], t[400:600], t[200:400], t[600:]]
+    _hd_file(tmp_path / "raw" / "hd.nwb", np.mod(_heading(t), 2 * np.pi), timestamps=t)
+    line = _refused(tmp_path, _preprocess_hd(tmp_path))
+    assert line.startswith("error: raw/hd.nwb: head_direction: timestamps are not increasing: sample 400 at 4 s "
+                           "follows sample 399 at 11.98 s"), line
+    line = _refused(tmp_path, _preprocess_hd(tmp_path, series="heading"))
+    assert line == ("error: raw/hd.nwb: no time series named 'heading' (config key ring_attractor.data.nwb.series); "
+                    "the file has these time series: 'head_direction'")
+
+
 # ----------------------------------------------------------------------------- bad config, NaN
 @pytest.mark.parametrize("key,value,needle", [
     ("n_exc", -5, "ring_attractor.model.n_exc"),

@@ -26,7 +26,8 @@ import h5py
 import numpy as np
 
 from neurotrain.errors import NeurotrainError
-from neurotrain.io import atomic_path, check_arrays, open_hdf5_checked, read_hdf5
+from neurotrain.io import atomic_path, check_arrays, read_hdf5
+from neurotrain.nwb import canonical_unit, check_observed, read_nwb
 from neurotrain.fetch import read_verified
 
 log = logging.getLogger("neurotrain.systems.cebra.data")
@@ -102,37 +103,52 @@ def load_rat(path: Path, md5: str) -> dict:
 
 # --------------------------------------------------------------------------- NWB
 def load_nwb(path: Path, cfg: dict, dt: float) -> dict:
-    """A session from NWB: spike times of the Units table binned at ``dt``; the behaviour time
-    series named ``cfg['behavior']`` interpolated to the bin centres."""
-    from pynwb import NWBHDF5IO, TimeSeries
+    """A session from NWB (``cfg`` is ``data.nwb``): ``spikes`` [T, N] float32, the spike times
+    (s) of each of the N units of the Units table counted in bins of ``dt`` s; ``behavior``
+    [T, B] float32, the time series named ``cfg['behavior']`` in its declared unit (``data *
+    conversion + offset``), interpolated linearly to the bin centres; ``behavior_unit``, that
+    unit as the file spells it. The bins span the behaviour's first to last timed sample; spikes
+    outside are not counted (the log says how many).
 
-    open_hdf5_checked(path, "NWB file").close()  # no link to another file (pynwb would follow it)
-    try:
-        with NWBHDF5IO(str(path), "r") as nio:
-            nwb = nio.read()
-            if nwb.units is None or len(nwb.units) == 0:
-                raise NeurotrainError(path, "no Units table (spike times) in the NWB file")
-            trains = [np.asarray(nwb.units["spike_times"][i]) for i in range(len(nwb.units))]
-            series = [o for o in nwb.objects.values() if isinstance(o, TimeSeries) and o.name == cfg["behavior"]]
-            if not series:
-                raise NeurotrainError(path, f"no behaviour time series named {cfg['behavior']!r} (config key cebra.data.nwb.behavior)")
-            ts = series[0]
-            values = np.asarray(ts.data[:], np.float64)
-            times = np.asarray(ts.timestamps[:]) if ts.timestamps is not None else ts.starting_time + np.arange(len(values)) / ts.rate
-    except NeurotrainError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - h5py/hdmf raise many types for damaged files
-        raise NeurotrainError(path, f"cannot read NWB file ({exc.__class__.__name__}: {exc})") from None
+    The rules of :mod:`neurotrain.nwb` apply: samples with NaN timestamps (dropped frames) or a
+    NaN value (tracking lost) are dropped and logged, and the behaviour is interpolated across
+    the gap they leave; timestamps that do not increase are refused. Raises NeurotrainError
+    naming the file (unreadable, no such series (the names it has are listed), no Units table,
+    no spike inside the behaviour's span: another time base, a unit not observed over the span
+    (``obs_intervals``)) or ``<file>: <series>`` (bad timestamps or shape, no finite sample).
+    """
+    s, units = read_nwb(path, cfg["behavior"], "cebra.data.nwb.behavior", label="behaviour time series", spikes=True)
+    times, values = s.times, s.values
     if values.ndim == 1:
         values = values[:, None]
-    if len(values) < 2 or len(times) != len(values):
-        raise NeurotrainError(path, f"behaviour time series {cfg['behavior']!r} has {len(values)} samples and "
-                                    f"{len(times)} timestamps")
+    if values.ndim != 2:
+        raise NeurotrainError(s.where, f"behaviour must be [n] or [n, B] per sample, got shape {values.shape}")
+    ok = np.isfinite(values).all(1)
+    if ok.sum() < 2:
+        raise NeurotrainError(s.where, f"has {int(ok.sum())} samples with finite values; need at least two")
+    if not ok.all():
+        log.warning("%s: %d sample(s) with a NaN value dropped (tracking lost); behaviour interpolated across the "
+                    "gaps", s.where, int((~ok).sum()))
+        times, values = times[ok], values[ok]
     edges = np.arange(times[0], times[-1] + dt / 2, dt)
+    if len(edges) < 2:
+        raise NeurotrainError(s.where, f"spans {times[-1] - times[0]:.6g} s, less than one bin of {dt} s")
     centres = edges[:-1] + dt / 2
-    spikes = np.stack([np.histogram(t, edges)[0] for t in trains], 1).astype(np.float32)
+    check_observed(units, path, edges[0], edges[-1], dt)
+    counts = [np.histogram(t, edges)[0] for t in units.spike_times]
+    total = sum(len(t) for t in units.spike_times)
+    inside = int(sum(c.sum() for c in counts))
+    if total and not inside:
+        first = min(t.min() for t in units.spike_times if len(t))
+        last = max(t.max() for t in units.spike_times if len(t))
+        raise NeurotrainError(path, f"no spike time of the Units table ({first:.6g}-{last:.6g} s) falls within the "
+                                    f"span of {s.name!r} ({edges[0]:.6g}-{edges[-1]:.6g} s): not one time base")
+    if inside < total:
+        log.info("%s: %d of %d spikes lie outside the span of %r (%.6g-%.6g s) and are not counted",
+                 path, total - inside, total, s.name, edges[0], edges[-1])
+    spikes = np.stack(counts, 1).astype(np.float32)
     behavior = np.stack([np.interp(centres, times, values[:, j]) for j in range(values.shape[1])], 1)
-    return {"spikes": spikes, "behavior": behavior.astype(np.float32)}
+    return {"spikes": spikes, "behavior": behavior.astype(np.float32), "behavior_unit": s.unit}
 
 
 # --------------------------------------------------------------------------- preprocess
@@ -187,7 +203,14 @@ def read_sessions(cfg: dict, raw: list[Path]) -> tuple[list[str], list[dict], fl
     dup = sorted({x for x in stems if stems.count(x) > 1})
     if dup:
         raise NeurotrainError(", ".join(map(str, raw)), f"two NWB files share the session name {dup[0]!r} (file stem)")
-    return stems, [load_nwb(p, d["nwb"], d["nwb"]["bin_size"]) for p in paths], d["nwb"]["bin_size"]
+    sessions = [load_nwb(p, d["nwb"], d["nwb"]["bin_size"]) for p in paths]
+    # one behaviour variable in one unit across sessions (decoding and consistency compare them)
+    units = [s.pop("behavior_unit") for s in sessions]
+    for p, u in zip(paths[1:], units[1:]):
+        if canonical_unit(u) != canonical_unit(units[0]):
+            raise NeurotrainError(f"{p}: {d['nwb']['behavior']}", f"behaviour declared in {u!r}, but in {units[0]!r} "
+                                                                 f"in {paths[0]}: sessions must share one unit")
+    return stems, sessions, d["nwb"]["bin_size"]
 
 
 def preprocess_raw(cfg: dict, raw, out: str | Path) -> None:
@@ -197,8 +220,9 @@ def preprocess_raw(cfg: dict, raw, out: str | Path) -> None:
     d = cfg["data"]
     min_length = max(d["min_session_bins"], 10)
     where = raw[0] if len(raw) == 1 else ", ".join(map(str, raw))
+    files = dict(zip(names, raw)) if d["source"] == "nwb" else {}  # an NWB session is its file
     for name, s in zip(names, sessions):
-        _check_session(name, s, where, min_length, d["test_fraction"])
+        _check_session(name, s, files.get(name, where), min_length, d["test_fraction"])
     n_beh = {s["behavior"].shape[1] for s in sessions}
     if len(n_beh) != 1:
         raise NeurotrainError(where, f"sessions have different behaviour dimensions {sorted(n_beh)}")

@@ -9,7 +9,8 @@ exponential durations (means ``dark_mean`` and ``light_mean`` s). The true direc
 ground truth the network is scored against.
 
 NWB (a user's recording, or one fetched with its md5): the head direction is the
-``TimeSeries``/``SpatialSeries`` named ``data.nwb.series`` (radians, or degrees with
+``TimeSeries``/``SpatialSeries`` named ``data.nwb.series``, read in its declared units
+(``conversion``, ``offset``) which must be the config's (radians, or degrees with
 ``data.nwb.degrees: true``), resampled to ``dt`` by circular interpolation and cut into
 segments of the trajectory length. A recording has no darkness: the light schedule is drawn as
 for the embedded data (the network must integrate the animal's own angular velocity between
@@ -31,15 +32,19 @@ Attributes: ``dt`` (s), ``source``, ``source_sha256``.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from neurotrain.errors import NeurotrainError
-from neurotrain.io import atomic_path, check_arrays, open_hdf5_checked, read_hdf5, sha256_file
+from neurotrain.io import atomic_path, check_arrays, read_hdf5, sha256_file
 from neurotrain.fetch import verify_md5
+from neurotrain.nwb import UNDECLARED, canonical_unit, read_nwb
 from neurotrain.splits import random_split
+
+log = logging.getLogger("neurotrain.systems.ring_attractor.data")
 
 TRAJ_FILE = "trajectories.npz"
 
@@ -97,37 +102,48 @@ def generate_embedded(cfg: dict, out_dir: str | Path) -> None:
 
 
 # --------------------------------------------------------------------------- NWB
-def read_nwb_direction(path: Path, series: str, degrees: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(times [n] s, head direction [n] rad) from the named series of an NWB file."""
-    from pynwb import NWBHDF5IO, TimeSeries
+ANGLE_KEY = "ring_attractor.data.nwb.degrees"
 
-    open_hdf5_checked(path, "NWB file").close()  # no link to another file (pynwb would follow it)
-    try:
-        with NWBHDF5IO(str(path), "r") as nio:
-            nwb = nio.read()
-            found = [o for o in nwb.objects.values() if isinstance(o, TimeSeries) and o.name == series]
-            if not found:
-                raise NeurotrainError(path, f"no time series named {series!r} (config key ring_attractor.data.nwb.series)")
-            ts = found[0]
-            values = np.asarray(ts.data[:], np.float64)
-            times = (np.asarray(ts.timestamps[:], np.float64) if ts.timestamps is not None
-                     else ts.starting_time + np.arange(len(values)) / ts.rate)
-    except NeurotrainError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - h5py/hdmf raise many types for damaged files
-        raise NeurotrainError(path, f"cannot read NWB file ({exc.__class__.__name__}: {exc})") from None
+
+def read_nwb_direction(path: Path, series: str, degrees: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(times [n] s, head direction [n] rad) from the named series of an NWB file.
+
+    The series is read in its declared units (``data * conversion + offset``) on its own
+    timestamps, by the rules of :mod:`neurotrain.nwb` (samples with NaN timestamps dropped and
+    logged, timestamps that do not increase refused); samples with a NaN angle (tracking lost)
+    are dropped too, so that both leave gaps (``data.nwb.max_gap`` decides which split the
+    recording). The declared unit must be the config's: radians, or degrees with
+    ``data.nwb.degrees: true``; a series that declares no unit (or a ``SpatialSeries`` left at
+    pynwb's default ``'meters'``) is read in the config's unit, with a warning.
+
+    Raises NeurotrainError naming the file (unreadable, no such series) or ``<file>: <series>``
+    (a unit that contradicts ``data.nwb.degrees`` or is no angle, not one angle per sample,
+    bad timestamps, no finite sample).
+    """
+    s, _ = read_nwb(path, series, "ring_attractor.data.nwb.series")
+    expected = "degrees" if degrees else "radians"
+    declared = canonical_unit(s.unit)
+    if declared in ("radians", "degrees"):
+        if declared != expected:
+            raise NeurotrainError(s.where, f"declared unit {s.unit!r} contradicts config key {ANGLE_KEY} "
+                                           f"({str(degrees).lower()}: {expected})")
+    elif declared in UNDECLARED or (declared == "meters" and s.kind == "SpatialSeries"):
+        log.warning("%s: declared unit %r is no angle unit (it says nothing about the angle); read as %s, "
+                    "as config key %s says", s.where, s.unit, expected, ANGLE_KEY)
+    else:
+        raise NeurotrainError(s.where, f"declared unit {s.unit!r} is not an angle (radians or degrees, "
+                                       f"config key {ANGLE_KEY})")
+    values = s.values
     if values.ndim == 2 and values.shape[1] == 1:
         values = values[:, 0]
     if values.ndim != 1:
-        raise NeurotrainError(path, f"series {series!r} must be one angle per sample, got shape {values.shape}")
-    if len(values) != len(times) or len(values) < 2:
-        raise NeurotrainError(path, f"series {series!r} has {len(values)} samples and {len(times)} timestamps")
-    if np.any(np.diff(times) <= 0):
-        raise NeurotrainError(path, f"series {series!r}: timestamps are not increasing")
+        raise NeurotrainError(s.where, f"must be one angle per sample, got shape {values.shape}")
     ok = np.isfinite(values)
     if not ok.any():
-        raise NeurotrainError(path, f"series {series!r} has no finite samples")
-    return times[ok], np.deg2rad(values[ok]) if degrees else values[ok]
+        raise NeurotrainError(s.where, "has no finite samples")
+    if not ok.all():
+        log.warning("%s: %d sample(s) with a NaN angle dropped (tracking lost)", s.where, int((~ok).sum()))
+    return s.times[ok], np.deg2rad(values[ok]) if degrees else values[ok]
 
 
 def nwb_trajectories(path: Path, cfg: dict, rng: np.random.Generator) -> dict:
