@@ -247,11 +247,11 @@ def test_nwb_download_from_loopback_and_preprocess(rcfg, tmp_path):
         srv.close()
     cfg = copy.deepcopy(rcfg)
     cfg["data"].update(source="nwb")
-    cfg["data"]["nwb"].update(degrees=True, md5=hashlib.md5(body).hexdigest())
+    cfg["data"]["nwb"].update(degrees=True, md5=hashlib.md5(body).hexdigest(), velocity_window=0.0)
     cfg["data"]["embedded"].update(duration=1.0)
     dr.preprocess_raw(cfg, [got], tmp_path / "p.h5")
     d = dr.load_processed(tmp_path / "p.h5")
-    assert d["omega"].shape[1] == 50 and len(d["omega"]) >= 7
+    assert d["omega"].shape[1] == 50 and len(d["omega"]) >= 6  # 8 s: 8 trajectories, 2 left out as gaps
     # the first segment follows the recorded direction
     grid = t[0] + np.arange(50) * 0.02
     ref = np.interp(grid, t, np.unwrap(angle))
@@ -267,7 +267,7 @@ def test_nwb_download_from_loopback_and_preprocess(rcfg, tmp_path):
     ("corrupt", "cannot read NWB file"),
     ("wrong_name", "no time series named 'head_direction'"),
     ("all_nan", "no finite samples"),
-    ("too_short", "gap-free segments"),
+    ("too_short", "gap-free trajectories"),
 ])
 def test_bad_nwb_named(rcfg, tmp_path, case, needle):
     f = tmp_path / "x.nwb"
@@ -286,6 +286,48 @@ def test_bad_nwb_named(rcfg, tmp_path, case, needle):
         dr.preprocess_raw(cfg, [f], tmp_path / "p.h5")
     assert str(f) in str(exc.value)
     assert not (tmp_path / "p.h5").exists()
+
+
+def test_tracked_angle_smoothed_and_recording_split_in_time_blocks(rcfg, tmp_path):
+    """Tracking at 40 Hz with 3 degrees of jitter: the angular velocity is the Savitzky-Golay
+    derivative, far closer to the truth than the raw angle's; the trajectories of the one
+    recording are split in time blocks, a trajectory's gap between them, no sample shared."""
+    from datetime import datetime, timezone
+
+    from pynwb import NWBHDF5IO, NWBFile
+    from pynwb.behavior import CompassDirection
+
+    rng = np.random.default_rng(0)
+    t = np.arange(0, 60, 1 / 40)
+    true = _heading(t)
+    tracked = true + np.deg2rad(3) * rng.normal(size=len(t))
+    nwb = NWBFile(session_description="hd", identifier="hd2", session_start_time=datetime(2020, 1, 1, tzinfo=timezone.utc))
+    cd = CompassDirection(name="CompassDirection")
+    cd.create_spatial_series(name="head_direction", data=(tracked + np.pi) % (2 * np.pi) - np.pi, timestamps=t,
+                             reference_frame="arena", unit="radians")
+    nwb.create_processing_module("behavior", "behaviour").add(cd)
+    with NWBHDF5IO(str(tmp_path / "hd.nwb"), "w") as io_:
+        io_.write(nwb)
+    cfg = copy.deepcopy(rcfg)
+    cfg["data"]["source"] = "nwb"
+    cfg["data"]["embedded"]["duration"] = 1.0
+    errors = {}
+    for window in (0.0, 0.2):
+        cfg["data"]["nwb"]["velocity_window"] = window
+        dr.preprocess_raw(cfg, [tmp_path / "hd.nwb"], tmp_path / f"p{window}.h5")
+        d = dr.load_processed(tmp_path / f"p{window}.h5")
+        n, T = d["omega"].shape
+        grid = np.arange(0, 60, 0.01)[:60 * T].reshape(60, T)  # the recording's trajectories, gaps included
+        err = []
+        for theta, omega in zip(d["theta"], d["omega"]):  # each kept trajectory: its place in time by its angle
+            k = np.argmin([np.abs(np.angle(np.exp(1j * (theta - _heading(g))))).mean() for g in grid])
+            err.append(omega - (1.5 * 0.8 * np.cos(0.8 * grid[k]) + 0.6))  # d/dt of _heading
+        errors[window] = np.sqrt(np.mean(np.square(err)))
+    assert errors[0.2] < errors[0.0] / 3, errors
+    assert np.rad2deg(errors[0.2]) < 30
+    # 59 whole trajectories of 1 s: train, a gap, validation, a gap, test (the latest)
+    order = d["split"]
+    assert n == 57 and list(order) == sorted(order) and sorted(set(order)) == [0, 1, 2]
 
 
 # NWB as the field writes it: declared units (conversion, offset), a time base given by rate and
@@ -323,7 +365,8 @@ def _preprocess_hd(tmp_path: Path, degrees=False, **nwb_cfg):
     import yaml
 
     block = copy.deepcopy(SMALL)
-    block["data"].update(source="nwb", nwb={"path": "raw/hd.nwb", "degrees": degrees, **nwb_cfg})
+    # no smoothing: the values are compared with the exact heading (smoothing has its own test)
+    block["data"].update(source="nwb", nwb={"path": "raw/hd.nwb", "degrees": degrees, "velocity_window": 0.0, **nwb_cfg})
     block["data"]["embedded"]["duration"] = 1.0
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({"systems": ["ring_attractor"], "ring_attractor": block}))
     return subprocess.run([NEUROTRAIN, "preprocess", "--system", "ring_attractor", "--config", "config.yaml", "--raw",
@@ -335,7 +378,7 @@ def _segments_follow_the_truth(tmp_path: Path, t0: float, t1: float) -> int:
     """Every processed trajectory is the true heading (and its angular velocity) over some
     1 s stretch of the 0.02 s grid from t0; returns how many trajectories there are."""
     d = dr.load_processed(tmp_path / "data" / "processed" / "ring_attractor.h5")
-    grid = np.arange(t0, t1, 0.02)
+    grid = np.arange(t0, t1 + 1e-9, 0.02)  # the last sample included
     truth, omega = _heading(grid), np.gradient(_heading(grid), 0.02)
     for theta, w in zip(d["theta"], d["omega"]):
         errs = [np.abs(np.angle(np.exp(1j * (theta - truth[k:k + 50])))).max() for k in range(len(grid) - 49)]
@@ -364,7 +407,7 @@ def test_nwb_heading_read_in_declared_units(tmp_path, encoding):
         _hd_file(tmp_path / "raw" / "hd.nwb", deg - 180.0, rate=50.0, starting_time=t0, unit="degrees", offset=180.0)
         r = _preprocess_hd(tmp_path, degrees=True)
     assert r.returncode == 0, r.stderr
-    assert _segments_follow_the_truth(tmp_path, t0, t[-1]) == 19
+    assert _segments_follow_the_truth(tmp_path, t0, t[-1]) == 18  # 20, two left out as gaps
 
 
 def _refused(tmp_path: Path, r) -> str:
@@ -406,7 +449,7 @@ def test_nwb_nan_timestamps_are_gaps(tmp_path):
     assert r.returncode == 0, r.stderr
     assert f"raw/hd.nwb: head_direction: {len(nan)} sample(s) with NaN timestamps dropped" in r.stderr
     # 0-10 s and 10.8-19.96 s: 10 + 9 gap-free trajectories of 1 s
-    assert _segments_follow_the_truth(tmp_path, 0.0, 19.96) == 19
+    assert _segments_follow_the_truth(tmp_path, 0.0, 19.96) == 17  # 19, two left out as gaps
 
 
 def test_nwb_unsorted_timestamps_and_missing_series_refused(tmp_path):

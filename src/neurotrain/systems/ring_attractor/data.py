@@ -42,7 +42,7 @@ from neurotrain.errors import NeurotrainError
 from neurotrain.io import atomic_path, check_arrays, read_hdf5, sha256_file
 from neurotrain.fetch import verify_md5
 from neurotrain.nwb import UNDECLARED, canonical_unit, read_nwb
-from neurotrain.splits import random_split
+from neurotrain.splits import block_split, random_split
 
 log = logging.getLogger("neurotrain.systems.ring_attractor.data")
 
@@ -146,35 +146,54 @@ def read_nwb_direction(path: Path, series: str, degrees: bool) -> tuple[np.ndarr
     return s.times[ok], np.deg2rad(values[ok]) if degrees else values[ok]
 
 
+def smooth_direction(theta_u: np.ndarray, dt: float, window: float) -> tuple[np.ndarray, np.ndarray]:
+    """(angle [n] rad, angular velocity [n] rad/s) of an unwrapped angle sampled every ``dt`` s,
+    both from one Savitzky-Golay filter (polynomial order 2, ``window`` s; scipy.signal.savgol_filter),
+    so that tracking jitter is not differentiated into spurious velocity. ``window`` 0: the raw
+    angle and its central difference."""
+    from scipy.signal import savgol_filter
+
+    n = len(theta_u)
+    w = int(round(window / dt)) | 1  # odd
+    if window <= 0 or w < 5 or n < w:
+        return theta_u, np.gradient(theta_u, dt) if n > 1 else np.zeros(n)
+    return (savgol_filter(theta_u, w, 2, mode="interp"),
+            savgol_filter(theta_u, w, 2, deriv=1, delta=dt, mode="interp"))
+
+
 def nwb_trajectories(path: Path, cfg: dict, rng: np.random.Generator) -> dict:
-    """Cut an NWB head-direction recording into trajectories of the configured length."""
+    """Cut an NWB head-direction recording into trajectories of the configured length.
+
+    The angle is resampled to ``dt`` on each gap-free stretch (gaps longer than
+    ``nwb.max_gap`` are never bridged), smoothed and differentiated there
+    (:func:`smooth_direction`, ``nwb.velocity_window``), and cut into consecutive trajectories.
+    ``start`` [n] gives each trajectory's first sample on the recording's grid, for the split in
+    time blocks."""
     d = cfg["data"]
     e, nwb = d["embedded"], d["nwb"]
     dt = e["dt"]
     T = int(round(e["duration"] / dt))
     times, angle = read_nwb_direction(path, nwb["series"], nwb["degrees"])
-    grid = np.arange(times[0], times[-1], dt)
     un = np.unwrap(angle)
-    # tracking gaps longer than max_gap are not bridged: segments must not span them
-    gap = np.diff(times) > nwb["max_gap"]
-    seg_id = np.concatenate([[0], np.cumsum(gap)])
-    theta_u = np.interp(grid, times, un)
-    grid_seg = seg_id[np.clip(np.searchsorted(times, grid, side="right") - 1, 0, len(times) - 1)]
-    starts = []
-    t = 0
-    while t + T <= len(grid):
-        if grid_seg[t] == grid_seg[t + T - 1]:
-            starts.append(t)
-            t += T
-        else:
-            t += 1
-    if len(starts) < 3:
-        raise NeurotrainError(path, f"recording yields {len(starts)} gap-free segments of {e['duration']} s; need at "
-                                    "least 3 (train, validation, test)")
-    theta = np.stack([theta_u[s:s + T] for s in starts])
-    omega = np.gradient(theta, dt, axis=1)
+    cuts = np.flatnonzero(np.diff(times) > nwb["max_gap"]) + 1
+    thetas, omegas, starts = [], [], []
+    for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(times)]):
+        if b - a < 2:
+            continue
+        t0 = times[a]
+        grid = np.arange(t0, times[b - 1] + 1e-12, dt)
+        th, om = smooth_direction(np.interp(grid, times[a:b], un[a:b]), dt, nwb["velocity_window"])
+        first = int(round((t0 - times[0]) / dt))
+        for k in range(0, len(grid) - T + 1, T):
+            thetas.append(th[k:k + T])
+            omegas.append(om[k:k + T])
+            starts.append(first + k)
+    if len(starts) < 5:
+        raise NeurotrainError(path, f"recording yields {len(starts)} gap-free trajectories of {e['duration']} s; need at "
+                                    "least 5 (train, validation and test blocks with a trajectory's gap between them)")
     light = light_schedule(len(starts), T, dt, e["cue_duration"], e["dark_mean"], e["light_mean"], rng)
-    return {"omega": omega.astype(np.float32), "theta": wrap(theta).astype(np.float32), "light": light}
+    return {"omega": np.stack(omegas).astype(np.float32), "theta": wrap(np.stack(thetas)).astype(np.float32),
+            "light": light, "start": np.asarray(starts, np.int64)}
 
 
 # --------------------------------------------------------------------------- preprocess
@@ -201,6 +220,11 @@ def preprocess_raw(cfg: dict, raw, out: str | Path) -> None:
             verify_md5(raw[0], d["nwb"]["md5"])
         tr = nwb_trajectories(raw[0], cfg, rng)
         dt, src, sha = d["embedded"]["dt"], "nwb", sha256_file(raw[0])
+        # consecutive trajectories of one recording: contiguous time blocks with a gap of one
+        split = block_split(tr.pop("start"), int(round(d["embedded"]["duration"] / dt)), d["val_fraction"],
+                            d["test_fraction"], "config key ring_attractor.data", "trajectories")
+        tr = {k: v[split >= 0] for k, v in tr.items()}
+        split = split[split >= 0]
     where = raw[0]
     shapes = {k: v.shape for k, v in tr.items()}
     if len({s for s in shapes.values()}) != 1 or len(shapes["omega"]) != 2:
@@ -208,7 +232,8 @@ def preprocess_raw(cfg: dict, raw, out: str | Path) -> None:
     for k, v in tr.items():
         if not np.all(np.isfinite(v)):
             raise NeurotrainError(where, f"{k} has {int(np.size(v) - np.isfinite(v).sum())} NaN/Inf values")
-    split = make_split(len(tr["omega"]), d["val_fraction"], d["test_fraction"], rng)
+    if src == "embedded":  # independent simulated trajectories
+        split = make_split(len(tr["omega"]), d["val_fraction"], d["test_fraction"], rng)
     with atomic_path(out) as tmp:
         with h5py.File(tmp, "w") as h:
             for k, v in tr.items():
