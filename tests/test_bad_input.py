@@ -852,7 +852,7 @@ CATALOGUE: dict[str, tuple[str, Callable]] = {
     "mat-overflow": ("spike counts beyond float32's range", mat_overflow),
     "download-md5-mismatch": ("a download whose md5 does not match", download_md5_mismatch),
     "download-file-url": ("a `file://` download address", download_file_url),
-    "download-unreachable": ("a download that fails every retry (HTTP 404)", download_unreachable),
+    "download-unreachable": ("a download that is not there (HTTP 404, not retried)", download_unreachable),
     "rat-checksum-mismatch": ("a rat recording (a pickle) with the wrong md5: never opened", rat_checksum_mismatch),
     "rat-pickle-corrupt": ("a rat recording with the right md5 that is not a joblib pickle", rat_pickle_corrupt),
     "nwb-unreadable": ("an NWB file that is not readable", nwb_unreadable),

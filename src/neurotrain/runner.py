@@ -139,12 +139,17 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--stage-spec", help="JSON {entry, reads, files} from the system's spec (what the rules pass, so "
                                              "that the stage does not import the spec; default: read the spec)")
         add_args(sp)
-    f = sub.add_parser("fetch", help="download one file of a real dataset, md5 verified, retried, written atomically",
-                       description="Download one file, md5 verified, retried, written atomically. Not tied to a "
-                                   "system: the workflow passes each file's address and checksum.")
-    f.add_argument("--url", required=True, help="address of the file")
-    f.add_argument("--md5", required=True, help="expected md5 (hex)")
-    f.add_argument("--retries", type=int, default=3)
+    f = sub.add_parser("fetch", help="download one file of a real dataset, checksum verified, retried, cached, "
+                                     "written atomically",
+                       description="Download one file (http or https), md5 or sha256 verified, retried, kept in a "
+                                   "cache folder, written atomically. Not tied to a system: the workflow passes "
+                                   "each file's address and checksum.")
+    f.add_argument("--url", required=True, help="address of the file (http or https)")
+    f.add_argument("--hash", "--md5", dest="hash", required=True,
+                   help="expected checksum: md5:<hex>, sha256:<hex>, or a plain md5 (hex)")
+    f.add_argument("--retries", type=int, default=3, help="attempts in all (default 3)")
+    f.add_argument("--cache", default="", help="cache folder, e.g. data/cache: a file there with the right checksum "
+                                               "is not downloaded again (default: no cache)")
     f.add_argument("--out", required=True, help="where to write it, e.g. data/raw/cebra/download/achilles.jl.gz")
     i = sub.add_parser("index", help="render the project report results/report.md over the finished systems")
     i.add_argument("--systems", required=True, help="comma-separated systems, in report order")
@@ -163,7 +168,8 @@ def main(argv=None) -> int:
 
 def _main(args) -> int:
     if args.stage == "fetch":
-        return guarded(lambda: _shared("fetch")(args.url, args.out, args.md5, retries=args.retries))
+        return guarded(lambda: _shared("fetch")(args.url, args.out, args.hash, retries=args.retries,
+                                                cache=args.cache or None))
     if args.stage == "index":
         return guarded(lambda: _shared("index")([s for s in args.systems.split(",") if s], args.results, args.out))
 

@@ -83,7 +83,8 @@ def conventional_stages(**reads: tuple[str, ...]) -> dict[str, Stage]:
 @dataclass(frozen=True)
 class Source:
     """A real-data source (``<system>.data.source``): ``downloads(data_block)`` returns
-    ``{filename: {"url", "md5", "retries"}}`` fetched into ``data/raw/<system>/download/``;
+    ``{filename: {"url", "md5", "retries"}}`` (or ``"hash"``: ``md5:<hex>``/``sha256:<hex>``
+    instead of ``"md5"``) fetched into ``data/raw/<system>/download/``;
     or ``user_files`` is the key path under ``data`` that holds the user's path(s)."""
 
     downloads: Callable[[dict], dict[str, dict]] | None = None

@@ -149,7 +149,7 @@ INDEX_CODE = [str(f) for f in registry.index_code(SYSTEMS)]
 ANALYSIS_ENV = str(Path(workflow.basedir) / "envs" / "analysis.yaml")
 
 
-# Real-data sources: files downloaded by fetch_dataset (address and md5 from the config), or
+# Real-data sources: files downloaded by fetch_dataset (address and checksum from the config), or
 # the user's own files (config keys holding a path or a list of paths).
 def _source(system):
     data = config[system]["data"]
@@ -167,17 +167,25 @@ def _downloads(system):
 
 
 def download_spec(wildcards):
-    """Address, md5 and retries of one download, as a dict for the fetch rule's params."""
+    """Address, checksum and retries of one download, for the fetch rule's params (``hash``:
+    md5:<hex>, sha256:<hex> or a plain md5, from the source's ``hash`` or ``md5``)."""
     files = _downloads(wildcards.system)
     if wildcards.filename not in files:
         raise WorkflowError(
             f"config key {wildcards.system}.data: no download named {wildcards.filename}"
         )
-    if not files[wildcards.filename]["md5"]:
+    entry = files[wildcards.filename]
+    checksum = entry.get("hash") or entry.get("md5")
+    if not checksum:
         raise WorkflowError(
             f"config key {wildcards.system}.data: no md5 for {wildcards.filename}"
         )
-    return files[wildcards.filename]
+    return {"url": entry["url"], "hash": checksum, "retries": entry["retries"]}
+
+
+def download_cache(wildcards):
+    """The download cache folder (config downloads.cache; '' = none)."""
+    return config["downloads"]["cache"] or ""
 
 
 def raw_dataset(wildcards):

@@ -72,6 +72,7 @@ rule fetch_dataset:
         runtime=60,
     params:
         spec=download_spec,
+        cache=download_cache,
     shell:
-        "python -m neurotrain.runner fetch --url {params.spec[url]:q} --md5 {params.spec[md5]:q}"
-        " --retries {params.spec[retries]:q} --out {output:q} > {log:q} 2>&1"
+        "python -m neurotrain.runner fetch --url {params.spec[url]:q} --hash {params.spec[hash]:q}"
+        " --retries {params.spec[retries]:q} --cache {params.cache:q} --out {output:q} > {log:q} 2>&1"

@@ -7,7 +7,12 @@ variable       shape                                meaning
 =============  ===================================  =========================================
 spikes         [n_trials, n_time, n_neurons]        spike counts per time bin
 inputs         [n_trials, n_time, n_inputs]         task inputs per bin
-conditions     [n_trials] or [n_trials, 1]          condition label per trial (any integers)
+conditions     [n_trials] or [n_trials, 1]          condition label per trial: integers, a char
+                                                    matrix (one row per trial, trailing blanks
+                                                    ignored), a char row (one character per
+                                                    trial) or a cell array of char; a MATLAB
+                                                    string array must be saved as
+                                                    cellstr(conditions)
 ei_labels      [n_neurons] or [n_neurons, 1]        0 = excitatory, 1 = inhibitory
 dt             scalar                               bin width in seconds
 outputs        [n_trials, n_time, n_outputs]        optional task outputs (behaviour)
@@ -15,7 +20,8 @@ outputs        [n_trials, n_time, n_outputs]        optional task outputs (behav
 
 Processed HDF5 (``data/processed/ei_rnn.h5``): ``spikes`` float32 [trials, time, neurons],
 ``inputs`` float32 [trials, time, inputs], ``outputs`` float32 [trials, time, outputs] (outputs
-may be 0), ``conditions`` int64 [trials] (0-based), ``condition_values`` int64 [conditions],
+may be 0), ``conditions`` int64 [trials] (0-based), ``condition_values`` [conditions] (the file's
+labels, sorted: int64 for numbers, UTF-8 strings for text labels),
 ``ei_labels`` int8 [neurons], ``train_idx``/``val_idx`` int64; attributes ``dt`` (s),
 ``source``, ``source_sha256``.
 """
@@ -141,15 +147,27 @@ def generate(cfg: dict, out_mat: str | Path, out_truth: str | Path) -> dict:
     return {"n_trials": len(conditions), "n_neurons": len(teacher.ei_labels), "n_time": T}
 
 
+def _kind(value) -> str:
+    """What a non-numeric value read from a .mat file is, in MATLAB's words."""
+    if isinstance(value, str) or (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
+        return "text (char or cell array of char)"
+    if isinstance(value, list):
+        return "a cell array"
+    if isinstance(value, dict):
+        return "a struct"
+    return f"dtype {np.asarray(value).dtype}"
+
+
 def _var(data: dict, cfg: dict, key: str, path: Path, required: bool = True):
     name = cfg["variables"][key]
     if name not in data:
         if required:
             raise NeurotrainError(path, f"missing variable {name!r} (config key ei_rnn.data.variables.{key})")
         return None
-    arr = np.asarray(data[name])
-    if arr.dtype.kind not in "biuf":
-        raise NeurotrainError(path, f"variable {name!r} is not numeric (dtype {arr.dtype})")
+    value = data[name]
+    arr = np.asarray(value) if isinstance(value, np.ndarray) else None
+    if arr is None or arr.dtype.kind not in "biuf":
+        raise NeurotrainError(path, f"variable {name!r} is not numeric ({_kind(value)})")
     arr = arr.astype(np.float64)
     if not np.all(np.isfinite(arr)):
         bad = int(np.size(arr) - np.isfinite(arr).sum())
@@ -157,17 +175,48 @@ def _var(data: dict, cfg: dict, key: str, path: Path, required: bool = True):
     return arr
 
 
+def _condition_labels(data: dict, cfg: dict, path: Path) -> np.ndarray:
+    """The condition label of each trial: float64 numbers, or text (a str array) from a char
+    matrix (one row per trial, trailing blanks dropped), a char row (one character per trial)
+    or a cell array of char."""
+    name = cfg["variables"]["conditions"]
+    value = data.get(name)
+    if isinstance(value, str):
+        labels = list(value)
+    elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        labels = [v.rstrip() for v in value]
+    elif isinstance(value, list) and value and all(isinstance(v, (int, float, np.integer, np.floating))
+                                                   and not isinstance(v, (bool, np.bool_)) for v in value):
+        return _var({name: np.asarray(value, np.float64)}, cfg, "conditions", path).reshape(-1)
+    elif isinstance(value, (list, dict)):
+        raise NeurotrainError(path, f"{name!r} must hold one label per trial: numbers, a char matrix or a cell "
+                                    f"array of char, not {_kind(value)}")
+    else:  # a numeric array, or missing (raises)
+        return _var(data, cfg, "conditions", path).reshape(-1)
+    for i, label in enumerate(labels):
+        if not label.strip():
+            raise NeurotrainError(path, f"{name!r} has an empty label for trial {i + 1}")
+    return np.array(labels, dtype=str)
+
+
 def load_mat_dataset(path: str | Path, cfg: dict) -> dict:
-    """Read and check a ``.mat`` export; returns arrays with the processed layout's shapes."""
+    """Read and check a ``.mat`` export (v5 or v7.3; layout in the module docstring).
+
+    Returns ``spikes`` [trials, time, neurons], ``inputs`` [trials, time, inputs], ``outputs``
+    [trials, time, outputs] (float64), ``conditions`` int64 [trials] (0-based index into
+    ``condition_values``, the sorted labels: int64 numbers or a str array), ``ei_labels`` int8
+    [neurons] and ``dt`` (s). Raises NeurotrainError naming ``path`` for a missing, non-numeric,
+    non-finite or misshapen variable and for the file errors of :func:`read_mat`.
+    """
     path = Path(path)
-    data = read_mat(path)
+    v = cfg["variables"]
+    data = read_mat(path, [v[k] for k in ("spikes", "inputs", "conditions", "ei_labels", "dt", "outputs")])
     spikes = _var(data, cfg, "spikes", path)
     inputs = _var(data, cfg, "inputs", path)
-    conditions = _var(data, cfg, "conditions", path).reshape(-1)
+    conditions = _condition_labels(data, cfg, path)
     labels = _var(data, cfg, "ei_labels", path).reshape(-1)
     dt = _var(data, cfg, "dt", path).reshape(-1)
     outputs = _var(data, cfg, "outputs", path, required=False)
-    v = cfg["variables"]
     if spikes.ndim != 3:
         raise NeurotrainError(path, f"{v['spikes']!r} must be [n_trials, n_time, n_neurons], got shape {spikes.shape}")
     n_trials, n_time, n_neurons = spikes.shape
@@ -195,12 +244,17 @@ def load_mat_dataset(path: str | Path, cfg: dict) -> dict:
         outputs = outputs[:, :, None]
     if outputs.ndim != 3 or outputs.shape[:2] != (n_trials, n_time):
         raise NeurotrainError(path, f"{v['outputs']!r} has shape {outputs.shape}, expected [{n_trials}, {n_time}, n_outputs]")
-    if np.any(conditions != np.round(conditions)):
-        raise NeurotrainError(path, f"{v['conditions']!r} must hold integer labels")
-    values, cond = np.unique(conditions.astype(np.int64), return_inverse=True)
+    if conditions.dtype.kind == "U":  # text labels
+        values, cond = np.unique(conditions, return_inverse=True)
+    else:
+        if np.any(conditions != np.round(conditions)):
+            raise NeurotrainError(path, f"{v['conditions']!r} must hold integer labels")
+        values, cond = np.unique(conditions.astype(np.int64), return_inverse=True)
     counts = np.bincount(cond)
     if counts.min() < 2:
-        raise NeurotrainError(path, f"condition {values[counts.argmin()]} has {counts.min()} trial(s); every condition needs at least 2")
+        label = values[counts.argmin()]
+        label = repr(str(label)) if values.dtype.kind == "U" else label
+        raise NeurotrainError(path, f"condition {label} has {counts.min()} trial(s); every condition needs at least 2")
     return {"spikes": spikes, "inputs": inputs, "outputs": outputs, "conditions": cond.astype(np.int64),
             "condition_values": values, "ei_labels": labels.astype(np.int8), "dt": float(dt[0])}
 
@@ -229,7 +283,11 @@ def preprocess(raw: str | Path, cfg: dict, out: str | Path) -> dict:
                                                f"range (largest {np.abs(d[key]).max():.3g})")
                 fh.create_dataset(key, data=d[key].astype(np.float32))
             fh.create_dataset("conditions", data=d["conditions"])
-            fh.create_dataset("condition_values", data=d["condition_values"])
+            if d["condition_values"].dtype.kind == "U":  # text labels, as UTF-8 strings
+                fh.create_dataset("condition_values", data=d["condition_values"].astype(object),
+                                  dtype=h5py.string_dtype())
+            else:
+                fh.create_dataset("condition_values", data=d["condition_values"])
             fh.create_dataset("ei_labels", data=d["ei_labels"])
             fh.create_dataset("train_idx", data=train_idx)
             fh.create_dataset("val_idx", data=val_idx)
@@ -241,9 +299,11 @@ def preprocess(raw: str | Path, cfg: dict, out: str | Path) -> dict:
 
 
 def load_processed(path: str | Path) -> dict:
-    """The processed HDF5 as a dict of numpy arrays (plus ``dt``)."""
+    """The processed HDF5 as a dict of numpy arrays (plus ``dt``); text ``condition_values`` come
+    back as a str array. Raises NeurotrainError naming ``path`` for a missing or bad array."""
     def read(fh):
-        out = {k: np.asarray(fh[k][()]) for k in fh.keys()}
+        out = {k: np.asarray(fh[k].asstr()[()], dtype=str) if h5py.check_string_dtype(fh[k].dtype)
+               else np.asarray(fh[k][()]) for k in fh.keys()}
         out["dt"] = float(fh.attrs["dt"])
         out["source_sha256"] = str(fh.attrs.get("source_sha256", ""))
         return out
