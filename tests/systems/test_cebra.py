@@ -363,10 +363,42 @@ def test_session_shorter_than_receptive_field(tmp_path, ccfg):
 
     ccfg["data"]["min_session_bins"] = 11
     ccfg["data"]["test_fraction"] = 0.5
-    _npz_sessions(tmp_path / "raw", [_session(T=20, seed=0), _session(T=200, seed=1)])
+    ccfg["data"]["split_gap"] = 9
+    _npz_sessions(tmp_path / "raw", [_session(T=30, seed=0), _session(T=200, seed=1)])
     dc.preprocess_raw(ccfg, [tmp_path / "raw"], tmp_path / "p.h5")
-    with pytest.raises(NeurotrainError, match="receptive field"):
+    with pytest.raises(NeurotrainError, match="6 training bins, not more than the model's receptive field"):
         run_training(ccfg, str(tmp_path / "p.h5"), str(tmp_path / "m"))
+    ccfg["data"]["split_gap"] = 5  # fewer bins apart than a window spans
+    _npz_sessions(tmp_path / "raw2", [_session(T=200, seed=0), _session(T=200, seed=1)])
+    dc.preprocess_raw(ccfg, [tmp_path / "raw2"], tmp_path / "q.h5")
+    with pytest.raises(NeurotrainError, match="cebra.data.split_gap: 5 bins between"):
+        run_training(ccfg, str(tmp_path / "q.h5"), str(tmp_path / "n"))
+
+
+def test_one_session_trains_with_the_single_session_solver(tmp_path, ccfg):
+    """One rat, or one NWB file, is a dataset: CEBRA's single-session solver trains it, the
+    parts are a gap apart, and consistency (which needs two sessions) is named as not scored."""
+    from neurotrain.systems.cebra.analyze import analyze
+    from neurotrain.systems.cebra.extract import extract
+    from neurotrain.systems.cebra.train import run_training
+    from neurotrain.training.checkpoint import load_checkpoint
+
+    ccfg["data"]["embedded"]["n_neurons"] = [12]
+    dc.generate_embedded(ccfg, tmp_path / "raw")
+    dc.preprocess_raw(ccfg, [tmp_path / "raw"], tmp_path / "p.h5")
+    d = dc.load_processed(tmp_path / "p.h5")
+    s = d["sessions"][0]
+    assert s["test_idx"][0] - s["train_idx"][-1] - 1 == ccfg["data"]["split_gap"]
+    run_training(ccfg, str(tmp_path / "p.h5"), str(tmp_path / "run" / "model"))
+    ck = load_checkpoint(tmp_path / "run" / "model" / "model_final.pt")
+    assert ck["model_config"]["n_features"] == [12]
+    extract(ccfg, str(tmp_path / "run" / "model"), str(tmp_path / "p.h5"), str(tmp_path / "run"))
+    split = np.load(tmp_path / "run" / "outputs" / "split_session0.npy")
+    assert (split == -1).sum() == ccfg["data"]["split_gap"]
+    summary = analyze(ccfg, str(tmp_path / "run"), str(tmp_path / "p.h5"), str(tmp_path / "raw"))
+    assert summary["consistency_min"] is None and summary["quality"]["consistency_passes"] is None
+    assert "one session" in summary["quality"]["note"]
+    assert summary["quality"]["passes"] == summary["quality"]["reconstruction_passes"]
 
 
 # ----------------------------------------------------------------------------- training

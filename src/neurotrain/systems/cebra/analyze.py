@@ -151,7 +151,8 @@ def analyze(cfg: dict, run_dir: str, data_path: str | None = None, truth_path: s
     summary = {
         "sessions": names, "n_neurons": [int(s["spikes"].shape[1]) for s in data["sessions"]],
         "n_bins": [int(s["spikes"].shape[0]) for s in data["sessions"]], "source": meta["source"],
-        "consistency_mean": float(np.mean(off)), "consistency_min": float(np.min(off)),
+        "consistency_mean": float(np.mean(off)) if off.size else None,
+        "consistency_min": float(np.min(off)) if off.size else None,
         "decoding_r2": [float(x) for x in dec_r2], "decoding_median_abs_error": dec_mae,
         "raw_decoding_r2": [float(x) for x in raw_r2],
         "decoding_r2_mean": float(np.mean(dec_r2)), "raw_decoding_r2_mean": float(np.mean(raw_r2)),
@@ -159,7 +160,10 @@ def analyze(cfg: dict, run_dir: str, data_path: str | None = None, truth_path: s
         "pca_explained_variance_top": {n: [float(x) for x in pcas[n][1]] for n in names},
         "test_fraction": float(np.mean([np.mean(sp) for sp in splits])), "analysis_config": a, "final_loss": log["summary"]["final_loss"], "final_goodness_of_fit_bits": log["summary"]["final_goodness_of_fit_bits"],
     }
-    quality = {"min_consistency": a["min_consistency"], "consistency_passes": bool(np.min(off) >= a["min_consistency"])}
+    quality = {"min_consistency": a["min_consistency"],
+               "consistency_passes": bool(np.min(off) >= a["min_consistency"]) if off.size else None}
+    if not off.size:
+        quality["note"] = "one session: consistency compares two or more sessions, so it is not scored"
     if has_latent:
         summary["reconstruction_r2"] = [float(x) for x in rec_r2]
         summary["reconstruction_r2_min"] = float(np.min(rec_r2))
@@ -170,7 +174,8 @@ def analyze(cfg: dict, run_dir: str, data_path: str | None = None, truth_path: s
         quality.update(min_reconstruction=a["min_reconstruction"],
                        reconstruction_passes=bool(np.min(rec_r2) >= a["min_reconstruction"]),
                        reconstruction_linear_meets_bar=bool(np.min(rec_lin) >= a["min_reconstruction"]))
-    quality["passes"] = all(v for k, v in quality.items() if k.endswith("_passes"))
+    scored = [v for k, v in quality.items() if k.endswith("_passes") and v is not None]
+    quality["passes"] = all(scored) if scored else None
     summary["quality"] = quality
     save_json(run / "metrics.json", summary)
     return summary

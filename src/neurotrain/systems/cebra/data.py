@@ -9,7 +9,8 @@ dataset                                shape            content
 sessions/<name>/spikes                 [T, N_s] f32     spike counts per bin (N_s neurons)
 sessions/<name>/behavior               [T, B] f32       continuous behaviour labels
 sessions/<name>/latent (embedded)      [T, 2] f32       the true latent (u, 2 sin u) + noise
-sessions/<name>/train_idx, test_idx    int64            time split: first part trains, last tests
+sessions/<name>/train_idx, test_idx    int64            time split: first part trains, last tests,
+                                                        ``data.split_gap`` bins apart
 =====================================  ===============  ==========================================
 
 Attributes: ``dt`` (s), ``session_names``, ``behavior_names``, ``source``.
@@ -152,7 +153,7 @@ def load_nwb(path: Path, cfg: dict, dt: float) -> dict:
 
 
 # --------------------------------------------------------------------------- preprocess
-def _check_session(name: str, s: dict, where, min_length: int, test_fraction: float) -> None:
+def _check_session(name: str, s: dict, where, min_length: int, test_fraction: float, gap: int = 0) -> None:
     sp, be = s["spikes"], s["behavior"]
     if sp.ndim != 2:
         raise NeurotrainError(where, f"session {name}: spikes must be [T, N], got shape {sp.shape}")
@@ -162,9 +163,10 @@ def _check_session(name: str, s: dict, where, min_length: int, test_fraction: fl
         bad = int(np.size(s[key]) - np.isfinite(s[key]).sum())
         if bad:
             raise NeurotrainError(where, f"session {name}: {key} has {bad} NaN/Inf values")
-    if sp.shape[0] < min_length:
+    if sp.shape[0] < min_length + gap:
         raise NeurotrainError(where, f"session {name}: {sp.shape[0]} time bins, shorter than the minimum {min_length} "
-                                     "(the model's receptive field and a train/test split)")
+                                     f"and the {gap}-bin gap between training and held-out parts (the model's receptive "
+                                     "field and a train/test split)")
     n_test = sp.shape[0] - int(round(sp.shape[0] * (1 - test_fraction)))
     if n_test < 10:
         raise NeurotrainError(where, f"session {name}: test_fraction leaves {n_test} held-out bins (need at least 10)")
@@ -222,7 +224,7 @@ def preprocess_raw(cfg: dict, raw, out: str | Path) -> None:
     where = raw[0] if len(raw) == 1 else ", ".join(map(str, raw))
     files = dict(zip(names, raw)) if d["source"] == "nwb" else {}  # an NWB session is its file
     for name, s in zip(names, sessions):
-        _check_session(name, s, files.get(name, where), min_length, d["test_fraction"])
+        _check_session(name, s, files.get(name, where), min_length, d["test_fraction"], d["split_gap"])
     n_beh = {s["behavior"].shape[1] for s in sessions}
     if len(n_beh) != 1:
         raise NeurotrainError(where, f"sessions have different behaviour dimensions {sorted(n_beh)}")
@@ -235,7 +237,8 @@ def preprocess_raw(cfg: dict, raw, out: str | Path) -> None:
                 for key in ("spikes", "behavior", "latent"):
                     if key in s:
                         g.create_dataset(key, data=np.asarray(s[key], np.float32))
-                g.create_dataset("train_idx", data=np.arange(n_train))
+                # contiguous parts, split_gap bins apart: no window of the training part reaches the held-out one
+                g.create_dataset("train_idx", data=np.arange(n_train - d["split_gap"]))
                 g.create_dataset("test_idx", data=np.arange(n_train, T))
             fh.attrs["dt"] = dt
             fh.attrs["session_names"] = names

@@ -9,7 +9,8 @@ embedding_<session>.npy            [T_s, D]        embedding (unit norm); traini
                                                    are transformed separately (no window spans both)
 behavior_<session>.npy             [T_s, B]        behaviour labels
 latent_<session>.npy (embedded)    [T_s, 2]        the true latent
-split_<session>.npy                [T_s] int8      0 = training part, 1 = held-out test part
+split_<session>.npy                [T_s] int8      0 = training part, 1 = held-out test part,
+                                                   -1 = the gap between them (``data.split_gap``)
 =================================  ==============  ===========================================
 
 ``weights/<encoder>/<parameter>.npy``: every parameter of every encoder (``shared`` when the
@@ -55,15 +56,18 @@ def extract(cfg: dict, model_dir: str, data_path: str, out_dir: str) -> None:
         save_json(w / "model_config.json", mc)
     with atomic_dir(out / "outputs") as o:
         for i, (name, s) in enumerate(zip(data["names"], data["sessions"])):
-            # each split separately: the encoder's receptive field must not reach across the split
-            with torch.no_grad():
-                emb = np.concatenate([solver.transform(torch.as_tensor(s["spikes"][s[part]]), session_id=i).cpu().numpy()
-                                      for part in ("train_idx", "test_idx")])
+            # each part separately (training, the gap, held out): no window reaches across the split
+            split = np.full(len(s["spikes"]), -1, np.int8)
+            split[s["train_idx"]], split[s["test_idx"]] = 0, 1
+            emb = np.zeros((len(split), mc["output_dim"]), np.float32)
+            for code in (0, -1, 1):
+                part = np.flatnonzero(split == code)
+                if len(part):
+                    with torch.no_grad():
+                        emb[part] = solver.transform(torch.as_tensor(s["spikes"][part]), session_id=i).cpu().numpy()
             save_npy(o / f"embedding_{name}.npy", emb.astype(np.float32))
             save_npy(o / f"behavior_{name}.npy", s["behavior"])
             if "latent" in s:
                 save_npy(o / f"latent_{name}.npy", s["latent"])
-            split = np.zeros(len(s["spikes"]), np.int8)
-            split[s["test_idx"]] = 1
             save_npy(o / f"split_{name}.npy", split)
         save_json(o / "sessions.json", {"names": data["names"], "dt": data["dt"], "source": data["source"]})

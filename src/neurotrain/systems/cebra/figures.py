@@ -74,7 +74,8 @@ def _consistency(names, mat, path):
             if np.isfinite(mat[i, j]):
                 ax.text(j, i, f"{100 * mat[i, j]:.0f}", ha="center", va="center", color="w" if mat[i, j] < 0.6 else "k")
     ax.set_xticks(range(len(names)), names, rotation=45); ax.set_yticks(range(len(names)), names)
-    ax.set_xlabel("target session"); ax.set_ylabel("source session"); ax.set_title("consistency R² (%)")
+    ax.set_xlabel("target session"); ax.set_ylabel("source session")
+    ax.set_title("consistency R² (%)" if len(names) > 1 else "consistency: one session, not scored")
     fig.colorbar(im, ax=ax)
     save_figure(fig, path)
 

@@ -7,9 +7,13 @@ from neurotrain.reports.index import Metrics, row
 
 def headline(m: Metrics) -> list[dict]:
     """Rows from ``metrics.json``; rows needing ground truth or annotations are left out on real data."""
-    rows = [row("cross-session consistency (min over pairs)", m["consistency_min"],
-                 f">= {m['quality.min_consistency']:g}", f"mean {m['consistency_mean']:.3f}",
-                 m["quality.consistency_passes"])]
+    if m.has("consistency_min") and m["consistency_min"] is not None:
+        rows = [row("cross-session consistency (min over pairs)", m["consistency_min"],
+                     f">= {m['quality.min_consistency']:g}", f"mean {m['consistency_mean']:.3f}",
+                     m["quality.consistency_passes"])]
+    else:
+        rows = [row("cross-session consistency", "n/a", f">= {m['quality.min_consistency']:g}",
+                     m.get("quality.note", ""), None)]
     if m.has("reconstruction_r2_min", "raw_reconstruction_r2", "quality.min_reconstruction"):  # embedded: true latent
         rows.append(row("reconstruction R^2 of the true latent (min over sessions)", m["reconstruction_r2_min"],
                          f">= {m['quality.min_reconstruction']:g}",

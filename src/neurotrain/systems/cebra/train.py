@@ -1,5 +1,6 @@
 """CEBRA multi-session contrastive embedding (seed: cebra-multisession-training.md), run with
-the ``cebra`` package's own model, datasets, loader, criterion and solver.
+the ``cebra`` package's own model, datasets, loader, criterion and solver. One session is a
+valid dataset too: it is trained with CEBRA's single-session solver and loader.
 
 ``model.sharing``:
   ``shared``       one ``offset10-model`` for every session (the seed); its input dimension is
@@ -63,10 +64,11 @@ def check_sharing(names: list[str], n_features: list[int], sharing: str, where) 
 
 def make_datasets(sessions: list[dict], part: str = "train_idx", device: str = "cpu") -> cebra.data.DatasetCollection:
     """A ``DatasetCollection`` of ``TensorDataset``s (spikes, continuous behaviour) of one split."""
-    return cebra.data.DatasetCollection(*[
+    # a generator: CEBRA's DatasetCollection takes one dataset only that way
+    return cebra.data.DatasetCollection(
         cebra.data.TensorDataset(torch.as_tensor(s["spikes"][s[part]]), continuous=torch.as_tensor(s["behavior"][s[part]]),
                                  device=device)
-        for s in sessions])
+        for s in sessions)
 
 
 class RowMajorIndex(cebra.distributions.ContinuousIndex):
@@ -84,9 +86,14 @@ class RowMajorIndex(cebra.distributions.ContinuousIndex):
         return torch.argmin(d.xTx.T + query.square().sum(1, keepdim=True) - 2 * xTq, dim=1)
 
 
-def make_loader(collection, num_steps: int, t: dict) -> cebra.data.ContinuousMultiSessionDataLoader:
+def make_loader(collection, num_steps: int, t: dict):
     """CEBRA's multi-session continuous loader, its positive-sample search replaced by
-    :class:`RowMajorIndex` (same draws, faster)."""
+    :class:`RowMajorIndex` (same draws, faster); CEBRA's single-session continuous loader when
+    there is one session."""
+    if collection.num_sessions == 1:
+        return cebra.data.ContinuousDataLoader(collection.get_session(0), num_steps=num_steps,
+                                               batch_size=t["batch_size"], conditional=t["conditional"],
+                                               time_offset=t["time_offset"])
     loader = cebra.data.ContinuousMultiSessionDataLoader(
         collection, num_steps=num_steps, batch_size=t["batch_size"], conditional=t["conditional"],
         time_offset=t["time_offset"])
@@ -96,8 +103,11 @@ def make_loader(collection, num_steps: int, t: dict) -> cebra.data.ContinuousMul
 
 
 def make_solver(models: nn.ModuleList, cfg: dict, tqdm_on: bool = True):
+    """CEBRA's multi-session solver over the encoders, or its single-session solver when there
+    is one session (the multi-session model needs two or more)."""
     t = cfg["training"]
-    return cebra.solver.init(name="multi-session", model=models,
+    single = len(models) == 1
+    return cebra.solver.init(name="single-session" if single else "multi-session", model=models[0] if single else models,
                              criterion=cebra.models.criterions.FixedCosineInfoNCE(temperature=t["temperature"]),
                              optimizer=torch.optim.Adam(models.parameters(), lr=t["learning_rate"]), tqdm_on=tqdm_on)
 
@@ -123,8 +133,16 @@ def run_training(cfg: dict, data_path: str, out_dir: str, threads: int = 0) -> d
     models = build_models(model_config).to(device)
     collection = make_datasets(data["sessions"], device=device)
     collection.to(device)  # the loader, and so the solver, take their device from the data
-    collection.configure_for(models)
+    if collection.num_sessions == 1:
+        collection.get_session(0).configure_for(models[0])
+    else:
+        collection.configure_for(models)
     receptive = len(models[0].get_offset())
+    gap = min(int(s["test_idx"][0] - s["train_idx"][-1] - 1) for s in data["sessions"])
+    if gap < receptive - 1:
+        raise NeurotrainError("config key cebra.data.split_gap", f"{gap} bins between the training and held-out parts "
+                                                                  f"are fewer than the model's receptive field "
+                                                                  f"({receptive} bins) spans; set it to {receptive}")
     for name, s in zip(data["names"], data["sessions"]):
         if len(s["train_idx"]) <= receptive:
             raise NeurotrainError(data_path, f"session {name}: {len(s['train_idx'])} training bins, not more than the "
