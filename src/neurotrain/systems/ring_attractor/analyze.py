@@ -135,7 +135,10 @@ def analyze(cfg: dict, run_dir: str, data_path: str, truth: str | None) -> None:
 
     log = load_json(run / "model" / "training_log.json")
     e, i = slice(0, ne), slice(ne, None)
+    from neurotrain.systems.ring_attractor.data import load_processed
+
     summary = {
+        "source": load_processed(data_path)["source"],
         "n_test_trajectories": int(len(dec)), "n_steps": int(dec.shape[1]), "dt": dt,
         "tracking_error_median_deg": float(np.median(err[after])),
         "tracking_error_median_dark_deg": float(np.median(err[dark])) if dark.any() else None,
