@@ -1,6 +1,7 @@
 """The cebra system: data sources (embedded, rat download, NWB), bad input, model sharing,
 training/resume with the cebra solver, analysis pieces."""
 
+import copy
 import gzip
 import hashlib
 import io
@@ -566,3 +567,47 @@ def test_lowered_max_steps_ends_where_a_fresh_run_would(embedded, ccfg, tmp_path
     a = load_checkpoint(tmp_path / "done" / "model_final.pt")["solver"]["model"]
     b = load_checkpoint(tmp_path / "fresh" / "model_final.pt")["solver"]["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_behaviour_columns_are_declared_not_assumed(tmp_path, ccfg):
+    """A rat-layout file whose position has one column (no right/left flags) is refused with the
+    rat's default three columns, naming the key, and read with the columns the config declares;
+    discrete columns are scored by accuracy, continuous ones by R^2."""
+    import yaml
+
+    from conftest import NEUROTRAIN, snakemake_env
+    from neurotrain.systems.cebra.analyze import decode_columns
+
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    joblib.dump({"spikes": rng.poisson(0.5, (300, 7)).astype(np.float32),
+                 "position": np.linspace(0, 1.6, 300)[:, None].astype(np.float32)}, buf)
+    body = gzip.compress(buf.getvalue())
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "achilles.jl.gz").write_bytes(body)
+    block = {"data": {"source": "rat", "rat": {"names": ["achilles"],
+                                               "md5": {"achilles": hashlib.md5(body).hexdigest()}}}}
+
+    def preprocess(extra):
+        cfg = copy.deepcopy(block)
+        cfg["data"].update(extra)
+        (tmp_path / "c.yaml").write_text(yaml.safe_dump({"systems": ["cebra"], "cebra": cfg}))
+        import subprocess
+
+        return subprocess.run([NEUROTRAIN, "preprocess", "--system", "cebra", "--config", "c.yaml", "--raw",
+                               "raw/achilles.jl.gz", "--out", "p.h5"], cwd=tmp_path, capture_output=True, text=True,
+                              env=snakemake_env(), timeout=300)
+
+    r = preprocess({})
+    assert r.returncode == 2 and "config key cebra.data.behavior_columns: 3 columns (position, right, left), but " \
+                                  "the sessions' behaviour has 1" in r.stderr
+    assert not (tmp_path / "p.h5").exists()
+    r = preprocess({"behavior_columns": ["position"]})
+    assert r.returncode == 0, r.stderr
+    d = dc.load_processed(tmp_path / "p.h5")
+    assert d["behavior_names"] == ["position"] and d["behavior_discrete"] == [False]
+    # a flag decoded as a class: accuracy; a position: R^2
+    x = rng.normal(size=(400, 3))
+    b = np.c_[x[:, 0] * 2, (x[:, 1] > 0).astype(float)]
+    scores = decode_columns(x[:300], b[:300], x[300:], b[300:], [False, True], 10, metric="euclidean")
+    assert 0.5 < scores[0] <= 1 and 0.8 < scores[1] <= 1

@@ -39,6 +39,21 @@ def knn_decode(train_x, train_y, test_x, k: int, metric: str = "cosine"):
     return knn.fit(train_x, train_y).predict(test_x)
 
 
+def decode_columns(train_x, train_b, test_x, test_b, discrete: list[bool], k: int, metric: str = "cosine") -> list[float]:
+    """Per behaviour column: R^2 of kNN regression (continuous columns) or accuracy of a kNN
+    classifier (discrete ones), held out; as CEBRA's decoding examples score them."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    out = []
+    for j, is_discrete in enumerate(discrete):
+        if is_discrete:
+            knn = KNeighborsClassifier(n_neighbors=min(k, len(train_x)), weights="distance", metric=metric)
+            out.append(float(np.mean(knn.fit(train_x, train_b[:, j]).predict(test_x) == test_b[:, j])))
+        else:
+            out.append(float(r2_score(test_b[:, j], knn_decode(train_x, train_b[:, j], test_x, k, metric))))
+    return out
+
+
 def consistency_matrix(embeddings: list[np.ndarray], labels: list[np.ndarray], bins: int) -> np.ndarray:
     """Cross-session consistency as CEBRA's ``consistency_score(between="datasets")`` computes it.
 
@@ -101,21 +116,27 @@ def analyze(cfg: dict, run_dir: str, data_path: str | None = None, truth_path: s
     splits = [o("split", n) for n in names]
     has_latent = all((run / "outputs" / f"latent_{n}.npy").exists() for n in names)
 
-    # consistency on the held-out parts, labels = first behaviour dimension
+    columns, discrete = data["behavior_names"], data["behavior_discrete"]
+    first = next((j for j, dsc in enumerate(discrete) if not dsc), 0)  # the first continuous column
+    # consistency on the held-out parts, labels = the first continuous behaviour column
     test = [sp == 1 for sp in splits]
-    cons = consistency_matrix([e[m] for e, m in zip(embs, test)], [b[m][:, 0] for b, m in zip(behs, test)],
+    cons = consistency_matrix([e[m] for e, m in zip(embs, test)], [b[m][:, first] for b, m in zip(behs, test)],
                               a["consistency_bins"])
+    per_column, per_column_raw = [], []
     dec_r2, dec_mae, raw_r2, decoded, fanos, pcas = [], [], [], {}, {}, {}
     rec_r2, rec_lin, rec_u_lin, rec_raw = [], [], [], []
     for n, e, b, sp, s in zip(names, embs, behs, splits, data["sessions"]):
         tr, te = sp == 0, sp == 1
         pred = knn_decode(e[tr], b[tr], e[te], a["knn_neighbors"])
         decoded[n] = pred
-        # scored on the first behaviour dimension (u, or the rat's position in metres)
-        dec_r2.append(r2_score(b[te, 0], pred[:, 0]))
-        dec_mae.append(float(np.median(np.abs(pred[:, 0] - b[te, 0]))))
+        # scored on the first continuous behaviour column (u, or the rat's position in metres)
+        dec_r2.append(r2_score(b[te, first], pred[:, first]))
+        dec_mae.append(float(np.median(np.abs(pred[:, first] - b[te, first]))))
         raw = knn_decode(s["spikes"][tr], b[tr], s["spikes"][te], a["knn_neighbors"], metric="euclidean")
-        raw_r2.append(r2_score(b[te, 0], raw[:, 0]))
+        raw_r2.append(r2_score(b[te, first], raw[:, first]))
+        per_column.append(decode_columns(e[tr], b[tr], e[te], b[te], discrete, a["knn_neighbors"]))
+        per_column_raw.append(decode_columns(s["spikes"][tr], b[tr], s["spikes"][te], b[te], discrete,
+                                             a["knn_neighbors"], metric="euclidean"))
         if has_latent:
             z = o("latent", n)
             rec_r2.append(r2_score(z[te], knn_decode(e[tr], z[tr], e[te], a["knn_neighbors"])))
@@ -155,6 +176,11 @@ def analyze(cfg: dict, run_dir: str, data_path: str | None = None, truth_path: s
         "consistency_min": float(np.min(off)) if off.size else None,
         "decoding_r2": [float(x) for x in dec_r2], "decoding_median_abs_error": dec_mae,
         "raw_decoding_r2": [float(x) for x in raw_r2],
+        "behavior_columns": columns, "decoded_column": columns[first],
+        "decoding_per_column": {c: {"kind": "discrete (accuracy)" if dsc else "continuous (R^2)",
+                                    "embedding": float(np.mean([r[j] for r in per_column])),
+                                    "raw_spikes": float(np.mean([r[j] for r in per_column_raw]))}
+                                for j, (c, dsc) in enumerate(zip(columns, discrete))},
         "decoding_r2_mean": float(np.mean(dec_r2)), "raw_decoding_r2_mean": float(np.mean(raw_r2)),
         "fano_mean": {n: float(np.nanmean(f)) for n, f in fanos.items()},
         "pca_explained_variance_top": {n: [float(x) for x in pcas[n][1]] for n in names},

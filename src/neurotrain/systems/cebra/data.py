@@ -13,7 +13,8 @@ sessions/<name>/train_idx, test_idx    int64            time split: first part t
                                                         ``data.split_gap`` bins apart
 =====================================  ===============  ==========================================
 
-Attributes: ``dt`` (s), ``session_names``, ``behavior_names``, ``source``.
+Attributes: ``dt`` (s), ``session_names``, ``behavior_names`` (``data.behavior_columns``),
+``behavior_discrete`` (bool per column, ``data.discrete_columns``), ``source``.
 """
 
 from __future__ import annotations
@@ -215,6 +216,31 @@ def read_sessions(cfg: dict, raw: list[Path]) -> tuple[list[str], list[dict], fl
     return stems, sessions, d["nwb"]["bin_size"]
 
 
+SOURCE_COLUMNS = {"embedded": (["u"], []), "rat": (["position", "right", "left"], ["right", "left"])}
+
+
+def behavior_columns(d: dict, width: int) -> tuple[list[str], list[bool]]:
+    """(column names, discrete flags) of the behaviour: ``data.behavior_columns`` and
+    ``data.discrete_columns``, or the source's own (:data:`SOURCE_COLUMNS`; NWB: the series'
+    name). Raises NeurotrainError naming the key when they do not fit ``width`` columns."""
+    own, own_discrete = SOURCE_COLUMNS.get(d["source"], (None, []))
+    if own is None:
+        name = d["nwb"]["behavior"].rsplit("/", 1)[-1]
+        own = [name] if width == 1 else [f"{name}_{j}" for j in range(width)]
+    names = list(d["behavior_columns"] or own)
+    discrete = list(d["discrete_columns"] if d["discrete_columns"] is not None else
+                    [c for c in own_discrete if c in names])
+    if len(names) != width:
+        raise NeurotrainError("config key cebra.data.behavior_columns",
+                              f"{len(names)} columns ({', '.join(names)}), but the sessions' behaviour has {width}; "
+                              "name each column of the files")
+    unknown = [c for c in discrete if c not in names]
+    if unknown:
+        raise NeurotrainError("config key cebra.data.discrete_columns", f"{', '.join(unknown)} not among the behaviour "
+                                                                        f"columns ({', '.join(names)})")
+    return names, [c in discrete for c in names]
+
+
 def preprocess_raw(cfg: dict, raw, out: str | Path) -> None:
     """Stage ``preprocess``: check every session and write the processed HDF5."""
     raw = [Path(p) for p in ([raw] if isinstance(raw, (str, Path)) else raw)]
@@ -228,6 +254,14 @@ def preprocess_raw(cfg: dict, raw, out: str | Path) -> None:
     n_beh = {s["behavior"].shape[1] for s in sessions}
     if len(n_beh) != 1:
         raise NeurotrainError(where, f"sessions have different behaviour dimensions {sorted(n_beh)}")
+    columns, discrete = behavior_columns(d, n_beh.pop())
+    for name, s in zip(names, sessions):
+        for j in np.flatnonzero(discrete):
+            v = s["behavior"][:, j]
+            if not np.array_equal(v, np.round(v)):
+                raise NeurotrainError(files.get(name, where), f"session {name}: discrete behaviour column "
+                                                               f"{columns[j]!r} holds non-integer values "
+                                                               "(config key cebra.data.discrete_columns)")
     with atomic_path(out) as tmp:
         with h5py.File(tmp, "w") as fh:
             for name, s in zip(names, sessions):
@@ -242,6 +276,8 @@ def preprocess_raw(cfg: dict, raw, out: str | Path) -> None:
                 g.create_dataset("test_idx", data=np.arange(n_train, T))
             fh.attrs["dt"] = dt
             fh.attrs["session_names"] = names
+            fh.attrs["behavior_names"] = columns
+            fh.attrs["behavior_discrete"] = np.asarray(discrete, bool)
             fh.attrs["source"] = d["source"]
     log.info("preprocessed %d sessions: %s", len(names), ", ".join(f"{n} {s['spikes'].shape}" for n, s in zip(names, sessions)))
 
@@ -251,7 +287,11 @@ def load_processed(path: str | Path) -> dict:
     def read(fh):
         names = [str(n) for n in fh.attrs["session_names"]]
         sessions = [{k: np.asarray(v[()]) for k, v in fh[f"sessions/{n}"].items()} for n in names]
-        return {"names": names, "dt": float(fh.attrs["dt"]), "sessions": sessions, "source": str(fh.attrs["source"])}
+        width = sessions[0]["behavior"].shape[1] if sessions else 0
+        columns = [str(c) for c in fh.attrs.get("behavior_names", [f"behavior_{j}" for j in range(width)])]
+        discrete = [bool(x) for x in fh.attrs.get("behavior_discrete", [False] * width)]
+        return {"names": names, "dt": float(fh.attrs["dt"]), "sessions": sessions, "source": str(fh.attrs["source"]),
+                "behavior_names": columns, "behavior_discrete": discrete}
 
     out = read_hdf5(path, read, "processed cebra dataset")
     for name, s in zip(out["names"], out["sessions"]):

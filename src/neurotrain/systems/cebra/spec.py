@@ -21,7 +21,8 @@ SPEC = SystemSpec(
     framework="torch",
     stages=conventional_stages(
         generate=("data.embedded",),
-        preprocess=("data.source", "data.test_fraction", "data.split_gap", "data.min_session_bins",
+        preprocess=("data.source", "data.test_fraction", "data.split_gap", "data.behavior_columns",
+                    "data.discrete_columns", "data.min_session_bins",
                     "data.rat.names", "data.rat.md5", "data.nwb"),
         train=("model", "training"),
         analyze=("analysis",),
