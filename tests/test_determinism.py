@@ -28,7 +28,7 @@ SHORT = {
                        "training": {"max_epochs": 4, "checkpoint_every": 1, "batch_size": 4}},
     "lisbet": {"data": SMOKE["lisbet"]["data"], "training": {"epochs": 4, "checkpoint_every": 1, "train_sample": 0.1,
                                                              "val_examples": 32}},
-    "cpc_snn": {"data": SMOKE["cpc_snn"]["data"],
+    "cpc_snn": {"data": SMOKE["cpc_snn"]["data"], "analysis": {"bar_fap": SMOKE["cpc_snn"]["analysis"]["bar_fap"]},
                 "training": {"micro_batch": 8, "accumulate": 2, "phase1": {"epochs": 1},
                              "phase2": {"epochs": 1, "steps_per_epoch": 2}, "phase3": {"epochs": 2, "steps_per_epoch": 2}}},
 }
