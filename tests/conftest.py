@@ -72,6 +72,18 @@ def workflow_copy(dest: Path) -> Path:
     return dest
 
 
+def refused_line(tmp_path: Path, r) -> str:
+    """The one error line of a refused ``neurotrain preprocess`` run from ``tmp_path`` (exit 2,
+    no traceback, nothing written under data/processed)."""
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, r.stderr
+    out = tmp_path / "data" / "processed"
+    assert not out.exists() or not list(out.iterdir()), "no output, no temporary file"
+    return lines[0]
+
+
 def snakemake_env() -> dict:
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"

@@ -23,6 +23,7 @@ from neurotrain.fetch import download
 from neurotrain.errors import Interrupted, NeurotrainError
 
 from _http import LoopbackServer  # noqa: I001 - tests/ helper
+from conftest import refused_line
 
 SMOKE = {"data": {"embedded": {"n_neurons": [10, 12, 14], "n_time": 400}, "min_session_bins": 50},
          "model": {"num_units": 16, "output_dim": 3},
@@ -202,17 +203,6 @@ def _preprocess_nwb(tmp_path: Path, files: list[str], **nwb_cfg):
                            "--out", "data/processed/cebra.h5"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
 
 
-def _refused(tmp_path: Path, r) -> str:
-    """The one error line of a refused preprocess (exit 2, no traceback, nothing written)."""
-    assert r.returncode == 2, r.stderr
-    assert "Traceback" not in r.stderr
-    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, r.stderr
-    out = tmp_path / "data" / "processed"
-    assert not out.exists() or not list(out.iterdir()), "no output, no temporary file"
-    return lines[0]
-
-
 def _bins(t0, t1, dt=0.025):
     edges = np.arange(t0, t1 + dt / 2, dt)
     return edges, edges[:-1] + dt / 2
@@ -262,13 +252,13 @@ def test_nwb_unsorted_timestamps_refused(tmp_path):
     t = np.r_[t[:150], t[300:450], t[150:300], t[450:]]
     _cebra_nwb(tmp_path / "raw" / "s0.nwb")
     _cebra_nwb(tmp_path / "raw" / "s1.nwb", timestamps=t, data=_track(t), seed=1)
-    line = _refused(tmp_path, _preprocess_nwb(tmp_path, ["raw/s0.nwb", "raw/s1.nwb"]))
+    line = refused_line(tmp_path, _preprocess_nwb(tmp_path, ["raw/s0.nwb", "raw/s1.nwb"]))
     assert line.startswith("error: raw/s1.nwb: position: timestamps are not increasing"), line
 
 
 def test_nwb_series_not_found_lists_the_names(tmp_path):
     _cebra_nwb(tmp_path / "raw" / "s0.nwb", name="linear_position")
-    line = _refused(tmp_path, _preprocess_nwb(tmp_path, ["raw/s0.nwb"]))
+    line = refused_line(tmp_path, _preprocess_nwb(tmp_path, ["raw/s0.nwb"]))
     assert line == ("error: raw/s0.nwb: no behaviour time series named 'position' (config key "
                     "cebra.data.nwb.behavior); the file has these time series: 'linear_position'")
 
@@ -285,7 +275,7 @@ def test_nwb_series_name_held_twice_needs_its_path(tmp_path):
         nwb = io_.read()
         nwb.add_acquisition(TimeSeries(name="position", data=_track(t)[:, None] * 300, unit="pixels", timestamps=t))
         io_.write(nwb)
-    line = _refused(tmp_path, _preprocess_nwb(tmp_path, ["raw/s0.nwb"]))
+    line = refused_line(tmp_path, _preprocess_nwb(tmp_path, ["raw/s0.nwb"]))
     assert line == ("error: raw/s0.nwb: 2 time series are named 'position' (acquisition/position, "
                     "processing/behavior/position); give the path of one in config key cebra.data.nwb.behavior")
     r = _preprocess_nwb(tmp_path, ["raw/s0.nwb"], behavior="processing/behavior/position")
@@ -298,7 +288,7 @@ def test_nwb_sessions_in_different_units_refused(tmp_path):
     t = np.arange(0, 20.0, 1 / 30)
     _cebra_nwb(tmp_path / "raw" / "s0.nwb")
     _cebra_nwb(tmp_path / "raw" / "s1.nwb", data=_track(t) * 100, unit="cm", seed=1)
-    line = _refused(tmp_path, _preprocess_nwb(tmp_path, ["raw/s0.nwb", "raw/s1.nwb"]))
+    line = refused_line(tmp_path, _preprocess_nwb(tmp_path, ["raw/s0.nwb", "raw/s1.nwb"]))
     assert line.startswith("error: raw/s1.nwb: position: behaviour declared in 'cm', but in 'm' in "
                            "raw/s0.nwb"), line
 
@@ -316,7 +306,7 @@ def test_nwb_units_table_time_base(tmp_path, case, needle):
     spikes = [np.linspace(5.0, 19.99, 40) * (1000 if case == "milliseconds" else 1) for _ in range(3)]
     _cebra_nwb(tmp_path / "raw" / "s0.nwb", spikes=spikes,
                obs_intervals=np.array([[0.0, 8.0]]) if case == "observed_part" else None)
-    line = _refused(tmp_path, _preprocess_nwb(tmp_path, ["raw/s0.nwb"]))
+    line = refused_line(tmp_path, _preprocess_nwb(tmp_path, ["raw/s0.nwb"]))
     assert line.startswith(needle), line
 
 

@@ -21,7 +21,7 @@ from neurotrain.systems.ring_attractor.network import RingAttractorNetwork
 from neurotrain.systems.ring_attractor import train as sr
 
 from _http import LoopbackServer  # noqa: I001 - tests/ helper
-from conftest import NEUROTRAIN
+from conftest import refused_line, NEUROTRAIN
 
 SMALL = {"data": {"embedded": {"n_trajectories": 12, "duration": 0.4}, "val_fraction": 0.25, "test_fraction": 0.25},
          "model": {"n_exc": 64, "n_inh": 16},
@@ -410,17 +410,6 @@ def test_nwb_heading_read_in_declared_units(tmp_path, encoding):
     assert _segments_follow_the_truth(tmp_path, t0, t[-1]) == 18  # 20, two left out as gaps
 
 
-def _refused(tmp_path: Path, r) -> str:
-    """The one error line of a refused preprocess (exit 2, no traceback, nothing written)."""
-    assert r.returncode == 2, r.stderr
-    assert "Traceback" not in r.stderr
-    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, r.stderr
-    out = tmp_path / "data" / "processed"
-    assert not out.exists() or not list(out.iterdir()), "no output, no temporary file"
-    return lines[0]
-
-
 @pytest.mark.parametrize("unit,degrees,line", [
     ("degrees", False, "error: raw/hd.nwb: head_direction: declared unit 'degrees' contradicts config key "
                        "ring_attractor.data.nwb.degrees (false: radians)"),
@@ -432,7 +421,7 @@ def _refused(tmp_path: Path, r) -> str:
 def test_nwb_unit_contradicting_the_config_refused(tmp_path, unit, degrees, line):
     t = np.arange(1000) * 0.02
     _hd_file(tmp_path / "raw" / "hd.nwb", np.mod(_heading(t), 2 * np.pi), timestamps=t, unit=unit)
-    assert _refused(tmp_path, _preprocess_hd(tmp_path, degrees=degrees)) == line
+    assert refused_line(tmp_path, _preprocess_hd(tmp_path, degrees=degrees)) == line
 
 
 def test_nwb_nan_timestamps_are_gaps(tmp_path):
@@ -458,10 +447,10 @@ def test_nwb_unsorted_timestamps_and_missing_series_refused(tmp_path):
     t = np.arange(1000) * 0.02
     t = np.r_[t[:200], t[400:600], t[200:400], t[600:]]
     _hd_file(tmp_path / "raw" / "hd.nwb", np.mod(_heading(t), 2 * np.pi), timestamps=t)
-    line = _refused(tmp_path, _preprocess_hd(tmp_path))
+    line = refused_line(tmp_path, _preprocess_hd(tmp_path))
     assert line.startswith("error: raw/hd.nwb: head_direction: timestamps are not increasing: sample 400 at 4 s "
                            "follows sample 399 at 11.98 s"), line
-    line = _refused(tmp_path, _preprocess_hd(tmp_path, series="heading"))
+    line = refused_line(tmp_path, _preprocess_hd(tmp_path, series="heading"))
     assert line == ("error: raw/hd.nwb: no time series named 'heading' (config key ring_attractor.data.nwb.series); "
                     "the file has these time series: 'head_direction'")
 

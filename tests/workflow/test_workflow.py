@@ -502,7 +502,8 @@ def test_cebra_contract_files(finished):
     for n, N in zip(names, m["n_neurons"]):
         emb = np.load(run / "outputs" / f"embedding_{n}.npy")
         split = np.load(run / "outputs" / f"split_{n}.npy")
-        assert emb.shape == (400, 3) and split.shape == (400,) and split.sum() == 80
+        assert emb.shape == (400, 3) and split.shape == (400,) and (split == 1).sum() == 80
+        assert (split == -1).sum() == 10  # cebra.data.split_gap between the training and held-out parts
         assert np.load(run / "outputs" / f"latent_{n}.npy").shape == (400, 2)
         assert np.load(run / "metrics" / f"fano_{n}.npy").shape == (N,)
         assert np.load(run / "metrics" / f"decoded_{n}.npy").shape == (80, 1)

@@ -107,6 +107,7 @@ def analyze(cfg: dict, run_dir: str, data_path: str, truth_path: str | None = No
         log.warning("No noise ceiling: every condition has a single validation trial (%s)", data_path)
     violations = dale_violations(w_rec, e_mask)
     summary = {
+        "simulated": bool(truth_path),  # the embedded teacher's trials (ground truth known), else a recording
         "n_neurons": int(len(labels)), "n_exc": int(e_mask.sum()), "n_inh": int((~e_mask).sum()),
         "n_val_trials": int(len(cond)), "n_conditions": int(model_c.shape[0]), "n_time": int(model_c.shape[1]),
         "mean_correlation": mean_corr, "median_correlation": float(np.median(corr)),
