@@ -445,7 +445,7 @@ def test_training_writes_run_id_folder_and_resumes_exactly(lcfg, tmp_path, monke
     cfg = copy.deepcopy(lcfg)
     cfg["training"]["epochs"] = 3
     sl.run_training(cfg, str(tmp_path / "p.h5"), str(tmp_path / "a"))
-    rid = tmp_path / "a" / cfg["training"]["run_id"]
+    rid = tmp_path / "a" / "lisbet8x1-embedded"  # run_id null: lisbet<emb_dim>x<num_layers>-<source>
     for f in ("model_config.json", "weights/weights_last.pt", "weights/weights_best.pt", "training_history.json"):
         assert (rid / f).is_file(), f
     # interrupt after epoch 2, resume, compare with the uninterrupted run

@@ -558,7 +558,7 @@ def test_lisbet_contract_files(finished):
         assert np.load(run / "metrics" / f"confusion_{kind}.npy").shape == (4, 4)
     cfg = json.loads((run / "weights" / "embedder" / "model_config.json").read_text())
     assert cfg["emb_dim"] == 8 and (run / "weights" / "embedder" / "weights.pt").is_file()
-    assert (run / "model" / "lisbet64x8-embedded" / "weights" / "weights_last.pt").is_file()
+    assert (run / "model" / "lisbet8x1-embedded" / "weights" / "weights_last.pt").is_file()  # lisbet<emb>x<layers>-<source>
     log = json.loads((run / "model" / "training_log.json").read_text())
     assert len(log["history"]) == 3 and all(f"val_{t}_accuracy" in log["history"][0] for t in ("nwp", "smp", "dmp", "vsp"))
     for f in ("history", "embedding_pca", "confusion", "ethogram"):

@@ -199,9 +199,13 @@ def run_training(cfg: dict, data_path: str, out_dir: str, threads: int = 0) -> d
     if m["emb_dim"] % m["num_heads"]:  # the model's own sizes, named by their key before any data is read
         raise NeurotrainError("config key lisbet.model.num_heads",
                               f"{m['num_heads']} attention heads do not divide emb_dim {m['emb_dim']}")
-    plain_name(t["run_id"], "config key lisbet.training.run_id",
-               reserved=("model_best.pt", "model_final.pt", "training_log.json", "config.json", "checkpoints"))
+    reserved = ("model_best.pt", "model_final.pt", "training_log.json", "config.json", "checkpoints")
+    if t["run_id"] is not None:  # a configured name is checked before any data is read
+        plain_name(t["run_id"], "config key lisbet.training.run_id", reserved=reserved)
     data = load_processed(data_path)
+    # LISBET's naming of a run folder by model size and dataset, unless the config names it
+    run_id = t["run_id"] or f"lisbet{m['emb_dim']}x{m['num_layers']}-{data['source']}"
+    plain_name(run_id, "config key lisbet.training.run_id", reserved=reserved)
     device = run_preamble("lisbet", t, threads)
     try:
         task = LisbetTask(data, cfg, device)
@@ -209,13 +213,13 @@ def run_training(cfg: dict, data_path: str, out_dir: str, threads: int = 0) -> d
         raise NeurotrainError(data_path, str(exc)) from None
     data_sha = sha256_file(data_path)
     record = {k: cfg[k] for k in ("model", "training")}
-    run_record = {"system": "lisbet", "model_config": task.model_config, "device": str(device), "data": str(data_path),
+    run_record = {"system": "lisbet", "run_id": run_id, "model_config": task.model_config, "device": str(device), "data": str(data_path),
                   "data_sha256": data_sha, "n_train_sequences": len(task.train_seqs),
                   "windows_per_task_per_epoch": task.n_per_task,
                   "versions": versions(torch, np)}
     out = Path(out_dir)
     summary = train(task, loop_config(t), out, record, data_sha, run_record)
-    with atomic_dir(out / t["run_id"]) as r:
+    with atomic_dir(out / run_id) as r:
         save_json(r / "model_config.json", task.model_config)
         (r / "weights").mkdir()
         for kind in ("final", "best"):
