@@ -792,6 +792,11 @@ def config_systems_not_list(tmp):
     return _generate_with(tmp, "systems: ei_rnn\n", "is not of type 'array'")
 
 
+def raw_given_twice(tmp):
+    p = _strain(tmp, seconds=32.0)
+    return _preprocess(tmp, "cpc_snn", _GW, [p, p], p, "given twice")
+
+
 def config_unreadable(tmp):
     case = _generate_with(tmp, "systems: [ei_rnn]\n", "Permission denied")
     Path(case.where).chmod(0)
@@ -912,6 +917,7 @@ CATALOGUE: dict[str, tuple[str, Callable]] = {
     "checkpoint-other-run": ("a resume state of another run (config, data, model or code)", checkpoint_other_run),
     "config-systems-not-list": ("`systems` given as one name, not a list", config_systems_not_list),
     "strain-not-hdf5": ("a strain file that is not HDF5 (a GWF frame)", strain_not_hdf5),
+    "raw-given-twice": ("one raw file given twice (every sample would count twice)", raw_given_twice),
     "config-unreadable": ("a config file the user may not read", config_unreadable),
     "processed-unreadable": ("a processed file the user may not read", processed_unreadable),
     "out-dir-not-writable": ("an output folder in a folder the user may not write", out_dir_not_writable),

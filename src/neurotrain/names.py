@@ -8,8 +8,8 @@ import re
 
 from neurotrain.errors import NeurotrainError
 
-PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-RULE = "letters, digits, '.', '_' and '-', starting with a letter or digit"
+PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")  # '+': DANDI's file names (behavior+ecephys)
+RULE = "letters, digits, '.', '_', '+' and '-', starting with a letter or digit"
 
 
 def plain_name(name: object, where: str, reserved: tuple[str, ...] = ()) -> str:

@@ -64,6 +64,12 @@ def _call(stage: str, fn: Callable, cfg, args, files: list[str]):
         with atomic_dir(args.out_dir) as tmp:
             return fn(cfg, tmp)
     if stage == "preprocess":
+        seen = {}
+        for r in args.raw:  # one recording given twice would count every sample twice
+            real = os.path.realpath(r)
+            if real in seen:
+                raise NeurotrainError(r, f"given twice (also as {seen[real]}); list each raw file once")
+            seen[real] = r
         return fn(cfg, args.raw, args.out)
     if stage == "train":
         return fn(cfg, args.data, args.out_dir, args.threads)
@@ -103,12 +109,13 @@ def _shared(stage: str) -> Callable:
 def guarded(fn: Callable[[], object]) -> int:
     """Run ``fn``; user errors (NeurotrainError, a file or folder it may not read or write) print
     one line and return 2 (3: diverged, 128+n: signal n)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         stream=sys.stderr)
+    logging.getLogger("neurotrain").setLevel(logging.INFO)  # ours at INFO; other libraries' chatter only from WARNING
     try:
         fn()
     except NeurotrainError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # one line, whatever a library wrote
         return 2
     except FloatingPointError as exc:
         print(f"error: training diverged: {exc}", file=sys.stderr)

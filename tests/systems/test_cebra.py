@@ -181,14 +181,15 @@ def _cebra_nwb(path: Path, timestamps=None, data=None, unit="m", conversion=1.0,
     for st in spikes:
         nwb.add_unit(spike_times=st, **({} if obs_intervals is None else {"obs_intervals": obs_intervals}))
     nwb.create_processing_module("behavior", "behaviour").add(
-        TimeSeries(name=name, data=np.asarray(data)[:, None], unit=unit, conversion=conversion, offset=offset, timestamps=t))
+        TimeSeries(name=name, data=np.asarray(data)[:, None] if np.ndim(data) == 1 else np.asarray(data), unit=unit,
+                   conversion=conversion, offset=offset, timestamps=t))
     path.parent.mkdir(parents=True, exist_ok=True)
     with NWBHDF5IO(str(path), "w") as io_:
         io_.write(nwb)
     return spikes
 
 
-def _preprocess_nwb(tmp_path: Path, files: list[str], **nwb_cfg):
+def _preprocess_nwb(tmp_path: Path, files: list[str], data_cfg=None, **nwb_cfg):
     """``neurotrain preprocess`` of the NWB sessions ``files`` (relative to ``tmp_path``, the
     working directory), as the workflow's rule runs it; the output is data/processed/cebra.h5."""
     import subprocess
@@ -197,7 +198,7 @@ def _preprocess_nwb(tmp_path: Path, files: list[str], **nwb_cfg):
     from conftest import NEUROTRAIN
 
     block = json.loads(json.dumps(SMOKE))
-    block["data"].update(source="nwb", nwb={"paths": files, "behavior": "position", **nwb_cfg})
+    block["data"].update(source="nwb", nwb={"paths": files, "behavior": "position", **nwb_cfg}, **(data_cfg or {}))
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({"systems": ["cebra"], "cebra": block}))
     return subprocess.run([NEUROTRAIN, "preprocess", "--system", "cebra", "--config", "config.yaml", "--raw", *files,
                            "--out", "data/processed/cebra.h5"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
@@ -294,8 +295,8 @@ def test_nwb_sessions_in_different_units_refused(tmp_path):
 
 
 @pytest.mark.parametrize("case,needle", [
-    ("milliseconds", "error: raw/s0.nwb: no spike time of the Units table (5000-19990 s) falls within the span of "
-                     "'position'"),
+    ("milliseconds", "error: raw/s0.nwb: 120 of 120 spike times of the Units table (5000-19990 s) fall outside the "
+                     "span of 'position'"),
     ("observed_part", "error: raw/s0.nwb: unit 0 of the Units table is observed 0-8 s (obs_intervals), not over the "
                       "whole binned span"),
 ])
@@ -601,3 +602,25 @@ def test_behaviour_columns_are_declared_not_assumed(tmp_path, ccfg):
     b = np.c_[x[:, 0] * 2, (x[:, 1] > 0).astype(float)]
     scores = decode_columns(x[:300], b[:300], x[300:], b[300:], [False, True], 10, metric="euclidean")
     assert 0.5 < scores[0] <= 1 and 0.8 < scores[1] <= 1
+
+
+def test_nwb_spike_times_in_milliseconds_and_discrete_flags(tmp_path):
+    """Spike times stored in ms (a few early ones fall inside the span in seconds) are refused as
+    another time base; a 0/1 flag column is read as the last sample at each bin centre, never
+    interpolated into fractions, and decoded as a class."""
+    rng = np.random.default_rng(0)
+    ms = [np.sort(rng.uniform(0, 20, 300)) * 1000 for _ in range(4)]
+    _cebra_nwb(tmp_path / "raw" / "ms.nwb", spikes=ms)
+    line = refused_line(tmp_path, _preprocess_nwb(tmp_path, ["raw/ms.nwb"]))
+    assert "raw/ms.nwb:" in line and "fall outside the span of 'position'" in line and "must be in seconds" in line
+    t = np.arange(0, 20, 1 / 30)
+    flag = (np.sin(2 * np.pi * t / 1.3) > 0).astype(float)
+    _cebra_nwb(tmp_path / "raw" / "flag.nwb", data=np.c_[_track(t), flag])
+    r = _preprocess_nwb(tmp_path, ["raw/flag.nwb"], data_cfg={"behavior_columns": ["position", "running"],
+                                                              "discrete_columns": ["running"]})
+    assert r.returncode == 0, r.stderr
+    d = dc.load_processed(tmp_path / "data" / "processed" / "cebra.h5")
+    beh = d["sessions"][0]["behavior"]
+    assert set(np.unique(beh[:, 1])) == {0.0, 1.0} and d["behavior_discrete"] == [False, True]
+    centres = t[0] + 0.0125 + 0.025 * np.arange(len(beh))
+    assert np.array_equal(beh[:, 1], flag[np.searchsorted(t, centres, side="right") - 1])

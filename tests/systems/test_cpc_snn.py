@@ -307,11 +307,12 @@ DQ_NAMES = ("DATA", "CBC_CAT1", "CBC_CAT2", "CBC_CAT3", "BURST_CAT1", "BURST_CAT
 
 
 def _gwosc_file(path, seconds=40.0, rate=4096.0, nan_at=None, dataset=True, gps=GPS0, dq_fail=(), zeros_at=None,
-                all_nan=False, quality=True):
+                all_nan=False, quality=True, hw_injection=()):
     """A strain file in GWOSC's HDF5 layout (meta/, quality/simple with a 1 Hz DQmask and its
     short names, quality/injections, strain/Strain with Xstart/Xspacing/Xunits/Yunits), holding
-    aLIGO-design noise: ``dq_fail`` seconds fail CBC_CAT2, ``nan_at``/``zeros_at`` start a
-    100-sample NaN gap or a 1000-sample zero-filled gap."""
+    aLIGO-design noise: ``dq_fail`` seconds fail CBC_CAT2, ``hw_injection`` seconds hold a CBC
+    hardware injection (NO_CBC_HW_INJ cleared), ``nan_at``/``zeros_at`` start a 100-sample NaN
+    gap or a 1000-sample zero-filled gap."""
     n = int(seconds * rate)
     f = np.fft.rfftfreq(n, 1 / rate)
     x = gw.colored_noise(np.sqrt(gw.aligo_psd(f)), n, rate, np.random.default_rng(3), 1)[0]
@@ -340,7 +341,10 @@ def _gwosc_file(path, seconds=40.0, rate=4096.0, nan_at=None, dataset=True, gps=
             q["DQShortnames"] = np.array([n.encode() for n in DQ_NAMES])
             q["DQDescriptions"] = np.array([f"{n} description".encode() for n in DQ_NAMES])
             inj = fh.create_group("quality/injections")
-            im = inj.create_dataset("Injmask", data=np.full(dur, 0, np.int32))
+            injmask = np.full(dur, 0b11, np.int32)  # NO_CBC_HW_INJ, NO_BURST_HW_INJ: no injection
+            for sec in hw_injection:
+                injmask[sec] &= ~1
+            im = inj.create_dataset("Injmask", data=injmask)
             im.attrs.update(Xstart=int(gps), Xspacing=1.0, Xunits=b"second", Npoints=dur)
             inj["InjShortnames"] = np.array([b"NO_CBC_HW_INJ", b"NO_BURST_HW_INJ"])
             inj["InjDescriptions"] = np.array([b"no CBC injection", b"no burst injection"])
@@ -390,7 +394,8 @@ def test_gwosc_download_and_preprocess_through_the_cli(gcfg, tmp_path):
     """A file in GWOSC's layout around GW150914, served on 127.0.0.1, fetched and preprocessed as
     the workflow runs them (relative paths): the event, the seconds failing CBC_CAT2 and a
     zero-filled and a NaN stretch are never inside a segment, the splits are time blocks."""
-    _gwosc_file(tmp_path / "src.hdf5", seconds=80.0, dq_fail=(33,), zeros_at=int(6.0 * 4096), nan_at=int(27.5 * 4096))
+    _gwosc_file(tmp_path / "src.hdf5", seconds=80.0, dq_fail=(33,), zeros_at=int(6.0 * 4096), nan_at=int(27.5 * 4096),
+                hw_injection=(60,))
     body = (tmp_path / "src.hdf5").read_bytes()
     md5 = hashlib.md5(body).hexdigest()
     name = "H-H1_GWOSC_4KHZ_R1-1126259447-32.hdf5"
@@ -406,10 +411,12 @@ def test_gwosc_download_and_preprocess_through_the_cli(gcfg, tmp_path):
              f"data/raw/cpc_snn/download/{name}", "--out", "data/processed/cpc_snn.h5")
     assert r.returncode == 0, r.stderr
     assert "GW150914 (GPS 1126259462.4) in the file" in r.stderr and "fail the data-quality flags" in r.stderr
+    assert "fail the hardware-injection flags" in r.stderr
     d = gw.load_processed(tmp_path / "data/processed/cpc_snn.h5")
     assert d["attrs"]["source"] == "gwosc" and d["strain"].shape[1] == 2048
     start, end = d["gps_start"], d["gps_start"] + 1.0
-    for lo, hi in [(1126259462.4 - 4, 1126259462.4 + 2), (GPS0 + 33, GPS0 + 34), (GPS0 + 6, GPS0 + 6 + 1000 / 4096),
+    for lo, hi in [(1126259462.4 - 4, 1126259462.4 + 2), (GPS0 + 33, GPS0 + 34), (GPS0 + 60, GPS0 + 61),
+                   (GPS0 + 6, GPS0 + 6 + 1000 / 4096),
                    (GPS0 + 27.5, GPS0 + 27.5 + 100 / 4096)]:
         assert not ((start < hi) & (end > lo)).any(), (lo, hi)
     assert abs(d["strain"][d["label"] == 0].std() - 1) < 0.15

@@ -495,3 +495,37 @@ def test_archive_larger_than_allowed_is_refused(tmp_path):
     with pytest.raises(NeurotrainError, match="unpacks to .* more than the"):
         list(read_calms21_zip(z, 1024, 30.0, max_bytes=len(text) - 1))
     assert [r.name for r in read_calms21_zip(z, 1024, 30.0, max_bytes=len(text))] == ["task1-train-m1"]
+
+
+def test_pose_file_faults_users_make_are_named_in_one_line(tmp_path):
+    """Frames subsampled with the fps attribute left as it was; an individual named otherwise than
+    in the file; a one-animal file; a netCDF file that is not one (the library's message spans
+    lines): each one line naming the file, exit 2, nothing written. A file without confidence
+    values and min_confidence set is read, with a warning."""
+    from movement.io import load_poses
+
+    names = dl.KEYPOINTS
+    ds = load_poses.from_numpy(_pose(T=120, names=names, fps=60.0), np.ones((120, 7, 2)),
+                               individual_names=["resident", "intruder"], keypoint_names=list(names), fps=60.0,
+                               source_software="DeepLabCut")
+    ds.isel(time=slice(None, None, 2)).to_netcdf(tmp_path / "sub.nc")  # 30 fps of frames, fps attribute still 60
+    ds.isel(individuals=[0]).to_netcdf(tmp_path / "one.nc")
+    (tmp_path / "bad.nc").write_text("not netcdf\n")
+    load_poses.from_numpy(_pose(T=60, names=names), None, individual_names=["a", "b"], keypoint_names=list(names),
+                          fps=30.0, source_software="SLEAP").to_netcdf(tmp_path / "noconf.nc")
+    cases = [("sub.nc", {}, "sub.nc: its fps attribute (60) contradicts its time coordinate"),
+             ("sub.nc", {"individuals": ["Resident", "intruder"]},
+              "sub.nc: individual(s) Resident of lisbet.data.movement.individuals not in the file; the file has 2"),
+             ("one.nc", {}, "one.nc: need 2 individuals per recording (resident and intruder); the file has 1"),
+             ("bad.nc", {}, "bad.nc: not a netCDF pose file")]
+    for i, (f, extra, needle) in enumerate(cases):
+        cfg = _lisbet_config(tmp_path, {"source": "movement", "movement": {"paths": [f], "frame_width": 200.0, **extra}},
+                             f"c{i}.yaml")
+        r = _cli(tmp_path, "preprocess", "--system", "lisbet", "--config", cfg, "--raw", f, "--out", "p.h5")
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert r.returncode == 2 and len(lines) == 1 and needle in lines[0], (f, r.stderr)
+        assert not (tmp_path / "p.h5").exists()
+    cfg = _lisbet_config(tmp_path, {"source": "movement", "movement": {"paths": ["noconf.nc"], "min_confidence": 0.5,
+                                                                        "frame_width": 200.0}}, "n.yaml")
+    r = _cli(tmp_path, "preprocess", "--system", "lisbet", "--config", cfg, "--raw", "noconf.nc", "--out", "p.h5")
+    assert r.returncode == 0 and "no confidence values (all NaN)" in r.stderr, r.stderr

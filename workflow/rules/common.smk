@@ -44,7 +44,7 @@ SYSTEMS = config["systems"]
 
 wildcard_constraints:
     system="|".join(registry.names()),
-    filename=r"[A-Za-z0-9][A-Za-z0-9._-]*",
+    filename=r"[A-Za-z0-9][A-Za-z0-9._+-]*",
 
 
 def systems_of(framework):

@@ -7,7 +7,9 @@ A file (HDF5 in GWOSC's layout, or GWF when a frame reader is installed) is read
 sample is usable when
 
 - every flag in ``cpc_snn.data.gwosc.dq_flags`` is set for its second (e.g. ``DATA``,
-  ``CBC_CAT1``, ``CBC_CAT2``: the data exist and pass the compact-binary vetoes),
+  ``CBC_CAT1``, ``CBC_CAT2``: the data exist and pass the compact-binary vetoes), and every flag
+  in ``gwosc.injection_flags`` of the hardware-injection mask (``NO_CBC_HW_INJ``,
+  ``NO_BURST_HW_INJ``: no simulated signal was put into the detector then),
 - it is finite and not inside a run of exact zeros (a zero-filled gap),
 - it lies outside ``[t - before, t + after]`` of every known event in
   ``cpc_snn.data.gwosc.events`` (name -> GPS time; by default the GWTC-1 catalogue's events), so
@@ -92,6 +94,8 @@ def read_strain(path: str | Path, g: dict) -> Strain:
         log.info("%s: %.2f s of NaN or zero-filled strain treated as gaps", path, (~usable).sum() / rate)
     if g["dq_flags"]:
         usable &= _dq_usable(path, g["dq_flags"], t0, rate, len(x), StateVector, gwf)
+    if g["injection_flags"]:  # hardware injections are simulated signals in the data: never noise
+        usable &= _dq_usable(path, g["injection_flags"], t0, rate, len(x), StateVector, gwf, injections=True)
     t = t0 + np.arange(len(x)) / rate
     before, after = g["event_window"]
     for name, t_event in g["events"].items():
@@ -116,21 +120,30 @@ def _gwf_channel(path: Path) -> str:
     return f"{ifo}:{rest.replace('_', '-', 1)}_STRAIN"
 
 
-def _dq_usable(path: Path, flags: list[str], t0: float, rate: float, n: int, StateVector, gwf: bool) -> np.ndarray:
-    """[n] bool: every flag of ``flags`` is set in the file's 1 Hz data-quality mask."""
+def _dq_usable(path: Path, flags: list[str], t0: float, rate: float, n: int, StateVector, gwf: bool,
+               injections: bool = False) -> np.ndarray:
+    """[n] bool: every flag of ``flags`` is set in the file's 1 Hz mask: the data-quality mask
+    ``quality/simple`` (``DQmask``, ``DQShortnames``), or with ``injections`` the hardware-injection
+    mask ``quality/injections`` (``Injmask``, ``InjShortnames``, whose ``NO_*`` bits are set where
+    there is no injection of that kind)."""
+    key = "injection_flags" if injections else "dq_flags"
+    group, values, names = (("quality/injections", "Injmask", "InjShortnames") if injections else
+                            ("quality/simple", "DQmask", "DQShortnames"))
+    what = "hardware-injection mask" if injections else "data-quality mask"
     if gwf:
-        raise NeurotrainError(path, "a frame file carries no GWOSC data-quality mask here; set "
-                                    "cpc_snn.data.gwosc.dq_flags: [] (and check the data quality yourself)")
+        raise NeurotrainError(path, f"a frame file carries no GWOSC {what} here; set cpc_snn.data.gwosc.{key}: [] "
+                                    "(and check the data yourself)")
     try:
-        sv = StateVector.read(str(path), format="hdf5.gwosc", bits_dataset="DQShortnames")
+        sv = StateVector.read(str(path), format="hdf5.gwosc", path=group, value_dataset=values, bits_dataset=names)
     except Exception as exc:  # noqa: BLE001
-        raise NeurotrainError(path, f"no readable data-quality mask quality/simple ({exc.__class__.__name__}); set "
-                                    "cpc_snn.data.gwosc.dq_flags: [] to use the file without one") from None
+        raise NeurotrainError(path, f"no readable {what} {group} ({exc.__class__.__name__}); set "
+                                    f"cpc_snn.data.gwosc.{key}: [] to use the file without one") from None
     bits = [str(b) for b in sv.bits]
     missing = [f for f in flags if f not in bits]
     if missing:
-        raise NeurotrainError(path, f"data-quality flag(s) {', '.join(missing)} not in the file (it has "
-                              f"{', '.join(b for b in bits if b and b != 'None')}; config key cpc_snn.data.gwosc.dq_flags)")
+        raise NeurotrainError(path, f"{'injection' if injections else 'data-quality'} flag(s) {', '.join(missing)} "
+                                    f"not in the file (it has {', '.join(b for b in bits if b and b != 'None')}; "
+                                    f"config key cpc_snn.data.gwosc.{key})")
     need = sum(1 << bits.index(f) for f in flags)
     good_s = (np.asarray(sv.value, np.int64) & need) == need  # one value per second from sv.t0
     sec = np.floor((t0 + np.arange(n) / rate - float(sv.t0.value)) / float(sv.dt.value)).astype(np.int64)
@@ -138,7 +151,8 @@ def _dq_usable(path: Path, flags: list[str], t0: float, rate: float, n: int, Sta
     ok = np.zeros(n, bool)
     ok[inside] = good_s[sec[inside]]
     if not ok.all():
-        log.info("%s: %.0f s fail the data-quality flags %s", path, (~ok).sum() / rate, ", ".join(flags))
+        log.info("%s: %.0f s fail the %s flags %s", path, (~ok).sum() / rate,
+                 "hardware-injection" if injections else "data-quality", ", ".join(flags))
     return ok
 
 

@@ -208,7 +208,12 @@ def recordings(d: dict, raw: list[Path]) -> Iterator[Recording]:
     elif d["source"] == "calms21":
         c = d["calms21"]
         for r in raw:
-            verify_md5(r, c["md5"]["task1" if "task1" in r.name else "unlabeled"])
+            kind = "task1" if "task1" in r.name else "unlabeled"
+            try:
+                verify_md5(r, c["md5"][kind])
+            except NeurotrainError as exc:  # the archive's role comes from its published file name
+                raise NeurotrainError(r, f"{exc.what} (taken as the {kind} archive from its file name; CalMS21 names "
+                                         "them task1_classic_classification.zip and unlabeled_videos.zip)") from None
             for rec in read_calms21_zip(r, c["frame_width"], c["fps"]):
                 rec.keypoints = select_keypoints(rec.keypoints, list(KEYPOINTS), want, "lisbet.data.keypoints")
                 yield rec

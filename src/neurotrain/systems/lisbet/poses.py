@@ -178,24 +178,42 @@ def _software(path: Path, configured: str) -> str:
 
 
 def _frame_rate(ds, path: Path, configured: float | None) -> float:
-    """Frames per second: the file's own (``fps`` attribute, or a time coordinate in seconds),
-    else ``lisbet.data.movement.fps``."""
-    fps = ds.attrs.get("fps")
-    if fps is not None and np.isfinite(float(fps)) and float(fps) > 0:
-        if configured is not None and abs(float(fps) - configured) > 1e-6 * configured:
-            log.info("%s: frame rate %g fps from the file (lisbet.data.movement.fps = %g is for files "
-                     "without one)", path, float(fps), configured)
-        return float(fps)
+    """Frames per second: the file's own (``fps`` attribute and a time coordinate in seconds,
+    which must agree), else ``lisbet.data.movement.fps``."""
+    from_time = None
     t = np.asarray(ds["time"].values, np.float64)
     if ds.attrs.get("time_unit") == "seconds" and len(t) > 1:
         step = np.diff(t)
         if not (step > 0).all() or np.ptp(step) > 1e-3 * np.median(step):
             raise NeurotrainError(path, "time coordinate is not evenly spaced (a variable frame rate); resample "
                                         "the file to a constant rate first")
-        return float(1.0 / np.median(step))
+        from_time = float(1.0 / np.median(step))
+    fps = ds.attrs.get("fps")
+    fps = float(fps) if fps is not None and np.isfinite(float(fps)) and float(fps) > 0 else None
+    if fps is not None and from_time is not None and abs(fps - from_time) > 1e-3 * from_time:
+        raise NeurotrainError(path, f"its fps attribute ({fps:g}) contradicts its time coordinate (one frame every "
+                                    f"{1 / from_time:.6g} s: {from_time:.6g} fps); fix the attribute (after "
+                                    "subsampling frames, set ds.attrs['fps'])")
+    own = fps if fps is not None else from_time
+    if own is not None:
+        if configured is not None and abs(own - configured) > 1e-6 * configured:
+            log.info("%s: frame rate %g fps from the file (lisbet.data.movement.fps = %g is for files "
+                     "without one)", path, own, configured)
+        return own
     if configured is None:
         raise NeurotrainError(path, "the file gives no frame rate: set lisbet.data.movement.fps")
     return float(configured)
+
+
+def _quiet_movement() -> None:
+    """movement reports its own failures through loguru on stderr; the workflow's one error line
+    names the file and the cause, so those lines are dropped (warnings and info stay in ours)."""
+    try:
+        from loguru import logger
+
+        logger.remove()
+    except (ImportError, ValueError):
+        pass
 
 
 def read_pose_file(path: str | Path, m: dict, keypoints: list[str]) -> Recording:
@@ -217,6 +235,7 @@ def read_pose_file(path: str | Path, m: dict, keypoints: list[str]) -> Recording
         else:
             from movement.io import load_dataset
 
+            _quiet_movement()
             ds = load_dataset(path, source_software=software, fps=m["fps"])
     except NeurotrainError:
         raise
@@ -231,17 +250,33 @@ def read_pose_file(path: str | Path, m: dict, keypoints: list[str]) -> Recording
     if m["min_confidence"] > 0 and "confidence" in ds:
         from movement.filtering import filter_by_confidence
 
-        pos = filter_by_confidence(pos, ds["confidence"], threshold=m["min_confidence"])
+        if np.isnan(ds["confidence"].values).all():
+            log.warning("%s: the file has no confidence values (all NaN): lisbet.data.movement.min_confidence is "
+                        "not applied", path)
+        else:
+            pos = filter_by_confidence(pos, ds["confidence"], threshold=m["min_confidence"])
     if pos.sizes["space"] != 2:
         raise NeurotrainError(path, f"need 2-D positions (x, y), got {pos.sizes['space']} spatial dimensions")
     individuals = [str(v) for v in pos["individuals"].values]
     chosen = list(m["individuals"]) or individuals
-    if len(chosen) != 2 or any(i not in individuals for i in chosen):
-        raise NeurotrainError(path, f"need 2 individuals, resident first; the file has {len(individuals)} "
-                                    f"({', '.join(individuals)}): name two in lisbet.data.movement.individuals")
+    has = f"the file has {len(individuals)} ({', '.join(individuals)})"
+    if len(individuals) < 2:
+        raise NeurotrainError(path, f"need 2 individuals per recording (resident and intruder); {has}")
+    missing = [i for i in chosen if i not in individuals]
+    if missing:
+        raise NeurotrainError(path, f"individual(s) {', '.join(missing)} of lisbet.data.movement.individuals not in "
+                                    f"the file; {has}")
+    if len(chosen) != 2:
+        raise NeurotrainError(path, f"need 2 individuals, resident first; {has}: name two in "
+                                    "lisbet.data.movement.individuals")
     names = [m["keypoint_map"].get(str(k), str(k)) for k in pos["keypoints"].values]
     arr = pos.transpose(*want).sel(individuals=chosen).values.astype(np.float64)  # [T, xy, K, 2]
     kp = select_keypoints(arr.transpose(0, 3, 2, 1), names, keypoints, str(path)) / m["frame_width"]
+    largest = float(np.nanmax(np.abs(kp))) if np.isfinite(kp).any() else 0.0
+    if largest > 10:
+        log.warning("%s: coordinates up to %.0f after dividing by lisbet.data.movement.frame_width (%g): pixels? "
+                    "The model expects arena units (about 0-1): set frame_width to the video's width in pixels",
+                    path, largest, m["frame_width"])
     fps = _frame_rate(ds, path, m["fps"])
     return Recording(path.stem, kp.astype(np.float32), np.full(len(kp), -1, np.int16), fps, str(path))
 
