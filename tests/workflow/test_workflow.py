@@ -700,13 +700,16 @@ def _digests(wd: Path) -> dict[str, str]:
 
 
 def test_two_smoke_runs_are_byte_identical(finished, tmp_path):
-    """Determinism: a second smoke run from scratch gives the same bytes in every array of every
-    system (weights, outputs, metrics, population, the saved models) and the same metrics."""
-    first = _digests(finished)
+    """Determinism: a second smoke run from scratch gives the same bytes in every array (weights,
+    outputs, metrics, population, the saved models) and the same metrics. ei_rnn and cpc_snn are
+    compared with a clean run, stage by stage, in test_resume's every-stage chain."""
+    systems = ("cebra", "ring_attractor", "lisbet")
+    first = {k: v for k, v in _digests(finished).items() if k.split("/")[0] in systems}
     wd = workflow_copy(tmp_path)
-    smk(wd)
+    (wd / "config" / "three.yaml").write_text(f"systems: [{', '.join(systems)}]\n")
+    smk(wd, "config/three.yaml")  # another --configfile
     second = _digests(wd)
-    assert len(first) > 100 and first.keys() == second.keys()
+    assert len(first) > 60 and first.keys() == second.keys()
     differ = sorted(k for k in first if first[k] != second[k])
     assert not differ, differ[:10]
 
