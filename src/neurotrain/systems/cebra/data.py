@@ -104,11 +104,12 @@ def load_rat(path: Path, md5: str) -> dict:
 
 
 # --------------------------------------------------------------------------- NWB
-def load_nwb(path: Path, cfg: dict, dt: float, discrete: frozenset = frozenset()) -> dict:
+def load_nwb(path: Path, cfg: dict, dt: float, discrete_of=lambda width: frozenset()) -> dict:
     """A session from NWB (``cfg`` is ``data.nwb``): ``spikes`` [T, N] float32, the spike times
     (s) of each of the N units of the Units table counted in bins of ``dt`` s; ``behavior``
     [T, B] float32, the time series named ``cfg['behavior']`` in its declared unit (``data *
-    conversion + offset``), interpolated linearly to the bin centres (the columns in ``discrete``,
+    conversion + offset``), interpolated linearly to the bin centres (the columns in
+    ``discrete_of(number of columns)``,
     flags and categories: the last sample at or before each centre); ``behavior_unit``, that
     unit as the file spells it. The bins span the behaviour's first to last timed sample; spikes
     outside are not counted (the log says how many).
@@ -152,6 +153,7 @@ def load_nwb(path: Path, cfg: dict, dt: float, discrete: frozenset = frozenset()
                  path, total - inside, total, s.name, edges[0], edges[-1])
     spikes = np.stack(counts, 1).astype(np.float32)
     last = np.clip(np.searchsorted(times, centres, side="right") - 1, 0, len(times) - 1)
+    discrete = discrete_of(values.shape[1])
     behavior = np.stack([values[last, j] if j in discrete else np.interp(centres, times, values[:, j])
                          for j in range(values.shape[1])], 1)
     return {"spikes": spikes, "behavior": behavior.astype(np.float32), "behavior_unit": s.unit}
@@ -210,14 +212,10 @@ def read_sessions(cfg: dict, raw: list[Path]) -> tuple[list[str], list[dict], fl
     dup = sorted({x for x in stems if stems.count(x) > 1})
     if dup:
         raise NeurotrainError(", ".join(map(str, raw)), f"two NWB files share the session name {dup[0]!r} (file stem)")
-    discrete = frozenset()
-    if d["behavior_columns"] and d["discrete_columns"]:
-        discrete = frozenset(d["behavior_columns"].index(c) for c in d["discrete_columns"] if c in d["behavior_columns"])
-    elif d["discrete_columns"]:  # the series' own column names: <series>_<j>, or <series> for one column
-        name = d["nwb"]["behavior"].rsplit("/", 1)[-1]
-        discrete = frozenset(0 if c == name else int(c.rsplit("_", 1)[1]) for c in d["discrete_columns"]
-                             if c == name or (c.startswith(name + "_") and c.rsplit("_", 1)[1].isdigit()))
-    sessions = [load_nwb(p, d["nwb"], d["nwb"]["bin_size"], discrete) for p in paths]
+    # which columns are flags or categories: the same rule as preprocessing's (behavior_columns)
+    sessions = [load_nwb(p, d["nwb"], d["nwb"]["bin_size"],
+                         lambda width: frozenset(np.flatnonzero(behavior_columns(d, width)[1]).tolist()))
+                for p in paths]
     # one behaviour variable in one unit across sessions (decoding and consistency compare them)
     units = [s.pop("behavior_unit") for s in sessions]
     for p, u in zip(paths[1:], units[1:]):
