@@ -70,6 +70,8 @@ def _call(stage: str, fn: Callable, cfg, args, files: list[str]):
             if real in seen:
                 raise NeurotrainError(r, f"given twice (also as {seen[real]}); list each raw file once")
             seen[real] = r
+        if args.config:  # a user at the shell; the rules pass the config's own files as --raw
+            _say_raw_overrides(args.system, cfg, args.raw)
         return fn(cfg, args.raw, args.out)
     if stage == "train":
         return fn(cfg, args.data, args.out_dir, args.threads)
@@ -85,6 +87,25 @@ def _call(stage: str, fn: Callable, cfg, args, files: list[str]):
     if stage == "report":
         return fn(args.system, cfg, args.run_dir, args.out, files[0])
     raise AssertionError(stage)
+
+
+def _say_raw_overrides(system: str, cfg, raw: list[str]) -> None:
+    """Log that ``--raw`` replaces the files a config key of the active source lists (e.g.
+    ``cpc_snn.data.gwosc.paths``), when they differ: the command reads ``--raw`` only."""
+    from neurotrain import registry
+
+    data = cfg["data"]
+    source = registry.spec(system).sources.get(data["source"])
+    if source is None or not source.user_files:
+        return
+    value = data
+    for k in source.user_files:
+        value = value.get(k) if hasattr(value, "get") else None
+    listed = [value] if isinstance(value, str) else list(value or [])
+    if listed and sorted(map(os.path.realpath, listed)) != sorted(map(os.path.realpath, raw)):
+        key = ".".join((system, "data", *source.user_files))
+        logging.getLogger("neurotrain").warning(
+            "reading the --raw file(s) %s, not config key %s (%s)", " ".join(raw), key, " ".join(listed))
 
 
 SYSTEM_STAGES: dict[str, tuple[str, Callable]] = {

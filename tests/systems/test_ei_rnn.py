@@ -79,3 +79,15 @@ def test_task_losses_and_grad_balancing(tiny_dataset, cfg):
     assert out["trial_weight"] != cfg["loss"]["ltrial_scale"]  # balanced by gradient norms
     rebuilt = build_model(task.model_config)
     assert rebuilt.w_rec.shape == task.model.w_rec.shape
+
+
+def test_trials_split_whole_with_every_condition_on_both_sides(tiny_dataset):
+    """Trials are the independent items: each is wholly training or wholly validation (no trial
+    index in both), every trial is used, and every condition is seen on both sides."""
+    import h5py
+
+    with h5py.File(tiny_dataset["h5"], "r") as h:
+        train, val, cond = h["train_idx"][()], h["val_idx"][()], h["conditions"][()]
+    assert not set(train.tolist()) & set(val.tolist())
+    assert sorted([*train.tolist(), *val.tolist()]) == list(range(len(cond)))
+    assert set(cond[train].tolist()) == set(cond[val].tolist()) == set(cond.tolist())

@@ -34,15 +34,19 @@ def lcfg():
     return validate_system("lisbet", copy.deepcopy(SMALL))
 
 
-def _coded_frames(n_seq=4, T=200):
-    """Frames whose values encode (sequence, time, mouse): x = 1000 s + t, y = mouse."""
+def _coded_keypoints(n_seq=4, T=200):
+    """Sequences [T, 2, 7, 2] whose values encode (sequence, time, mouse): x = 1000 s + t, y = mouse."""
     kps = []
     for s in range(n_seq):
         k = np.zeros((T, 2, 7, 2), np.float32)
         k[..., 0] = (1000 * s + np.arange(T))[:, None, None]
         k[:, 1, :, 1] = 1
         kps.append(k)
-    return sl.Frames(kps)
+    return kps
+
+
+def _coded_frames(n_seq=4, T=200):
+    return sl.Frames(_coded_keypoints(n_seq, T))
 
 
 def _decode(x):
@@ -79,6 +83,39 @@ def test_task_examples_follow_their_definitions(task, lcfg):
         assert (speed[pos] > 1.3).all() and (speed[neg] < 0.75).all()
         assert (np.diff(rt, axis=1) > 0).all(), "slowed windows interpolate, never repeat a frame"
         assert (rt == it).all()
+
+
+@pytest.mark.parametrize("task", ["nwp", "smp", "dmp", "vsp"])
+def test_no_frame_of_another_split_in_any_example(task, lcfg):
+    """Splits are whole sequences: training examples (swapped-in intruders included) hold only
+    frames of training sequences, validation examples only frames of validation sequences."""
+    frames = _coded_frames(n_seq=6)
+    for seqs in (np.array([0, 2, 3]), np.array([1, 5])):
+        x, _ = sl.make_examples(task, frames, seqs, 300, np.random.default_rng(1), lcfg["training"], 20)
+        rs, _, is_, _ = _decode(x)
+        assert set(np.unique(rs)) | set(np.unique(is_)) <= set(seqs.tolist())
+
+
+def test_training_and_validation_draw_from_their_own_sequences(lcfg, monkeypatch):
+    """What LisbetTask feeds the model: every training window comes from a split-0 sequence,
+    every validation window from a split-1 sequence; test sequences are never read."""
+    kps = _coded_keypoints(n_seq=6)
+    split = np.array([0, 1, 2, 0, 2, 0], np.int8)
+    seen = []
+    real = sl.make_examples
+
+    def recording(task, frames, seqs, *a, **k):
+        x, y = real(task, frames, seqs, *a, **k)
+        rs, _, is_, _ = _decode(x)
+        seen.append(set(np.unique(rs)) | set(np.unique(is_)))
+        return x, y
+
+    monkeypatch.setattr(sl, "make_examples", recording)
+    task = sl.LisbetTask({"keypoints": kps, "split": split}, lcfg, torch.device("cpu"))
+    assert len(seen) == len(task.task_ids) and all(s <= {1} for s in seen), seen
+    seen.clear()
+    task.train_epoch(np.random.default_rng(0), lambda: None)
+    assert len(seen) == len(task.task_ids) and all(s <= {0, 3, 5} for s in seen), seen
 
 
 def test_encoder_equals_torch_prenorm_transformer():

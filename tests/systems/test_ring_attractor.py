@@ -366,7 +366,8 @@ def _preprocess_hd(tmp_path: Path, degrees=False, **nwb_cfg):
 
     block = copy.deepcopy(SMALL)
     # no smoothing: the values are compared with the exact heading (smoothing has its own test)
-    block["data"].update(source="nwb", nwb={"path": "raw/hd.nwb", "degrees": degrees, "velocity_window": 0.0, **nwb_cfg})
+    nwb = {"path": "raw/hd.nwb", "degrees": degrees, "velocity_window": 0.0, **nwb_cfg}
+    block["data"].update(source="nwb", nwb=nwb)
     block["data"]["embedded"]["duration"] = 1.0
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({"systems": ["ring_attractor"], "ring_attractor": block}))
     return subprocess.run([NEUROTRAIN, "preprocess", "--system", "ring_attractor", "--config", "config.yaml", "--raw",
@@ -422,6 +423,55 @@ def test_nwb_unit_contradicting_the_config_refused(tmp_path, unit, degrees, line
     t = np.arange(1000) * 0.02
     _hd_file(tmp_path / "raw" / "hd.nwb", np.mod(_heading(t), 2 * np.pi), timestamps=t, unit=unit)
     assert refused_line(tmp_path, _preprocess_hd(tmp_path, degrees=degrees)) == line
+
+
+@pytest.mark.parametrize("unit", ["n/a", "radians"])
+def test_degrees_read_as_radians_refused_whatever_the_label(tmp_path, unit):
+    """Degrees wrapped at 360 and labelled 'n/a' (no unit) or even 'radians', with the config at
+    radians: refused, naming the key, instead of training on 57 times the true velocity."""
+    t = np.arange(1000) * 0.02
+    _hd_file(tmp_path / "raw" / "hd.nwb", np.rad2deg(np.mod(_heading(t), 2 * np.pi)), timestamps=t, unit=unit)
+    line = refused_line(tmp_path, _preprocess_hd(tmp_path))
+    assert line.startswith("error: raw/hd.nwb: head_direction: read as radians, the angle jumps by ")
+    assert line.endswith("the values look like degrees; set config key ring_attractor.data.nwb.degrees: true "
+                         "(or declare unit='degrees' in the file)")
+
+
+def test_slow_unwrapped_degrees_refused_and_radians_at_1khz_with_jitter_accepted(tmp_path):
+    """Unwrapped degrees never jump a turn, but read as radians the head turns implausibly fast;
+    a true radian heading tracked at 1 kHz with 2 degrees of jitter is not mistaken for that."""
+    t = np.arange(1000) * 0.02
+    _hd_file(tmp_path / "raw" / "hd.nwb", np.rad2deg(_heading(t)), timestamps=t, unit="n/a")
+    line = refused_line(tmp_path, _preprocess_hd(tmp_path))
+    assert "would turn at" in line and "deg/s or faster for a tenth of the recording" in line
+    t = np.arange(20000) * 0.001
+    jitter = np.deg2rad(2.0) * np.random.default_rng(0).standard_normal(len(t))
+    _hd_file(tmp_path / "raw" / "hd.nwb", _heading(t) + jitter, timestamps=t)
+    r = _preprocess_hd(tmp_path)
+    assert r.returncode == 0, r.stderr
+
+
+def test_raw_given_on_the_command_line_says_it_replaces_the_config_path(tmp_path):
+    t = np.arange(1000) * 0.02
+    _hd_file(tmp_path / "raw" / "hd.nwb", np.mod(_heading(t), 2 * np.pi), timestamps=t)
+    r = _preprocess_hd(tmp_path)
+    assert r.returncode == 0 and "not config key" not in r.stderr, r.stderr
+    r = _preprocess_hd(tmp_path, path="raw/session2.nwb")
+    assert r.returncode == 0, r.stderr
+    assert ("reading the --raw file(s) raw/hd.nwb, not config key ring_attractor.data.nwb.path (raw/session2.nwb)"
+            in r.stderr)
+
+
+def test_millisecond_timestamps_get_a_hint(tmp_path):
+    """Timestamps in ms (NWB wants seconds): every sample falls apart into its own stretch; the
+    refusal says why instead of a bare '0 gap-free trajectories'."""
+    t = np.arange(1000) * 20.0
+    _hd_file(tmp_path / "raw" / "hd.nwb", np.mod(_heading(t / 1000), 2 * np.pi), timestamps=t)
+    line = refused_line(tmp_path, _preprocess_hd(tmp_path))
+    assert line == ("error: raw/hd.nwb: recording yields 0 gap-free trajectories of 1.0 s; need at least 5 (train, "
+                    "validation and test blocks with a trajectory's gap between them); its median sample interval, "
+                    "20 s, is longer than config key ring_attractor.data.nwb.max_gap (0.5 s): NWB timestamps are in "
+                    "seconds, are these in milliseconds?")
 
 
 def test_nwb_nan_timestamps_are_gaps(tmp_path):

@@ -30,6 +30,7 @@ import numpy as np
 from neurotrain.errors import NeurotrainError
 from neurotrain.io import atomic_path, check_arrays, read_hdf5
 from neurotrain.nwb import canonical_unit, check_observed, read_nwb
+from neurotrain.splits import block_split
 from neurotrain.fetch import read_verified
 
 log = logging.getLogger("neurotrain.systems.cebra.data")
@@ -174,7 +175,7 @@ def _check_session(name: str, s: dict, where, min_length: int, test_fraction: fl
         raise NeurotrainError(where, f"session {name}: {sp.shape[0]} time bins, shorter than the minimum {min_length} "
                                      f"and the {gap}-bin gap between training and held-out parts (the model's receptive "
                                      "field and a train/test split)")
-    n_test = sp.shape[0] - int(round(sp.shape[0] * (1 - test_fraction)))
+    n_test = int(round(sp.shape[0] * test_fraction))  # as splits.block_split counts it
     if n_test < 10:
         raise NeurotrainError(where, f"session {name}: test_fraction leaves {n_test} held-out bins (need at least 10)")
 
@@ -275,14 +276,14 @@ def preprocess_raw(cfg: dict, raw, out: str | Path) -> None:
         with h5py.File(tmp, "w") as fh:
             for name, s in zip(names, sessions):
                 g = fh.create_group(f"sessions/{name}")
-                T = s["spikes"].shape[0]
-                n_train = int(round(T * (1 - d["test_fraction"])))
                 for key in ("spikes", "behavior", "latent"):
                     if key in s:
                         g.create_dataset(key, data=np.asarray(s[key], np.float32))
                 # contiguous parts, split_gap bins apart: no window of the training part reaches the held-out one
-                g.create_dataset("train_idx", data=np.arange(n_train - d["split_gap"]))
-                g.create_dataset("test_idx", data=np.arange(n_train, T))
+                split = block_split(np.arange(s["spikes"].shape[0]), 1, 0.0, d["test_fraction"],
+                                    files.get(name, where), f"time bins of session {name}", gap=d["split_gap"])
+                g.create_dataset("train_idx", data=np.flatnonzero(split == 0).astype(np.int64))
+                g.create_dataset("test_idx", data=np.flatnonzero(split == 2).astype(np.int64))
             fh.attrs["dt"] = dt
             fh.attrs["session_names"] = names
             fh.attrs["behavior_names"] = columns

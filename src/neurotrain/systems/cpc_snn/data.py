@@ -110,34 +110,18 @@ def generate_embedded(cfg: dict, out_dir: str | Path) -> None:
 
 
 # --------------------------------------------------------------------------- GWOSC
-def welch_asd(x: np.ndarray, fs: float, seg_s: float, f_out: np.ndarray) -> np.ndarray:
-    from scipy.signal import welch
-
-    nper = int(round(seg_s * fs))
-    f, p = welch(x, fs=fs, nperseg=nper, noverlap=nper // 2, window="hann", detrend="constant", average="median")
-    return np.sqrt(np.interp(f_out, f, p))
-
-
 def _gwosc_segments(cfg: dict, paths: list[Path]):
     """(segments, ASDs, GPS starts) of every file, read and cut by :mod:`.gwosc`."""
     from neurotrain.systems.cpc_snn.gwosc import read_strain, segments
 
     d = cfg["data"]
-    parts = [segments(read_strain(p, d["gwosc"]), d, welch_asd, Whitener, _tukey) for p in paths]
+    parts = [segments(read_strain(p, d["gwosc"]), d) for p in paths]
     seg, asd, gps = (np.concatenate([x[i] for x in parts]) for i in range(3))
     if not len(seg):
         raise NeurotrainError(paths[0], f"no usable stretch of strain is long enough for a segment of "
                                         f"{d['segment_duration']} s after dropping {d['gwosc']['edge']} s at each "
                                         f"edge and a PSD estimate over {d['gwosc']['psd_segment']} s")
     return seg, asd, gps
-
-
-def _tukey(n: int, ramp: int) -> np.ndarray:
-    w = np.ones(n)
-    if ramp > 0:
-        r = 0.5 - 0.5 * np.cos(np.pi * np.arange(ramp) / ramp)
-        w[:ramp], w[n - ramp:] = r, r[::-1]
-    return w
 
 
 # --------------------------------------------------------------------------- preprocess

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from neurotrain.errors import NeurotrainError
+from neurotrain.systems.cpc_snn.waveforms import Whitener
 
 log = logging.getLogger(__name__)
 ZERO_RUN = 16  # this many exact zeros in a row are a zero-filled gap (real strain is never exactly 0)
@@ -156,7 +157,28 @@ def _dq_usable(path: Path, flags: list[str], t0: float, rate: float, n: int, Sta
     return ok
 
 
-def segments(s: Strain, d: dict, welch_asd, whitener, tukey) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def welch_asd(x: np.ndarray, fs: float, seg_s: float, f_out: np.ndarray) -> np.ndarray:
+    """Amplitude spectral density [len(f_out)] (strain/sqrt(Hz)) of ``x`` sampled at ``fs`` Hz:
+    Welch's method with ``seg_s``-second Hann segments overlapping by half, and the median
+    rather than the mean of their periodograms (robust to glitches; as gwpy's and LIGO's
+    ``median`` PSD average), interpolated at ``f_out`` Hz."""
+    from scipy.signal import welch
+
+    nper = int(round(seg_s * fs))
+    f, p = welch(x, fs=fs, nperseg=nper, noverlap=nper // 2, window="hann", detrend="constant", average="median")
+    return np.sqrt(np.interp(f_out, f, p))
+
+
+def tukey(n: int, ramp: int) -> np.ndarray:
+    """[n] window: 1 in the middle, ``ramp`` samples of half a Hann window at each end."""
+    w = np.ones(n)
+    if ramp > 0:
+        r = 0.5 - 0.5 * np.cos(np.pi * np.arange(ramp) / ramp)
+        w[:ramp], w[n - ramp:] = r, r[::-1]
+    return w
+
+
+def segments(s: Strain, d: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(segments [m, N] whitened, their ASDs [m, N//2+1], GPS start [m] s) from the usable
     stretches of ``s``; ``d`` is ``cpc_snn.data``. Stretches too short for one segment after
     dropping the edges and estimating a PSD are skipped (logged)."""
@@ -187,7 +209,7 @@ def segments(s: Strain, d: dict, welch_asd, whitener, tukey) -> tuple[np.ndarray
         f_L = np.fft.rfftfreq(L, 1 / fs)
         asd_L = welch_asd(x, fs, g["psd_segment"], f_L)
         asd_L[f_L < d["f_low"] - 4] = np.inf
-        white = whitener(asd_L, L, fs, d["f_low"], d["f_high"])(x * tukey(L, drop))[drop:L - drop]
+        white = Whitener(asd_L, L, fs, d["f_low"], d["f_high"])(x * tukey(L, drop))[drop:L - drop]
         starts = np.arange(0, len(white) - N + 1, int(round(g["stride"] * fs)))
         a_N = welch_asd(x, fs, g["psd_segment"], f_N)
         a_N[f_N < d["f_low"] - 4] = np.inf

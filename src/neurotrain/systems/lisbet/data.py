@@ -233,10 +233,11 @@ def preprocess_raw(cfg: dict, raw, out: str | Path) -> None:
     raw = [Path(r) for r in (raw if isinstance(raw, (list, tuple)) else [raw])]
     W = cfg["model"]["window"]
     names: list[str] = []
+    seen: set[str] = set()
     fixed_split: dict[str, int] = {}
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as h:
         for rec in recordings(d, raw):
-            if rec.name in fixed_split or rec.name in names:
+            if rec.name in seen:
                 raise NeurotrainError(rec.where, f"sequence {rec.name!r} appears twice (sequences are named by "
                                                  "file, or by CalMS21 id)")
             rec = resample(rec, d["fps"], d["resample"])
@@ -249,6 +250,7 @@ def preprocess_raw(cfg: dict, raw, out: str | Path) -> None:
             g.create_dataset("keypoints", data=kp.astype(np.float32), compression="gzip")
             g.create_dataset("annotations", data=np.asarray(rec.annotations, np.int16))
             names.append(rec.name)
+            seen.add(rec.name)
             if rec.split is not None:
                 fixed_split[rec.name] = rec.split
         if not names:

@@ -143,7 +143,35 @@ def read_nwb_direction(path: Path, series: str, degrees: bool) -> tuple[np.ndarr
         raise NeurotrainError(s.where, "has no finite samples")
     if not ok.all():
         log.warning("%s: %d sample(s) with a NaN angle dropped (tracking lost)", s.where, int((~ok).sum()))
-    return s.times[ok], np.deg2rad(values[ok]) if degrees else values[ok]
+    times, values = s.times[ok], values[ok]
+    if not degrees:
+        _refuse_degrees_as_radians(s.where, times, values)
+    return times, np.deg2rad(values) if degrees else values
+
+
+# Head turns of rodents and flies stay far below this (saccades peak near 1000-2000 deg/s): a
+# series whose typical speed read in radians exceeds it holds degrees.
+MAX_PLAUSIBLE_SPEED = np.deg2rad(3000.0)  # rad/s
+
+
+def _refuse_degrees_as_radians(where: str, times: np.ndarray, values: np.ndarray) -> None:
+    """Refuse an angle series read as radians that holds degrees, whatever its declared unit
+    says: a radian angle, wrapped or unwrapped, never moves by more than a turn and a half
+    between two samples (degrees wrapped at 360 do), and its 90th-percentile speed over 0.1 s
+    stays below :data:`MAX_PLAUSIBLE_SPEED` (3000 deg/s)."""
+    if len(values) < 2:
+        return
+    jump = float(np.abs(np.diff(values)).max())
+    k = max(1, int(round(0.1 / float(np.median(np.diff(times)))))) if times[-1] > times[0] else 1
+    k = min(k, len(values) - 1)  # speed over about 0.1 s, so that tracking jitter is not counted
+    dt = times[k:] - times[:-k]
+    speed = np.abs(values[k:] - values[:-k])[dt > 0] / dt[dt > 0]
+    fast = float(np.percentile(speed, 90)) if len(speed) else 0.0
+    if jump > 3 * np.pi or fast > MAX_PLAUSIBLE_SPEED:
+        why = (f"jumps by {jump:.3g} between two samples (more than a turn and a half)" if jump > 3 * np.pi else
+               f"would turn at {np.rad2deg(fast):.0f} deg/s or faster for a tenth of the recording")
+        raise NeurotrainError(where, f"read as radians, the angle {why}: the values look like degrees; set "
+                                     f"config key {ANGLE_KEY}: true (or declare unit='degrees' in the file)")
 
 
 def smooth_direction(theta_u: np.ndarray, dt: float, window: float) -> tuple[np.ndarray, np.ndarray]:
@@ -189,8 +217,18 @@ def nwb_trajectories(path: Path, cfg: dict, rng: np.random.Generator) -> dict:
             omegas.append(om[k:k + T])
             starts.append(first + k)
     if len(starts) < 5:
+        step = float(np.median(np.diff(times))) if len(times) > 1 else 0.0
+        hint = ""
+        if step > nwb["max_gap"]:  # every sample its own stretch: a time base other than seconds
+            hint = (f"; its median sample interval, {step:.4g} s, is longer than config key "
+                    f"ring_attractor.data.nwb.max_gap ({nwb['max_gap']} s): NWB timestamps are in seconds, "
+                    f"are these in milliseconds?")
+        elif times[-1] - times[0] < 5 * e["duration"]:
+            hint = (f"; it spans {times[-1] - times[0]:.4g} s: use a longer recording or shorten config key "
+                    f"ring_attractor.data.embedded.duration")
         raise NeurotrainError(path, f"recording yields {len(starts)} gap-free trajectories of {e['duration']} s; need at "
-                                    "least 5 (train, validation and test blocks with a trajectory's gap between them)")
+                                    f"least 5 (train, validation and test blocks with a trajectory's gap between them)"
+                                    f"{hint}")
     light = light_schedule(len(starts), T, dt, e["cue_duration"], e["dark_mean"], e["light_mean"], rng)
     return {"omega": np.stack(omegas).astype(np.float32), "theta": wrap(np.stack(thetas)).astype(np.float32),
             "light": light, "start": np.asarray(starts, np.int64)}
