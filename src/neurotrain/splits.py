@@ -23,7 +23,7 @@ def random_split(n: int, val_fraction: float, test_fraction: float, rng: np.rand
 
 
 def block_split(starts, length: float, val_fraction: float, test_fraction: float, where: str,
-                items: str, gap: float | None = None) -> np.ndarray:
+                items: str, gap: float | None = None, unit: str = "") -> np.ndarray:
     """Split windows ``[start, start + length)`` of one time axis (``starts`` [n], any order,
     any unit) into contiguous blocks in time: train first, then validation, then test (the
     latest), with a gap of at least ``gap`` (default ``length``, one window) between blocks.
@@ -33,7 +33,8 @@ def block_split(starts, length: float, val_fraction: float, test_fraction: float
 
     Returns [n] int8: 0 train, 1 validation, 2 test, -1 unused. Validation and test get
     ``round(n * fraction)`` windows each; train gets what precedes them. ``val_fraction`` 0
-    means no validation block. Raises NeurotrainError at ``where`` when a split would be empty."""
+    means no validation block. Raises NeurotrainError at ``where`` when a split would be empty
+    (``unit``, the unit of ``starts``, is for its message)."""
     starts = np.asarray(starts, np.float64)
     gap = length if gap is None else gap
     n = len(starts)
@@ -55,5 +56,5 @@ def block_split(starts, length: float, val_fraction: float, test_fraction: float
     if min((split == c).sum() for c in (0, *(code for code, _ in wanted))) < 1:
         parts = f"train, validation ({val_fraction}) and test" if val_fraction > 0 else "train and test"
         raise NeurotrainError(where, f"{n} {items} cannot be split into contiguous {parts} ({test_fraction}) "
-                                     f"blocks with a gap of {gap:g} between them")
+                                     f"blocks with a gap of {gap:g}{' ' + unit if unit else ''} between them")
     return split

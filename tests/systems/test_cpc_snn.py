@@ -424,6 +424,50 @@ def test_gwosc_download_and_preprocess_through_the_cli(gcfg, tmp_path):
     _assert_blocks(d)
 
 
+def _as_gwf(h5_path, gwf_path):
+    """The same strain and masks as a GWOSC frame file: channels H1:GWOSC-4KHZ_R1_STRAIN and its
+    1 Hz _DQMASK and _INJMASK beside it (integers only; GWOSC defines the bits), written by gwpy."""
+    from gwpy.timeseries import TimeSeries, TimeSeriesDict
+
+    with h5py.File(h5_path, "r") as fh:
+        ds = fh["strain/Strain"]
+        x, t0, dt = ds[()], ds.attrs["Xstart"], ds.attrs["Xspacing"]
+        dq, inj = fh["quality/simple/DQmask"][()], fh["quality/injections/Injmask"][()]
+    chans = TimeSeriesDict()
+    for suffix, values, rate in (("STRAIN", x, 1 / dt), ("DQMASK", dq, 1.0), ("INJMASK", inj, 1.0)):
+        name = f"H1:GWOSC-4KHZ_R1_{suffix}"
+        chans[name] = TimeSeries(values, t0=t0, sample_rate=rate, name=name, channel=name)
+    chans.write(str(gwf_path), format="gwf")
+
+
+def test_gwf_frames_read_like_the_hdf5_file(gcfg, tmp_path):
+    """GWOSC publishes each stretch as HDF5 and as GWF frames: the frame file, read with gwpy
+    through lalframe, gives the same segments, splits and masks (data-quality and injection
+    seconds, the event) as the HDF5 file of the same strain."""
+    _gwosc_file(tmp_path / "H1.hdf5", seconds=48.0, dq_fail=(33,), hw_injection=(40,))
+    gwf = "H-H1_GWOSC_4KHZ_R1-1126259447-48.gwf"
+    _as_gwf(tmp_path / "H1.hdf5", tmp_path / gwf)
+    out = {}
+    for raw in ("H1.hdf5", gwf):
+        c = _gwosc_cfg(gcfg, {})
+        c["data"]["gwosc"]["paths"] = [raw]
+        r = _cli(tmp_path, "preprocess", "--system", "cpc_snn", "--config", _write_cfg(tmp_path, c), "--raw", raw,
+                 "--out", f"{raw}.h5")
+        assert r.returncode == 0, r.stderr
+        assert "fail the data-quality flags" in r.stderr and "fail the hardware-injection flags" in r.stderr
+        out[raw] = gw.load_processed(tmp_path / f"{raw}.h5")
+    a, b = out["H1.hdf5"], out[gwf]
+    for key in ("gps_start", "split", "label", "strain"):
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    c = _gwosc_cfg(gcfg, {})
+    c["data"]["gwosc"].update(paths=[gwf], gwf_channel="H1:MY-FILTERED")
+    r = _cli(tmp_path, "preprocess", "--system", "cpc_snn", "--config", _write_cfg(tmp_path, c), "--raw", gwf,
+             "--out", "x.h5")
+    assert r.returncode == 2 and r.stderr.strip() == (
+        f"error: {gwf}: no channel 'H1:MY-FILTERED' in the frame file (it has H1:GWOSC-4KHZ_R1_DQMASK, "
+        "H1:GWOSC-4KHZ_R1_INJMASK, H1:GWOSC-4KHZ_R1_STRAIN; config key cpc_snn.data.gwosc.gwf_channel)")
+
+
 def test_gwosc_local_path_and_too_few_noise_segments_for_the_bar(gcfg, tmp_path):
     """A local file (gwosc.paths) works like a download; one 32 s file cannot resolve a
     false-alarm probability of 1e-2, which is refused at preprocessing, before any training."""

@@ -281,7 +281,8 @@ def preprocess_raw(cfg: dict, raw, out: str | Path) -> None:
                         g.create_dataset(key, data=np.asarray(s[key], np.float32))
                 # contiguous parts, split_gap bins apart: no window of the training part reaches the held-out one
                 split = block_split(np.arange(s["spikes"].shape[0]), 1, 0.0, d["test_fraction"],
-                                    files.get(name, where), f"time bins of session {name}", gap=d["split_gap"])
+                                    files.get(name, where), f"time bins of session {name}", gap=d["split_gap"],
+                                    unit="bins")
                 g.create_dataset("train_idx", data=np.flatnonzero(split == 0).astype(np.int64))
                 g.create_dataset("test_idx", data=np.flatnonzero(split == 2).astype(np.int64))
             fh.attrs["dt"] = dt

@@ -98,7 +98,7 @@ def generate_embedded(cfg: dict, out_dir: str | Path) -> None:
     seg_whitener = Whitener(np.sqrt(aligo_psd(np.fft.rfftfreq(N, 1 / fs))), N, fs, d["f_low"], d["f_high"])
     amp = inject(seg, params, seg_whitener, fs, d["injection"]["f_start"])
     strain.reshape(n_streams * per, N)[:n_seg] = seg
-    split = random_split(n_seg, d["val_fraction"], d["test_fraction"], rng, "config key cpc_snn.data", "segments")
+    split = random_split(n_seg, d["val_fraction"], d["test_fraction"], rng, "config key cpc_snn.data", "segments", unit="s")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "strain.npy") as tmp, open(tmp, "wb") as fh:
@@ -164,7 +164,7 @@ def preprocess_raw(cfg: dict, raw: list[str] | str, out: str | Path) -> None:
         seg, asds, gps = _gwosc_segments(cfg, raws)
         # contiguous time blocks with a gap of one segment: test noise never overlaps training noise
         split = block_split(gps, d["segment_duration"], d["val_fraction"], d["test_fraction"],
-                            "config key cpc_snn.data", "segments")
+                            "config key cpc_snn.data", "segments", unit="s")
         keep = split >= 0
         seg, asds, gps, split = seg[keep], asds[keep], gps[keep], split[keep]
         n_seg = len(seg)

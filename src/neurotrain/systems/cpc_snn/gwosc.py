@@ -1,10 +1,10 @@
 """GWOSC strain for the CPC+SNN detector: read with gwpy, cut into whitened noise segments from
 the stretches that are science-quality data, away from known events.
 
-A file (HDF5 in GWOSC's layout, or GWF when a frame reader is installed) is read with
+A file (HDF5 in GWOSC's layout, or GWOSC's GWF frames, through lalframe) is read with
 ``gwpy.timeseries.TimeSeries.read`` and its 1 Hz data-quality mask with
-``gwpy.timeseries.StateVector.read`` (``quality/simple``: ``DQmask`` and ``DQShortnames``). A
-sample is usable when
+``gwpy.timeseries.StateVector.read`` (HDF5 ``quality/simple``: ``DQmask`` and ``DQShortnames``;
+GWF: the ``..._DQMASK`` channel, bits named by :data:`GWOSC_DQ_BITS`). A sample is usable when
 
 - every flag in ``cpc_snn.data.gwosc.dq_flags`` is set for its second (e.g. ``DATA``,
   ``CBC_CAT1``, ``CBC_CAT2``: the data exist and pass the compact-binary vetoes), and every flag
@@ -23,6 +23,7 @@ segments of ``segment_duration`` at ``gwosc.stride``. Every segment keeps its GP
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +59,7 @@ def read_strain(path: str | Path, g: dict) -> Strain:
     ``cpc_snn.data.gwosc``. Raises NeurotrainError naming the file: not GWOSC strain, another
     sample rate than ``g['sample_rate']``, a GWF file without a frame reader, a data-quality
     flag the file does not define, no usable sample."""
+    os.environ.setdefault("LAL_DEBUG_LEVEL", "0")  # LAL's C error lines would break the one-line error rule
     from gwpy.timeseries import StateVector, TimeSeries
 
     from neurotrain.io import open_hdf5_checked
@@ -66,18 +68,23 @@ def read_strain(path: str | Path, g: dict) -> Strain:
     if not path.is_file():
         raise NeurotrainError(path, "GWOSC strain file not found")
     gwf = path.suffix.lower() == ".gwf"
+    channel = (g["gwf_channel"] or _gwf_channel(path)) if gwf else None
     try:
         if gwf:
-            ts = TimeSeries.read(str(path), g["gwf_channel"] or _gwf_channel(path), format="gwf")
+            ts = TimeSeries.read(str(path), channel, format="gwf")
         else:
             open_hdf5_checked(path, "GWOSC HDF5 strain file").close()  # no external links
             ts = TimeSeries.read(str(path), format="hdf5.gwosc")
     except NeurotrainError:
         raise
     except ImportError as exc:
-        raise NeurotrainError(path, f"reading GWF frames needs a frame library ({exc}); install python-framel "
-                                    "or lalsuite, or use GWOSC's HDF5 file") from None
+        raise NeurotrainError(path, f"reading GWF frames needs a frame library ({exc}); install the "
+                                    "locked lalsuite (make venv), or use GWOSC's HDF5 file") from None
     except Exception as exc:  # noqa: BLE001 - gwpy/h5py raise many kinds; name the file
+        if gwf and "not found" in str(exc):
+            raise NeurotrainError(path, f"no channel {channel!r} in the frame file (it has "
+                                        f"{', '.join(_gwf_channels(path))}; config key "
+                                        "cpc_snn.data.gwosc.gwf_channel)") from None
         kind = "GWF frame file" if gwf else "GWOSC HDF5 strain file"
         raise NeurotrainError(path, f"not a {kind} ({exc.__class__.__name__}: {exc})") from None
     x = np.asarray(ts.value, np.float64)
@@ -94,9 +101,9 @@ def read_strain(path: str | Path, g: dict) -> Strain:
     if (~usable).any():
         log.info("%s: %.2f s of NaN or zero-filled strain treated as gaps", path, (~usable).sum() / rate)
     if g["dq_flags"]:
-        usable &= _dq_usable(path, g["dq_flags"], t0, rate, len(x), StateVector, gwf)
+        usable &= _dq_usable(path, g["dq_flags"], t0, rate, len(x), StateVector, channel)
     if g["injection_flags"]:  # hardware injections are simulated signals in the data: never noise
-        usable &= _dq_usable(path, g["injection_flags"], t0, rate, len(x), StateVector, gwf, injections=True)
+        usable &= _dq_usable(path, g["injection_flags"], t0, rate, len(x), StateVector, channel, injections=True)
     t = t0 + np.arange(len(x)) / rate
     before, after = g["event_window"]
     for name, t_event in g["events"].items():
@@ -111,6 +118,21 @@ def read_strain(path: str | Path, g: dict) -> Strain:
     return Strain(x, rate, t0, usable, str(path))
 
 
+# Bits of GWOSC's 1 Hz masks (gwosc.org, a dataset's "bitmask" in its API), bit 0 first. Frame
+# files store only the integers; the HDF5 files carry these names in DQShortnames/InjShortnames.
+GWOSC_DQ_BITS = ("DATA", "CBC_CAT1", "CBC_CAT2", "CBC_CAT3", "BURST_CAT1", "BURST_CAT2", "BURST_CAT3")
+GWOSC_INJ_BITS = ("NO_CBC_HW_INJ", "NO_BURST_HW_INJ", "NO_DETCHAR_HW_INJ", "NO_CW_HW_INJ", "NO_STOCH_HW_INJ")
+
+
+def _gwf_channels(path: Path) -> list[str]:
+    from gwpy.io.gwf import iter_channel_names
+
+    try:
+        return sorted(iter_channel_names(str(path)))
+    except Exception:  # noqa: BLE001 - only for a message
+        return ["(unreadable)"]
+
+
 def _gwf_channel(path: Path) -> str:
     """GWOSC's channel in a frame file named like ``H-H1_GWOSC_4KHZ_R1-1126259447-32.gwf``."""
     parts = path.stem.split("-")
@@ -121,25 +143,34 @@ def _gwf_channel(path: Path) -> str:
     return f"{ifo}:{rest.replace('_', '-', 1)}_STRAIN"
 
 
-def _dq_usable(path: Path, flags: list[str], t0: float, rate: float, n: int, StateVector, gwf: bool,
+def _dq_usable(path: Path, flags: list[str], t0: float, rate: float, n: int, StateVector, strain_channel: str | None,
                injections: bool = False) -> np.ndarray:
     """[n] bool: every flag of ``flags`` is set in the file's 1 Hz mask: the data-quality mask
     ``quality/simple`` (``DQmask``, ``DQShortnames``), or with ``injections`` the hardware-injection
     mask ``quality/injections`` (``Injmask``, ``InjShortnames``, whose ``NO_*`` bits are set where
-    there is no injection of that kind)."""
+    there is no injection of that kind). In a frame file (``strain_channel`` given) the masks are
+    the channels ``..._DQMASK`` and ``..._INJMASK`` beside the strain, with GWOSC's bit names."""
+    gwf = strain_channel is not None
     key = "injection_flags" if injections else "dq_flags"
     group, values, names = (("quality/injections", "Injmask", "InjShortnames") if injections else
                             ("quality/simple", "DQmask", "DQShortnames"))
     what = "hardware-injection mask" if injections else "data-quality mask"
-    if gwf:
-        raise NeurotrainError(path, f"a frame file carries no GWOSC {what} here; set cpc_snn.data.gwosc.{key}: [] "
-                                    "(and check the data yourself)")
     try:
-        sv = StateVector.read(str(path), format="hdf5.gwosc", path=group, value_dataset=values, bits_dataset=names)
+        if gwf:  # GWOSC frames: <strain channel minus _STRAIN>_DQMASK / _INJMASK, bits as GWOSC defines them
+            if not strain_channel.endswith("_STRAIN"):
+                raise NeurotrainError(path, f"channel {strain_channel!r} is not GWOSC's ..._STRAIN, so its {what} "
+                                            f"channel is unknown; set cpc_snn.data.gwosc.{key}: []")
+            group = strain_channel.removesuffix("_STRAIN") + ("_INJMASK" if injections else "_DQMASK")
+            sv = StateVector.read(str(path), group, format="gwf")
+            bits = list(GWOSC_INJ_BITS if injections else GWOSC_DQ_BITS)
+        else:
+            sv = StateVector.read(str(path), format="hdf5.gwosc", path=group, value_dataset=values, bits_dataset=names)
+            bits = [str(b) for b in sv.bits]
+    except NeurotrainError:
+        raise
     except Exception as exc:  # noqa: BLE001
         raise NeurotrainError(path, f"no readable {what} {group} ({exc.__class__.__name__}); set "
                                     f"cpc_snn.data.gwosc.{key}: [] to use the file without one") from None
-    bits = [str(b) for b in sv.bits]
     missing = [f for f in flags if f not in bits]
     if missing:
         raise NeurotrainError(path, f"{'injection' if injections else 'data-quality'} flag(s) {', '.join(missing)} "

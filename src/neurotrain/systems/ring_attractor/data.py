@@ -260,7 +260,8 @@ def preprocess_raw(cfg: dict, raw, out: str | Path) -> None:
         dt, src, sha = d["embedded"]["dt"], "nwb", sha256_file(raw[0])
         # consecutive trajectories of one recording: contiguous time blocks with a gap of one
         split = block_split(tr.pop("start"), int(round(d["embedded"]["duration"] / dt)), d["val_fraction"],
-                            d["test_fraction"], "config key ring_attractor.data", "trajectories")
+                            d["test_fraction"], "config key ring_attractor.data", "trajectories",
+                            unit="samples")
         tr = {k: v[split >= 0] for k, v in tr.items()}
         split = split[split >= 0]
     where = raw[0]
