@@ -28,3 +28,19 @@ def test_next_writer_sweeps_a_killed_writers_temporaries(tmp_path, monkeypatch):
     assert left == [".a.npy.b.k3j4h5g6.tmp", ".a.npy.notmkstemp.tmp", ".b.npy.k3j4h5g6.tmp", "a.npy", "figures",
                     "weights"]
     assert np.load("run/a.npy").tolist() == [0, 1, 2]
+
+
+def test_json_is_strict_nan_written_as_null_and_named(tmp_path, caplog):
+    """metrics.json and every other JSON artifact parse with strict readers (no NaN/Infinity)."""
+    import json
+    import logging
+
+    from neurotrain.io import save_json
+
+    with caplog.at_level(logging.WARNING, logger="neurotrain"):
+        save_json(tmp_path / "m.json", {"a": float("nan"), "b": [1.0, np.float32("inf")], "c": np.array([np.nan, 2.0]),
+                                        "d": {"e": np.float64(3.5)}})
+    text = (tmp_path / "m.json").read_text()
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard literal {c}")) == {
+        "a": None, "b": [1.0, None], "c": [None, 2.0], "d": {"e": 3.5}}
+    assert "3 value(s) not finite, written as null: a, b[1], c[0]" in caplog.text

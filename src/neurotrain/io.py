@@ -11,6 +11,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -181,10 +182,33 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def _strict(obj: Any, where: str, replaced: list[str]) -> Any:
+    """``obj`` with numpy values converted and every NaN or infinite number replaced by None
+    (JSON ``null``); the key path of each replacement is appended to ``replaced``."""
+    if isinstance(obj, dict):
+        return {k: _strict(v, f"{where}.{k}" if where else str(k), replaced) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v, f"{where}[{i}]", replaced) for i, v in enumerate(obj)]
+    if isinstance(obj, (np.ndarray, np.generic)):
+        return _strict(obj.tolist(), where, replaced)
+    if isinstance(obj, float) and not np.isfinite(obj):
+        replaced.append(where)
+        return None
+    return obj
+
+
 def save_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON atomically, with numpy scalars and arrays converted."""
+    """Write strict JSON (RFC 8259: no NaN or Infinity literals) atomically, with numpy scalars
+    and arrays converted. A number that is not finite is written as ``null`` and logged with
+    its key path, so that every JSON reader accepts the file."""
+    replaced: list[str] = []
+    obj = _strict(obj, "", replaced)
+    if replaced:
+        logging.getLogger("neurotrain.io").warning(
+            "%s: %d value(s) not finite, written as null: %s", path, len(replaced),
+            ", ".join(replaced[:5]) + (" ..." if len(replaced) > 5 else ""))
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+        tmp.write_text(json.dumps(obj, indent=2, default=_json_default, allow_nan=False) + "\n")
 
 
 def load_json(path: str | os.PathLike) -> Any:

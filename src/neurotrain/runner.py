@@ -154,9 +154,28 @@ def guarded(fn: Callable[[], object]) -> int:
     return 0
 
 
+def _version() -> str:
+    """``neurotrain <version> (python ..., torch ..., ...)``, read from the installed metadata
+    (nothing heavy is imported)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from neurotrain import __version__
+
+    libs = []
+    for name in ("torch", "cebra", "jax", "optax", "snakemake", "numpy"):
+        try:
+            libs.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            libs.append(f"{name} not installed")
+    return f"neurotrain {__version__} (python {platform.python_version()}, {', '.join(libs)})"
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="neurotrain", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=_version(),
+                   help="neurotrain's version and those of the libraries that decide its numbers")
     sub = p.add_subparsers(dest="stage", required=True, metavar="stage")
     for stage, (doc, add_args) in SYSTEM_STAGES.items():
         sp = sub.add_parser(stage, help=doc, description=f"Stage {stage}: {doc}.")

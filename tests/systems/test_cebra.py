@@ -488,16 +488,36 @@ def test_consistency_matrix_hand_case():
     base = lambda x: np.c_[np.cos(3 * x), np.sin(3 * x), x]  # noqa: E731
     A = rng.normal(size=(3, 3))
     embs = [base(u[0]), base(u[1]) @ A + 2.0]  # session 1 is a linear transform of session 0's map
-    mat = consistency_matrix(embs, u, bins=20)
-    assert np.isnan(mat[0, 0]) and np.isnan(mat[1, 1])
+    mat, unscored = consistency_matrix(embs, u, ["a", "b"], bins=20)
+    assert np.isnan(mat[0, 0]) and np.isnan(mat[1, 1]) and unscored == []
     assert mat[0, 1] > 0.99 and mat[1, 0] > 0.99
     shuffled = [embs[0], rng.normal(size=(400, 3))]
-    assert consistency_matrix(shuffled, u, bins=20)[0, 1] < 0.5
+    assert consistency_matrix(shuffled, u, ["a", "b"], bins=20)[0][0, 1] < 0.5
     # orientation (row = source, column = target, as CEBRA): a constant session 1 is predicted
     # exactly from session 0, while session 0 cannot be predicted from it
     const = np.tile([1.0, 0.0, 0.0], (400, 1))
-    mat = consistency_matrix([embs[0], const], u, bins=20)
+    mat, _ = consistency_matrix([embs[0], const], u, ["a", "b"], bins=20)
     assert mat[0, 1] > 0.99 and mat[1, 0] < 0.01
+
+
+def test_consistency_is_cebras_own_score_and_uncovered_pairs_are_named():
+    """Every pair's value is what cebra.sklearn.metrics.consistency_score returns for it; a
+    session whose held-out part rests at one end of the track (case consistency-uncovered-bins)
+    leaves its pairs unscored, named with the reason, and the other pair is still scored."""
+    import cebra
+
+    rng = np.random.default_rng(1)
+    u = [rng.uniform(0, 1.6, 300), rng.uniform(0, 1.6, 280), rng.uniform(1.45, 1.6, 250)]
+    embs = [np.c_[np.cos(2 * x), np.sin(2 * x), x] + 0.05 * rng.normal(size=(len(x), 3)) for x in u]
+    mat, unscored = consistency_matrix(embs, u, ["s0", "s1", "s2"], bins=100)
+    want, pairs, _ = cebra.sklearn.metrics.consistency_score(embs[:2], between="datasets", labels=u[:2],
+                                                             dataset_ids=[0, 1], num_discretization_bins=100)
+    for value, (a, b) in zip(want, pairs):
+        assert mat[int(a), int(b)] == pytest.approx(value, abs=1e-12)
+    assert np.isnan(mat[:, 2]).all() and np.isnan(mat[2]).all()
+    assert [x["pair"] for x in unscored] == [["s0", "s2"], ["s1", "s2"]]
+    assert unscored[0]["reason"].startswith("the held-out part of s2 leaves ")
+    assert "behaviour bins over [" in unscored[0]["reason"] and "(CEBRA cannot align them)" in unscored[0]["reason"]
 
 
 @pytest.mark.slow

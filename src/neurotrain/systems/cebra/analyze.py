@@ -2,9 +2,9 @@
 the embeddings, Fano factors of the input spike counts.
 
 ``metrics/``:
-  consistency.npy           [S, S]  R^2 of the linear alignment of session i's embedding onto
-                                    session j's (row = source, column = target; labels binned, as
-                                    CEBRA's consistency_score); NaN diagonal
+  consistency.npy           [S, S]  CEBRA's consistency_score: R^2 of the linear alignment of
+                                    session i's embedding onto session j's (row = source, column =
+                                    target; labels binned); NaN diagonal and pairs not scored
   decoding_r2.npy           [S]     kNN decoding of behaviour from the embedding, held-out part
   decoding_median_abs_error.npy [S] median absolute error of that decoding (behaviour units)
   raw_decoding_r2.npy       [S]     the same kNN on the raw spike counts (baseline)
@@ -54,39 +54,56 @@ def decode_columns(train_x, train_b, test_x, test_b, discrete: list[bool], k: in
     return out
 
 
-def consistency_matrix(embeddings: list[np.ndarray], labels: list[np.ndarray], bins: int) -> np.ndarray:
-    """Cross-session consistency as CEBRA's ``consistency_score(between="datasets")`` computes it.
+def consistency_matrix(embeddings: list[np.ndarray], labels: list[np.ndarray], names: list[str],
+                       bins: int) -> tuple[np.ndarray, list[dict]]:
+    """Cross-session consistency with CEBRA's own ``cebra.sklearn.metrics.consistency_score``
+    (``between="datasets"``; Schneider, Lee & Mathis 2023), one pair of sessions at a time.
 
-    Labels [T_s] are digitised into ``bins`` equal bins over their common range; each session's
-    embedding [T_s, D] is averaged per bin and the bin means are scaled to unit length (CEBRA's
-    ``align_embeddings(normalize=True)``); for every ordered pair a linear regression maps
-    session i's binned embedding onto session j's, and its R^2 is ``mat[i, j]`` (row = source,
-    column = target, as CEBRA's consistency plots; NaN diagonal). Unlike CEBRA's helper, which
-    widens empty bins, bins empty in either session of a pair are left out (at least 3 shared
-    bins, else NaN).
+    For the pair (i, j) the held-out embeddings [T_s, D] are aligned on their labels [T_s]
+    (``num_discretization_bins=bins`` over the pair's label range, bin means scaled to unit
+    length) and a linear regression maps one onto the other; its R^2 is ``mat[i, j]`` (row =
+    source, column = target, as CEBRA's consistency plots; NaN diagonal).
+
+    CEBRA refuses a pair when a session has no sample within two bins of some bin (its held-out
+    part leaves part of the behaviour range unvisited). Such a pair is not scored: its entries
+    stay NaN and it is listed in the returned ``unscored`` [{"pair": [a, b], "reason": ...}];
+    statistics are taken over the scored pairs only.
     """
-    lo = min(float(np.min(lab)) for lab in labels)
-    hi = max(float(np.max(lab)) for lab in labels)
-    edges = np.linspace(lo, hi, bins + 1)
-    binned = []
-    for e, lab in zip(embeddings, labels):
-        idx = np.clip(np.digitize(lab, edges[1:-1]), 0, bins - 1)
-        means = np.full((bins, e.shape[1]), np.nan)
-        for b in np.unique(idx):
-            m = e[idx == b].mean(0)
-            means[b] = m / max(np.linalg.norm(m), 1e-12)
-        binned.append(means)
+    import cebra
+
+    score = cebra.sklearn.metrics.consistency_score
     S = len(embeddings)
     mat = np.full((S, S), np.nan)
+    unscored = []
     for i in range(S):
-        for j in range(S):
-            if i == j:
+        for j in range(i + 1, S):
+            try:
+                scores, pairs, _ = score([embeddings[i], embeddings[j]], between="datasets",
+                                         labels=[labels[i], labels[j]], dataset_ids=[i, j],
+                                         num_discretization_bins=bins)
+            except ValueError as exc:
+                unscored.append({"pair": [names[i], names[j]], "reason": _uncovered(labels, i, j, names, bins, exc)})
                 continue
-            ok = np.isfinite(binned[i]).all(1) & np.isfinite(binned[j]).all(1)
-            if ok.sum() >= 3:
-                x, y = binned[i][ok], binned[j][ok]
-                mat[i, j] = LinearRegression().fit(x, y).score(x, y)
-    return mat
+            for value, (a, b) in zip(scores, pairs):
+                mat[int(a), int(b)] = float(value)
+    return mat, unscored
+
+
+def _uncovered(labels: list[np.ndarray], i: int, j: int, names: list[str], bins: int, exc: Exception) -> str:
+    """Why CEBRA could not align sessions i and j: the session whose labels leave bins of the
+    pair's range without a sample within two bins (digitised as CEBRA's align_embeddings does)."""
+    lo = min(float(np.min(labels[i])), float(np.min(labels[j])))
+    hi = max(float(np.max(labels[i])), float(np.max(labels[j])))
+    for k in (i, j):
+        dig = np.digitize(labels[k], np.linspace(lo, hi, bins))
+        present = np.zeros(bins + 2, bool)
+        present[np.unique(dig)] = True
+        near = np.convolve(present, np.ones(5), "same") > 0  # a sample within two bins
+        missing = int((~near[1:bins]).sum())
+        if missing:
+            return (f"the held-out part of {names[k]} leaves {missing} of {bins - 1} behaviour bins over "
+                    f"[{lo:.3g}, {hi:.3g}] without a sample within two bins (CEBRA cannot align them)")
+    return f"CEBRA's consistency_score refused the pair ({exc})"
 
 
 def behaviour_conditions(behavior: np.ndarray, n_bins: int) -> np.ndarray:
@@ -120,8 +137,8 @@ def analyze(cfg: dict, run_dir: str, data_path: str | None = None, truth_path: s
     first = next((j for j, dsc in enumerate(discrete) if not dsc), 0)  # the first continuous column
     # consistency on the held-out parts, labels = the first continuous behaviour column
     test = [sp == 1 for sp in splits]
-    cons = consistency_matrix([e[m] for e, m in zip(embs, test)], [b[m][:, first] for b, m in zip(behs, test)],
-                              a["consistency_bins"])
+    cons, unscored = consistency_matrix([e[m] for e, m in zip(embs, test)], [b[m][:, first] for b, m in zip(behs, test)],
+                                        names, a["consistency_bins"])
     per_column, per_column_raw = [], []
     dec_r2, dec_mae, raw_r2, decoded, fanos, pcas = [], [], [], {}, {}, {}
     rec_r2, rec_lin, rec_u_lin, rec_raw = [], [], [], []
@@ -168,12 +185,14 @@ def analyze(cfg: dict, run_dir: str, data_path: str | None = None, truth_path: s
             save_npy(d / f"pca_explained_variance_{n}.npy", pcas[n][1])
 
     off = cons[~np.eye(len(names), dtype=bool)]
+    off = off[np.isfinite(off)]  # the scored pairs (unscored ones are named in consistency_unscored)
     log = load_json(run / "model" / "training_log.json")
     summary = {
         "sessions": names, "n_neurons": [int(s["spikes"].shape[1]) for s in data["sessions"]],
         "n_bins": [int(s["spikes"].shape[0]) for s in data["sessions"]], "source": meta["source"],
         "consistency_mean": float(np.mean(off)) if off.size else None,
         "consistency_min": float(np.min(off)) if off.size else None,
+        "consistency_pairs_scored": int(off.size // 2), "consistency_unscored": unscored,
         "decoding_r2": [float(x) for x in dec_r2], "decoding_median_abs_error": dec_mae,
         "raw_decoding_r2": [float(x) for x in raw_r2],
         "behavior_columns": columns, "decoded_column": columns[first],
@@ -188,8 +207,12 @@ def analyze(cfg: dict, run_dir: str, data_path: str | None = None, truth_path: s
     }
     quality = {"min_consistency": a["min_consistency"],
                "consistency_passes": bool(np.min(off) >= a["min_consistency"]) if off.size else None}
-    if not off.size:
+    if len(names) == 1:
         quality["note"] = "one session: consistency compares two or more sessions, so it is not scored"
+    elif unscored:
+        left = "; ".join(f"{u['pair'][0]} - {u['pair'][1]}: {u['reason']}" for u in unscored)
+        quality["note"] = (f"consistency judged on {off.size // 2} of {len(names) * (len(names) - 1) // 2} session "
+                           f"pairs; not scored: {left}")
     if has_latent:
         summary["reconstruction_r2"] = [float(x) for x in rec_r2]
         summary["reconstruction_r2_min"] = float(np.min(rec_r2))
