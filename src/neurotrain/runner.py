@@ -79,6 +79,7 @@ def _call(stage: str, fn: Callable, cfg, args, files: list[str]):
         from neurotrain.io import staged
 
         with staged(args.out_dir) as tmp:
+            (tmp / "export").mkdir()  # the trained model in its field's format, where a system writes one
             return fn(cfg, args.model_dir, args.data, str(tmp))
     if stage == "analyze":
         return fn(cfg, args.run_dir, args.data, args.truth)
@@ -112,7 +113,7 @@ SYSTEM_STAGES: dict[str, tuple[str, Callable]] = {
     "generate": ("write a system's embedded dataset and its ground truth into a folder", _generate),
     "preprocess": ("check a raw dataset and write the system's standard HDF5 layout", _raw),
     "train": ("train a system on its processed dataset, resuming from an interrupted run", _train),
-    "extract": ("weights and model outputs as .npy, from the saved model", _extract),
+    "extract": ("weights and model outputs as .npy, and the model exported in its field's format", _extract),
     "analyze": ("per-neuron metrics, PCA, Fano factors and the system's scores", _analyze),
     "figures": ("render the system's matplotlib PNGs into <run-dir>/figures", _figures),
     "report": ("render <run-dir>/training_report.md from the system's Jinja template", _report),

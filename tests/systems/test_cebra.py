@@ -387,6 +387,7 @@ def test_one_session_trains_with_the_single_session_solver(tmp_path, ccfg):
     extract(ccfg, str(tmp_path / "run" / "model"), str(tmp_path / "p.h5"), str(tmp_path / "run"))
     split = np.load(tmp_path / "run" / "outputs" / "split_session0.npy")
     assert (split == -1).sum() == ccfg["data"]["split_gap"]
+    _assert_cebra_load_reproduces(tmp_path / "run", tmp_path / "p.h5", ["session0"])
     summary = analyze(ccfg, str(tmp_path / "run"), str(tmp_path / "p.h5"), str(tmp_path / "raw"))
     assert summary["consistency_min"] is None and summary["quality"]["consistency_passes"] is None
     assert "one session" in summary["quality"]["note"]
@@ -419,6 +420,28 @@ def test_train_extract_both_sharing_modes(tmp_path, ccfg, sharing):
     encoders = sorted(p.name for p in (tmp_path / "weights").iterdir() if p.is_dir())
     assert encoders == (["shared"] if sharing == "shared" else ["session0_session0", "session1_session1"])
     assert keys
+    _assert_cebra_load_reproduces(tmp_path, tmp_path / "p.h5", ["session0", "session1"])
+
+
+def _assert_cebra_load_reproduces(run: Path, processed: Path, names: list[str]) -> None:
+    """export/cebra_model.pt loads with cebra's own CEBRA.load, from another working folder, and
+    its transform gives the workflow's embedding of the training and held-out part of every session."""
+    import cebra
+
+    here = os.getcwd()
+    os.chdir(run.parent)
+    try:
+        model = cebra.CEBRA.load(str(run / "export" / "cebra_model.pt"))
+    finally:
+        os.chdir(here)
+    sessions = dc.load_processed(processed)["sessions"]
+    for i, name in enumerate(names):
+        split = np.load(run / "outputs" / f"split_{name}.npy")
+        want = np.load(run / "outputs" / f"embedding_{name}.npy")
+        for code in (0, 1):
+            x = sessions[i]["spikes"][split == code]
+            got = model.transform(x, session_id=i) if len(names) > 1 else model.transform(x)
+            np.testing.assert_allclose(got, want[split == code], atol=1e-6)
 
 
 def test_interrupted_training_resumes_exactly(embedded, ccfg, tmp_path, monkeypatch):

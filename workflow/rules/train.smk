@@ -53,6 +53,7 @@ rule extract_model:
     output:
         weights=directory("results/{system}/weights"),
         outputs=directory("results/{system}/outputs"),
+        export=directory("results/{system}/export"),
     log:
         "results/logs/{system}/extract_model.log",
     benchmark:

@@ -15,6 +15,10 @@ split_<session>.npy                [T_s] int8      0 = training part, 1 = held-o
 
 ``weights/<encoder>/<parameter>.npy``: every parameter of every encoder (``shared`` when the
 model is shared, else ``session<i>_<name>``), with the layer's own shape.
+
+``export/cebra_model.pt``: the trained model as ``cebra.CEBRA.save`` writes it (sklearn backend),
+so that ``cebra.CEBRA.load(path).transform(spikes, session_id=i)`` gives ``embedding_<session>``
+(:func:`export_cebra`).
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ def extract(cfg: dict, model_dir: str, data_path: str, out_dir: str) -> None:
             for pname, p in enc.state_dict().items():
                 save_npy(w / enc_name / f"{pname}.npy", p.detach().cpu().numpy())
         save_json(w / "model_config.json", mc)
+    export_cebra(mc, ck["config"]["training"], ck["solver"], data["sessions"], out / "export" / "cebra_model.pt")
     with atomic_dir(out / "outputs") as o:
         for i, (name, s) in enumerate(zip(data["names"], data["sessions"])):
             # each part separately (training, the gap, held out): no window reaches across the split
@@ -71,3 +76,39 @@ def extract(cfg: dict, model_dir: str, data_path: str, out_dir: str) -> None:
                 save_npy(o / f"latent_{name}.npy", s["latent"])
             save_npy(o / f"split_{name}.npy", split)
         save_json(o / "sessions.json", {"names": data["names"], "dt": data["dt"], "source": data["source"]})
+
+
+def export_cebra(model_config: dict, training: dict, solver_state: dict, sessions: list[dict], path: Path) -> None:
+    """Write the trained model as a fitted ``cebra.CEBRA`` estimator (``CEBRA.save``, sklearn
+    backend: ``args``, ``state``, ``state_dict``), loadable with ``cebra.CEBRA.load(path)``.
+
+    The estimator is set up by CEBRA itself (``CEBRA._prepare_fit`` on the training parts, as
+    ``CEBRA.fit`` would) with the workflow's hyper-parameters, then given the trained solver
+    state instead of being fitted. A ``shared`` model becomes one encoder per session holding
+    the same weights (CEBRA's estimator has no shared mode); its ``transform`` is unchanged.
+    Sessions are ``session_id`` 0, 1, ... in the order of ``model_config["session_names"]``.
+    """
+    import cebra
+
+    t = training
+    est = cebra.CEBRA(model_architecture=model_config["architecture"], num_hidden_units=model_config["num_units"],
+                      output_dimension=model_config["output_dim"], batch_size=t["batch_size"],
+                      learning_rate=t["learning_rate"], temperature_mode="constant", temperature=t["temperature"],
+                      distance="cosine", conditional=t["conditional"], time_offsets=t["time_offset"],
+                      max_iterations=t["max_steps"], device="cpu", verbose=False)
+    X = [s["spikes"][s["train_idx"]] for s in sessions]
+    y = [s["behavior"][s["train_idx"]] for s in sessions]
+    if len(X) == 1:
+        solver, model, _, multi = est._prepare_fit(X[0], y[0])
+    else:
+        solver, model, _, multi = est._prepare_fit(X, y)
+    if model_config["sharing"] == "shared":  # CEBRA's optimizer holds a copy per session: start it afresh
+        solver_state = {**solver_state, "optimizer": solver.optimizer.state_dict()}
+    solver.load_state_dict(solver_state)
+    # what CEBRA.partial_fit records after fitting (cebra 0.6: CEBRA._partial_fit)
+    est.model_, est.solver_ = model, solver
+    est.n_features_ = solver.n_features
+    est.num_sessions_ = solver.num_sessions if hasattr(solver, "num_sessions") else None
+    est.n_features_in_ = [model[n].num_input for n in range(len(model))] if multi else model.num_input
+    path.parent.mkdir(parents=True, exist_ok=True)
+    est.save(str(path))

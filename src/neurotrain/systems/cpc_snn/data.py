@@ -98,7 +98,7 @@ def generate_embedded(cfg: dict, out_dir: str | Path) -> None:
     seg_whitener = Whitener(np.sqrt(aligo_psd(np.fft.rfftfreq(N, 1 / fs))), N, fs, d["f_low"], d["f_high"])
     amp = inject(seg, params, seg_whitener, fs, d["injection"]["f_start"])
     strain.reshape(n_streams * per, N)[:n_seg] = seg
-    split = random_split(n_seg, d["val_fraction"], d["test_fraction"], rng, "config key cpc_snn.data", "segments", unit="s")
+    split = random_split(n_seg, d["val_fraction"], d["test_fraction"], rng, "config key cpc_snn.data", "segments")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "strain.npy") as tmp, open(tmp, "wb") as fh:
