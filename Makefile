@@ -18,11 +18,12 @@ venv: $(STAMP)
 # torch==2.13.0 is pinned in requirements.lock; pip never upgrades it because every
 # package is installed from the exact pins in one resolve, and the project itself is
 # installed with --no-deps.
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock requirements-reference.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (set PYTHON=...)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -r requirements-reference.txt
 	@$(BIN)/python -c "import torch, sys; v = torch.__version__.split('+')[0]; sys.exit(0 if v == '2.13.0' else 'torch %s installed, expected 2.13.0' % v)"
 	touch $(STAMP)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
 
 from neurotrain.io import atomic_dir, save_npy, staged
 

@@ -1,6 +1,7 @@
 """The torch training loop: logs, checkpoints, SIGTERM saves state, rerun resumes exactly."""
 
 import json
+import re
 import os
 import signal
 
@@ -41,6 +42,8 @@ def test_log_checkpoints_and_console(tiny_dataset, cfg, tmp_path, capsys):
     assert "Epoch 2 | train_loss:" in err and "=== Epoch 2 Detailed Report ===" in err
     assert "E neurons: mean_corr=" in err and "Saved checkpoint: checkpoints/model_epoch2.pt" in err
     assert "TRAINING COMPLETE" in err and "Best validation correlation:" in err
+    # the progress bar: epochs done, elapsed < remaining, and the rate
+    assert re.search(r"\| 6/6 epochs \[\d\d:\d\d<\d\d:\d\d, +[\d.]+(s/it|it/s)\]", err), err[-800:]
 
 
 def test_early_stopping(tiny_dataset, cfg, tmp_path):

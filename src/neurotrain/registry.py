@@ -99,7 +99,8 @@ def report_module(system: str):
 def index_code(systems: list[str]) -> list[Path]:
     """Source files of the project report: its own closure and every listed system's report module."""
     files = set(shared_code("neurotrain.reports.index"))
-    files.add(Path(__file__).absolute().parent / "reports" / "templates" / "index.md.j2")
+    for template in ("index.md.j2", "summary.html.j2"):
+        files.add(Path(__file__).absolute().parent / "reports" / "templates" / template)
     for system in systems:
         s = spec(system)  # the project report reads each spec (title, report module)
         files.update(closure(s.report_module))

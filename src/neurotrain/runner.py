@@ -203,6 +203,8 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--systems", required=True, help="comma-separated systems, in report order")
     i.add_argument("--results", default="results", help="results folder (one sub-folder per system)")
     i.add_argument("--out", default="results/report.md")
+    i.add_argument("--summaries", default=None, help="folder for one HTML verdict table per system "
+                                                     "(default <results>/summaries; shown by snakemake --report)")
     return p
 
 
@@ -219,7 +221,8 @@ def _main(args) -> int:
         return guarded(lambda: _shared("fetch")(args.url, args.out, args.hash, retries=args.retries,
                                                 cache=args.cache or None))
     if args.stage == "index":
-        return guarded(lambda: _shared("index")([s for s in args.systems.split(",") if s], args.results, args.out))
+        return guarded(lambda: _shared("index")([s for s in args.systems.split(",") if s], args.results, args.out,
+                                                args.summaries))
 
     if args.stage == "figures":
         os.environ["MPLBACKEND"] = "Agg"  # files only, no window (before any figures module imports pyplot)

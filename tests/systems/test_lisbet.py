@@ -505,6 +505,60 @@ def test_training_writes_run_id_folder_and_resumes_exactly(lcfg, tmp_path, monke
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_exported_embedder_loads_in_lisbet_and_embeds_the_same(lcfg, tmp_path):
+    """export/models/<run_id>-embedder/ is what lisbet 0.4.3's export_embedder writes: its own
+    loader (lisbet.io.load_model) builds the model with every parameter taken (none missing, none
+    unexpected), and its "embedding" head gives the workflow's embedding of each window. Eight
+    keypoints per mouse (not CalMS21's seven) to show the input width follows the data."""
+    import logging
+
+    import yaml
+    from lisbet.io import load_model
+
+    from neurotrain.systems.lisbet.extract import extract
+
+    cfg = copy.deepcopy(lcfg)
+    kp8 = _coded_keypoints(n_seq=4, T=60)
+    kps = [np.concatenate([k, k[:, :, :1] + 0.5], 2) / 1000.0 for k in kp8]  # [T, 2, 8, 2]
+    with h5py.File(tmp_path / "p.h5", "w") as h:
+        for i, k in enumerate(kps):
+            h.create_dataset(f"sequences/s{i}/keypoints", data=k.astype(np.float32))
+            h.create_dataset(f"sequences/s{i}/annotations", data=np.zeros(len(k), np.int16))
+        h.create_dataset("split", data=np.array([0, 0, 1, 2], np.int8))
+        names8 = [*dl.KEYPOINTS, "tail_tip"]
+        h.attrs.update(sequence_names=[f"s{i}" for i in range(4)], behaviors=list(dl.BEHAVIORS), keypoints=names8,
+                       individuals=list(dl.INDIVIDUALS), fps=30.0, source="movement")
+    sl.run_training(cfg, str(tmp_path / "p.h5"), str(tmp_path / "model"))
+    extract(cfg, str(tmp_path / "model"), str(tmp_path / "p.h5"), str(tmp_path))
+    folder = tmp_path / "export" / "models" / "lisbet8x1-movement-embedder"
+    config = yaml.safe_load((folder / "model_config.yml").read_text())
+    assert config["input_features"] == {"individuals": ["resident", "intruder"], "keypoints": names8,
+                                        "space": ["x", "y"]}
+    assert config["backbone"]["feature_dim"] == 2 * 8 * 2 and config["window_size"] == 12
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    handler = Keep()
+    logging.getLogger().addHandler(handler)
+    level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.INFO)
+    try:
+        model = load_model(folder / "model_config.yml", folder / "weights" / "weights_last.pt").eval()
+    finally:
+        logging.getLogger().removeHandler(handler)
+        logging.getLogger().setLevel(level)
+    assert any("Missing keys: []" in r and "Unexpected keys: []" in r for r in records), records
+    frames = torch.as_tensor(kps[2].reshape(60, -1), dtype=torch.float32)
+    windows = frames.unfold(0, 12, 1).permute(0, 2, 1)  # the full windows, ending at frames 11..59
+    with torch.no_grad():
+        got = model(windows, "embedding").numpy()
+    want = np.load(tmp_path / "outputs" / "embedding_s2.npy")[11:]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
 def test_calms21_unknown_label_and_duplicate_names(lcfg, tmp_path):
     doc = json.loads(_calms21_json(["task1/train/m1"], T=5))
     doc["annotator-id_0"]["task1/train/m1"]["annotations"] = [0, 1, 7, 3, 2]  # 7 is not in the vocabulary

@@ -492,6 +492,7 @@ def test_cli_analysis_bad_window_keeps_earlier_results(finished):
 
 def test_cebra_contract_files(finished):
     run = finished / "results" / "cebra"
+    assert (run / "export" / "cebra_model.pt").is_file()  # loads with cebra.CEBRA.load (test_cebra checks it)
     m = json.loads((run / "metrics.json").read_text())
     names = json.loads((run / "outputs" / "sessions.json").read_text())["names"]
     assert names == ["session0", "session1", "session2"] and m["n_neurons"] == [10, 12, 14]
@@ -547,6 +548,8 @@ def test_ring_attractor_contract_files(finished):
 
 def test_lisbet_contract_files(finished):
     run = finished / "results" / "lisbet"
+    # LISBET's layout (test_lisbet loads it with lisbet's own loader)
+    assert len(list((run / "export" / "models").glob("lisbet*-embedded-embedder/weights/weights_last.pt"))) == 1
     m = json.loads((run / "metrics.json").read_text())
     meta = json.loads((run / "outputs" / "sequences.json").read_text())
     assert len(meta["names"]) == 8 and meta["behaviors"] == ["attack", "investigation", "mount", "other"]
@@ -595,6 +598,18 @@ def test_cpc_snn_contract_files(finished):
     assert chance["candidates"] == 8 + np.load(run / "outputs" / "latents.npy").shape[1] - 1
     assert chance["loss"] == pytest.approx(np.log(chance["candidates"]))
     assert f"ln {chance['candidates']} = {chance['loss']:.3f}" in report
+    # the export: readable parameter names, and load_detector gives the same detection statistic
+    from neurotrain.systems.cpc_snn.data import load_processed
+    from neurotrain.systems.cpc_snn.network import load_detector
+
+    with np.load(run / "export" / "detector.npz") as z:
+        assert "encoder/conv/0/w" in z.files and "snn/readout/w" in z.files and not any("[" in k for k in z.files)
+    det, params, config = load_detector(run / "export")
+    d = load_processed(finished / "data" / "processed" / "cpc_snn.h5")
+    x = d["strain"][np.load(run / "outputs" / "test_index.npy")]
+    assert config["data"]["segment_samples"] == x.shape[1]
+    logits = np.asarray(det.forward(params, x)[0])
+    np.testing.assert_allclose(logits[:, 1] - logits[:, 0], np.load(run / "outputs" / "scores.npy"), atol=1e-4)
 
 
 def test_cpc_snn_training_change_reruns_only_its_chain(finished):
@@ -620,6 +635,25 @@ def test_one_system_target_builds_only_that_chain(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     wildcards = set(re.findall(r"wildcards: system=(\w+)", r.stdout))
     assert wildcards == {"cebra"}
+
+
+def test_every_report_snippet_runs_as_written_from_another_folder(finished, tmp_path):
+    """Each report's Python code blocks, copied as they are and run by a fresh interpreter whose
+    working folder is not the workflow's: every one finishes without an error."""
+    import re
+    import subprocess
+    import sys
+
+    ran = []
+    for report in sorted((finished / "results").glob("*/training_report.md")):
+        blocks = re.findall(r"```python\n(.*?)```", report.read_text(), flags=re.S)
+        for i, code in enumerate(blocks):
+            script = tmp_path / f"{report.parent.name}_{i}.py"
+            script.write_text(code)
+            r = subprocess.run([sys.executable, script.name], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+            assert r.returncode == 0, f"{report.parent.name} snippet {i}:\n{r.stderr[-2000:]}"
+            ran.append(report.parent.name)
+    assert sorted(set(ran)) == ["cebra", "cpc_snn", "ei_rnn", "lisbet", "ring_attractor"], ran
 
 
 def test_project_report_indexes_every_system(finished):
@@ -652,7 +686,12 @@ def _chromium() -> str:
 
 def test_snakemake_html_report_shows_every_figure(finished, tmp_path):
     """`snakemake --report`: opened in headless Chromium, the report's menu lists one category
-    per system, every figure under it, and each figure opened from the menu displays."""
+    per system, every figure under it and the system's verdict table, each figure opened from
+    the menu displays, and the table page holds the verdict and the headline metrics."""
+    from markupsafe import escape as html_escape  # what Jinja autoescaping writes
+
+    from neurotrain.reports.index import system_entry
+
     chromium = _chromium()
     smk(finished, "--report", "results/report.html")
     html = (finished / "results" / "report.html").read_text()
@@ -671,10 +710,19 @@ def test_snakemake_html_report_shows_every_figure(finished, tmp_path):
     assert sorted(found["categories"]) == sorted(systems)
     for system in systems:
         pngs = sorted(f"results/{system}/figures/{p.name}" for p in (finished / "results" / system / "figures").glob("*.png"))
-        assert pngs and sorted(found["categories"][system]) == pngs, system
+        table = f"results/summaries/{system}.html"
+        assert pngs and sorted(found["categories"][system]) == sorted([*pngs, table]), system
         for f in pngs:
             shown = found["shown"][f]
             assert isinstance(shown, list) and len(shown) == 1 and shown[0] and min(shown[0]) > 100, (f, shown)
+        # the verdict and every headline metric, as a table beside the figures
+        page = found["shown"][table]["html"]
+        assert page and "<table>" in page and "Verdict: <b" in page, (system, page)
+        entry = system_entry(system, finished / "results")  # what the project report shows
+        assert ("quality bar met" in page) == (entry["passes"] is True), system
+        assert page.count("<tr><td>") == len(entry["rows"]) >= 2, system
+        for r in entry["rows"]:
+            assert f"<tr><td>{html_escape(r['metric'])}</td><td>{html_escape(r['value'])}</td>" in page, (system, r)
     # captions come from each system's spec.py (workflow/report/figure.rst shows them), one per figure
     assert "No caption for" not in html and html.count("Report: <tt") >= sum(len(v) for v in found["categories"].values())
 

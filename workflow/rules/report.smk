@@ -78,7 +78,13 @@ rule index_report:
         figures=expand("results/{system}/figures", system=SYSTEMS),
         code=INDEX_CODE,
     output:
-        "results/report.md",
+        index="results/report.md",
+        summaries=report(
+            directory("results/summaries"),
+            patterns=["{system}.html"],
+            caption="../report/summary.rst",
+            category="{system}",
+        ),
     log:
         "results/logs/index_report.log",
     conda:
@@ -90,4 +96,5 @@ rule index_report:
     params:
         systems=",".join(SYSTEMS),
     shell:
-        "python -m neurotrain.runner index --systems {params.systems:q} --results results --out {output:q} > {log:q} 2>&1"
+        "python -m neurotrain.runner index --systems {params.systems:q} --results results --out {output.index:q}"
+        " --summaries {output.summaries:q} > {log:q} 2>&1"

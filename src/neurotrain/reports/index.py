@@ -68,14 +68,32 @@ def system_entry(system: str, results: Path) -> dict:
             "figures": [f"{system}/figures/{p.name}" for p in sorted((run / "figures").glob("*.png"))]}
 
 
-def render_index(systems: list[str], results_dir: str | Path, out: str | Path) -> Path:
-    """Write the project report (``results/report.md``) over ``systems``' finished runs."""
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def render_index(systems: list[str], results_dir: str | Path, out: str | Path,
+                 summaries: str | Path | None = None) -> Path:
+    """Write the project report (``results/report.md``) over ``systems``' finished runs, and into
+    ``summaries`` (default ``<results>/summaries``) one HTML page per system, ``<system>.html``:
+    its verdict and headline table, which ``snakemake --report`` shows beside its figures."""
+    import jinja2
+
+    from neurotrain.io import atomic_dir
+    from neurotrain.reports.render import TEMPLATES
+
     results = Path(results_dir)
     entries = [system_entry(s, results) for s in systems]
     env = environment()
-    env.filters["duration"] = lambda s: f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min"
+    env.filters["duration"] = _duration
     text = env.get_template("index.md.j2").render(entries=entries, n_pass=sum(e["passes"] is True for e in entries),
                                                   n_scored=sum(e["passes"] is not None for e in entries))
+    html = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
+                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    with atomic_dir(Path(summaries) if summaries is not None else results / "summaries") as d:
+        for e in entries:
+            page = html.get_template("summary.html.j2").render(e={**e, "training_time": _duration(e["training_time_s"])})
+            save_text(d / f"{e['system']}.html", page)
     out = Path(out)
     save_text(out, text)
     return out

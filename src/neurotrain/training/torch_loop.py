@@ -241,7 +241,8 @@ class Trainer:
         t_start = time.perf_counter() - state["elapsed"]
         bar = _EpochBar(total=cfg.max_epochs, initial=state["epoch"], dynamic_ncols=True,
                    mininterval=1.0 if sys.stderr.isatty() else 30.0,
-                   bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}] {metrics}")
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} epochs "
+                              "[{elapsed}<{remaining}, {rate_fmt}] {metrics}")
         with SignalGuard() as guard:
             try:
                 while state["epoch"] < cfg.max_epochs:

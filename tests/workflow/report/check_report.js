@@ -1,6 +1,7 @@
 // Appended to a copy of Snakemake's HTML report and run in headless Chromium: walks the
 // report's own menu like a reader (Results -> each category -> each file), and for every file
-// it opens (its "eye" button) records the image the app displays (natural size, or null when it is broken).
+// it opens (its "eye" button) records the image the app displays (natural size, or null when it is broken),
+// or for an HTML page the text of the page its iframe shows.
 // Reports one JSON console message: "neurotrain check result: {...}".
 (function () {
   const out = { categories: {}, shown: {}, errors: [] };
@@ -10,6 +11,18 @@
     e.tagName === "A" || e.tagName === "TD");
   const byText = (sel, t) => [...document.querySelectorAll(sel)].reverse().find((e) => e.textContent.trim() === t);
   const settle = async () => { await sleep(200); };
+  // an HTML result opens in an iframe whose src is a base64 data URI: its decoded text
+  async function htmlShown() {
+    for (let i = 0; i < 50; i++) {
+      const frame = document.querySelector("#app iframe");
+      if (frame && frame.src.startsWith("data:text/html")) {
+        const b64 = frame.src.slice(frame.src.indexOf("base64,") + 7);
+        return { html: new TextDecoder().decode(Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))) };
+      }
+      await sleep(100);
+    }
+    return { html: null };
+  }
   async function imageShown() {
     for (let i = 0; i < 50; i++) {
       const imgs = [...document.querySelectorAll("#app img")].filter((im) => im.src.startsWith("data:image/png"));
@@ -39,7 +52,7 @@
         if (!eye) { out.shown[f] = "no view button"; continue; }
         eye.click();
         await settle();
-        out.shown[f] = await imageShown();
+        out.shown[f] = f.endsWith(".html") ? await htmlShown() : await imageShown();
         const back = byText("#app nav a", cat);
         if (back && !byText("#app nav td", f)) { back.click(); await settle(); }
       }

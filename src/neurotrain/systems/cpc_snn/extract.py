@@ -6,6 +6,10 @@ out], ``encoder.gru.wx.npy`` [latent, 3 context], ``encoder.predict.npy`` [steps
 latent], ``bridge.gain.npy`` [features], ``snn.layers.0.w.npy`` [delay taps, 2 features, hidden0], ...,
 ``snn.readout.w.npy`` [hidden_last, 2]).
 
+``export/``: ``detector.npz`` (the same parameters under paths such as ``encoder/conv/0/w``) and
+``detector.json`` (the model config and the input it expects), read back by
+``neurotrain.systems.cpc_snn.network.load_detector``.
+
 ``outputs/`` (test split, n segments, in file order):
   test_index.npy [n] int64          row in the processed HDF5
   scores.npy [n] float32            SNN detection statistic logit(chirp) - logit(noise)
@@ -20,7 +24,6 @@ latent], ``bridge.gain.npy`` [features], ``snn.layers.0.w.npy`` [delay taps, 2 f
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +37,7 @@ def extract(cfg: dict, model_dir: str, data_path: str, out_dir: str) -> None:
     import jax
     import jax.numpy as jnp
 
+    from neurotrain.systems.cpc_snn.network import readable, save_detector
     from neurotrain.systems.cpc_snn.train import load_params
     from neurotrain.training.jax_loop import flatten
 
@@ -67,7 +71,10 @@ def extract(cfg: dict, model_dir: str, data_path: str, out_dir: str) -> None:
     out = Path(out_dir)
     with atomic_dir(out / "weights") as w:
         for name, arr in flatten(params).items():
-            save_npy(w / (".".join(re.findall(r"\['?([^'\]]+)'?\]", name)) + ".npy"), arr)
+            save_npy(w / (readable(name).replace("/", ".") + ".npy"), arr)
+    save_detector(out / "export", cfg["model"], params,
+                  {"sample_rate": float(fs), "segment_samples": int(data["strain"].shape[1]),
+                   "f_low": float(data["attrs"]["f_low"]), "f_high": float(data["attrs"]["f_high"])})
     with atomic_dir(out / "outputs") as o:
         save_npy(o / "test_index.npy", test.astype(np.int64))
         save_npy(o / "scores.npy", np.concatenate(scores).astype(np.float32))

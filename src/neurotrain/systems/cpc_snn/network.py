@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import jax
+import numpy as np
 import jax.numpy as jnp
 
 from neurotrain.systems.cpc_snn.data import n_frames, receptive_field  # noqa: F401  (jax-free geometry)
@@ -331,3 +332,58 @@ class Detector:
         """Detection statistic: logit(chirp) - logit(noise)."""
         logits = self.forward(params, x)[0]
         return logits[:, 1] - logits[:, 0]
+
+
+# --------------------------------------------------------------------------- export
+EXPORT_PARAMS, EXPORT_CONFIG = "detector.npz", "detector.json"
+
+
+def readable(keystr: str) -> str:
+    """A parameter's path as ``encoder/conv/0/w`` (from jax's ``"['encoder']['conv'][0]['w']"``)."""
+    import re
+
+    return "/".join(re.findall(r"\['?([^'\]]+)'?\]", keystr))
+
+
+def save_detector(folder, model_config: dict, params, data_attrs: dict) -> None:
+    """Write the trained detector to ``folder``: ``detector.npz`` (one array per parameter, under
+    its path, e.g. ``encoder/conv/0/w`` [kernel, in, out], ``snn/readout/w`` [hidden, 2]) and
+    ``detector.json`` (``model``: the ``cpc_snn.model`` config that builds the network; ``data``:
+    what its input must be: ``sample_rate`` Hz, ``segment_samples``, ``f_low``/``f_high`` Hz of
+    the whitening band). Read it back with :func:`load_detector`."""
+    import json
+    from pathlib import Path
+
+    from neurotrain.io import atomic_path
+    from neurotrain.training.jax_loop import flatten
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / EXPORT_PARAMS) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **{readable(k): v for k, v in flatten(params).items()})
+    with atomic_path(folder / EXPORT_CONFIG) as tmp:
+        tmp.write_text(json.dumps({"model": model_config, "data": data_attrs}, indent=2) + "\n")
+
+
+def load_detector(folder):
+    """``(detector, params, config)`` from a folder :func:`save_detector` wrote, e.g.
+    ``results/cpc_snn/export``. ``detector.forward(params, x)`` takes whitened strain segments
+    ``x`` [n, config["data"]["segment_samples"]] at ``config["data"]["sample_rate"]`` Hz and returns
+    (logits [n, 2], CPC latents, spike trains); ``logits[:, 1] - logits[:, 0]`` is the detection
+    statistic. Raises NeurotrainError naming the folder when a file or parameter is missing."""
+    import json
+    from pathlib import Path
+
+    from neurotrain.errors import NeurotrainError
+    from neurotrain.training.jax_loop import flatten, unflatten
+
+    folder = Path(folder)
+    for name in (EXPORT_PARAMS, EXPORT_CONFIG):
+        if not (folder / name).is_file():
+            raise NeurotrainError(folder / name, "not found (run the extract stage)")
+    config = json.loads((folder / EXPORT_CONFIG).read_text())
+    det = Detector.from_config(config["model"])
+    like = det.init(jax.random.PRNGKey(0))
+    with np.load(folder / EXPORT_PARAMS, allow_pickle=False) as z:
+        arrays = {k: z[readable(k)] for k in flatten(like) if readable(k) in z.files}
+    return det, unflatten(like, arrays, str(folder / EXPORT_PARAMS)), config

@@ -32,7 +32,8 @@ MODEL_KEYS = ("emb_dim", "num_layers", "num_heads", "hidden_dim", "window")
 
 
 class Frames:
-    """All sequences' frame features concatenated [N, 2, 7, 2], with per-sequence offsets."""
+    """All sequences' frame features concatenated [N, 2, K, 2] (mice, keypoints, x/y), with
+    per-sequence offsets."""
 
     def __init__(self, keypoints: list[np.ndarray]):
         self.lengths = np.array([len(k) for k in keypoints])
@@ -40,7 +41,7 @@ class Frames:
         self.all = np.concatenate(keypoints).astype(np.float32)
 
     def gather(self, seq: np.ndarray, local: np.ndarray) -> np.ndarray:
-        """Frames [B, W, 2, 7, 2] at local indices [B, W] of sequences [B] (clipped to each);
+        """Frames [B, W, 2, K, 2] at local indices [B, W] of sequences [B] (clipped to each);
         fractional indices are interpolated linearly between neighbouring frames."""
         hi = self.lengths[seq][:, None] - 1
         local = np.clip(local, 0, hi)
@@ -113,7 +114,10 @@ class LisbetTask:
         self.t = t
         self.W = m["window"]
         self.task_ids = list(t["task_ids"])
-        self.model_config = {**{k: m[k] for k in MODEL_KEYS}, "in_dim": 2 * 7 * 2, "task_ids": self.task_ids}
+        # 2 mice x K keypoints (lisbet.data.keypoints) x (x, y), flattened as LISBET's PoseToTensor does
+        in_dim = int(np.prod(np.shape(data["keypoints"][0])[1:]))
+        self.model_config = {**{k: m[k] for k in MODEL_KEYS}, "in_dim": in_dim, "task_ids": self.task_ids,
+                             "keypoints": list(data.get("keypoint_names", [])), "individuals": ["resident", "intruder"]}
         self.model = LisbetModel(self.model_config).to(device)
         self.frames = Frames(data["keypoints"])
         split = np.asarray(data["split"])
@@ -203,8 +207,7 @@ def run_training(cfg: dict, data_path: str, out_dir: str, threads: int = 0) -> d
     if t["run_id"] is not None:  # a configured name is checked before any data is read
         plain_name(t["run_id"], "config key lisbet.training.run_id", reserved=reserved)
     data = load_processed(data_path)
-    # LISBET's naming of a run folder by model size and dataset, unless the config names it
-    run_id = t["run_id"] or f"lisbet{m['emb_dim']}x{m['num_layers']}-{data['source']}"
+    run_id = run_name(t, m, data["source"])
     plain_name(run_id, "config key lisbet.training.run_id", reserved=reserved)
     device = run_preamble("lisbet", t, threads)
     try:
@@ -229,6 +232,12 @@ def run_training(cfg: dict, data_path: str, out_dir: str, threads: int = 0) -> d
 
         save_json(r / "training_history.json", load_json(out / "training_log.json")["history"])
     return summary
+
+
+def run_name(training: dict, model: dict, source: str) -> str:
+    """LISBET's naming of a run folder by model size and dataset (``lisbet<emb_dim>x<num_layers>-
+    <source>``), unless ``training.run_id`` names it."""
+    return training["run_id"] or f"lisbet{model['emb_dim']}x{model['num_layers']}-{source}"
 
 
 def export_embedder(model_config: dict, state: dict) -> Embedder:
