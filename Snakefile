@@ -18,6 +18,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/analyze.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/apply.smk"
 
 
 rule all:
@@ -25,3 +26,4 @@ rule all:
     input:
         all_reports(),
         "results/report.md",
+        all_applies(),

@@ -111,5 +111,5 @@ def index_code(systems: list[str]) -> list[Path]:
 
 def stage_env(system: str, stage: str) -> str:
     """Name of the conda environment (``envs/<name>.yaml``) of ``stage``: the system's framework
-    for train and extract (they load the model), ``analysis`` for every other stage."""
-    return spec(system).framework if stage in ("train", "extract") else "analysis"
+    for train, extract and apply (they load the model), ``analysis`` for every other stage."""
+    return spec(system).framework if stage in ("train", "extract", "apply") else "analysis"

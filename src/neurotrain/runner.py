@@ -57,6 +57,13 @@ def _report(p):
     p.add_argument("--out", default=None, help="report path (default <run-dir>/training_report.md)")
 
 
+def _apply(p):
+    p.add_argument("--run-dir", required=True, help="the trained system's folder, e.g. results/cebra")
+    p.add_argument("--data", required=True, help="the processed HDF5 the model was trained on")
+    p.add_argument("--inputs", required=True, nargs="+", help="new input file(s) to apply the model to")
+    p.add_argument("--out-dir", required=True, help="folder to create, e.g. results/cebra/apply/<input name>")
+
+
 def _call(stage: str, fn: Callable, cfg, args, files: list[str]):
     if stage == "generate":
         from neurotrain.io import atomic_dir
@@ -87,6 +94,14 @@ def _call(stage: str, fn: Callable, cfg, args, files: list[str]):
         return fn(cfg, args.run_dir)
     if stage == "report":
         return fn(args.system, cfg, args.run_dir, args.out, files[0])
+    if stage == "apply":  # the folder appears whole, or not at all (an earlier one stays)
+        from neurotrain.io import atomic_dir
+
+        for f in args.inputs:
+            if not os.path.exists(f):
+                raise NeurotrainError(f, "input file not found")
+        with atomic_dir(args.out_dir) as tmp:
+            return fn(cfg, args.run_dir, args.data, args.inputs, tmp)
     raise AssertionError(stage)
 
 
@@ -117,6 +132,7 @@ SYSTEM_STAGES: dict[str, tuple[str, Callable]] = {
     "analyze": ("per-neuron metrics, PCA, Fano factors and the system's scores", _analyze),
     "figures": ("render the system's matplotlib PNGs into <run-dir>/figures", _figures),
     "report": ("render <run-dir>/training_report.md from the system's Jinja template", _report),
+    "apply": ("apply the trained model to new input files, without retraining", _apply),
 }
 # Stages of no system, imported by name so that no system stage's code inputs include them.
 SHARED_STAGES = {"fetch": "neurotrain.fetch:download", "index": "neurotrain.reports.index:render_index"}

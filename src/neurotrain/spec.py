@@ -19,6 +19,8 @@ Stage entry functions (``cfg`` is the stage's strict config slice, see
     figures(cfg, run_dir)                      -> figures/
     report                                     the system's ``report.md.j2`` (rendered by
                                                neurotrain.reports.render with ``cfg``)
+    apply(cfg, run_dir, data, inputs, out_dir) optional: the trained model on new input files
+                                               (``<system>.apply.inputs``) -> results/<system>/apply/<name>/
 """
 
 from __future__ import annotations
@@ -27,10 +29,13 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 STAGES = ("generate", "preprocess", "train", "extract", "analyze", "figures", "report")
+# Stages a system may leave out (the workflow then offers no such target for it).
+OPTIONAL_STAGES = ("apply",)
 # The stages whose artifacts each stage reads (the rules' file inputs say the same).
 INPUTS_FROM = {"generate": (), "preprocess": ("generate",), "train": ("preprocess",),
                "extract": ("preprocess", "train"), "analyze": ("generate", "preprocess", "extract"),
-               "figures": ("train", "extract", "analyze"), "report": ("analyze", "figures")}
+               "figures": ("train", "extract", "analyze"), "report": ("analyze", "figures"),
+               "apply": ("preprocess", "train", "extract", "analyze")}
 
 
 def lineage(stage: str) -> tuple[str, ...]:
@@ -42,7 +47,7 @@ def lineage(stage: str) -> tuple[str, ...]:
         if s not in seen:
             seen.add(s)
             todo.extend(INPUTS_FROM[s])
-    return tuple(s for s in STAGES if s in seen)
+    return tuple(s for s in (*STAGES, *OPTIONAL_STAGES) if s in seen)
 FRAMEWORKS = {"torch": "pt", "jax": "npz"}  # framework -> checkpoint file extension
 
 
@@ -65,19 +70,22 @@ class Stage:
 # The entry functions of a system folder laid out as docs/adding-a-system.md describes.
 CONVENTIONAL_ENTRIES = {"generate": ".data:generate_embedded", "preprocess": ".data:preprocess_raw",
                         "train": ".train:run_training", "extract": ".extract:extract", "analyze": ".analyze:analyze",
-                        "figures": ".figures:render", "report": "neurotrain.reports.render:render_report"}
+                        "figures": ".figures:render", "report": "neurotrain.reports.render:render_report",
+                        "apply": ".apply:apply"}
 
 
 def conventional_stages(**reads: tuple[str, ...]) -> dict[str, Stage]:
     """Every stage at its conventional entry (``CONVENTIONAL_ENTRIES``; the report renders the
     folder's ``report.md.j2``), each declaring the config keys given for it by stage name:
-    ``conventional_stages(train=("model", "training"), analyze=("analysis",))``."""
-    unknown = set(reads) - set(STAGES)
+    ``conventional_stages(train=("model", "training"), analyze=("analysis",))``.
+    An optional stage (``apply``) is there when keys are given for it.
+    """
+    unknown = set(reads) - set(STAGES) - set(OPTIONAL_STAGES)
     if unknown:
-        raise ValueError(f"no stage {', '.join(sorted(unknown))} (stages: {', '.join(STAGES)})")
+        raise ValueError(f"no stage {', '.join(sorted(unknown))} (stages: {', '.join(STAGES + OPTIONAL_STAGES)})")
     return {st: Stage(CONVENTIONAL_ENTRIES[st], tuple(reads.get(st, ())),
                       files=("report.md.j2",) if st == "report" else ())
-            for st in STAGES}
+            for st in (*STAGES, *(o for o in OPTIONAL_STAGES if o in reads))}
 
 
 @dataclass(frozen=True)

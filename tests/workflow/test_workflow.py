@@ -5,6 +5,7 @@ import json
 import os
 import re
 import subprocess
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -786,3 +787,118 @@ def test_project_report_on_real_data_without_ground_truth(finished, tmp_path):
     text = render_index(["ei_rnn", "cebra", "ring_attractor", "lisbet", "cpc_snn"], res, tmp_path / "report.md").read_text()
     assert "true latent" not in text and "teacher's true rates" not in text
     assert "| LISBET social-behaviour transformer (`lisbet`) | n/a |" in text and "of 4 scored systems" in text
+
+
+def _apply_inputs(wd: Path) -> dict:
+    """New input files for every system, in the formats users bring, and the config naming them."""
+    import scipy.io
+    from pynwb import NWBHDF5IO, NWBFile
+    from pynwb.behavior import CompassDirection
+
+    from _gwosc import gwosc_file
+
+    new = wd / "new"
+    new.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    u = rng.normal(size=(3, 20, 8))
+    np.save(new / "conditions.npy", u.astype(np.float32))
+    scipy.io.savemat(new / "conditions.mat", {"stim": u})
+    np.save(new / "omega.npy", 3.0 * np.sin(np.arange(300) * 0.03))
+    t = np.arange(600) * 0.025  # a 40 Hz head-direction recording
+    nwb = NWBFile(session_description="hd", identifier="hd", session_start_time=datetime(2020, 1, 1, tzinfo=timezone.utc))
+    cd = CompassDirection(name="CompassDirection")
+    cd.create_spatial_series(name="head_direction", data=np.mod(1.2 * np.sin(0.7 * t) + 0.5 * t, 2 * np.pi),
+                             reference_frame="arena", unit="radians", timestamps=t)
+    nwb.create_processing_module("behavior", "behaviour").add(cd)
+    with NWBHDF5IO(str(new / "hd.nwb"), "w") as io_:
+        io_.write(nwb)
+    np.savez(new / "session_b.npz", spikes=rng.poisson(2.0, (300, 12)).astype(np.float32),
+             behavior=rng.uniform(0, 1, (300, 1)).astype(np.float32))
+    np.save(new / "thirteen.npy", rng.poisson(2.0, (300, 13)).astype(np.float32))
+    kp = ["nose", "left_ear", "right_ear", "neck", "left_hip", "right_hip", "tail"]
+    T = 150
+    seq = {"keypoints": rng.uniform(0, 1000, (T, 2, 2, 7)).tolist(), "scores": np.ones((T, 2, 7)).tolist(),
+           "annotations": rng.integers(0, 4, T).tolist(),
+           "metadata": {"vocab": {"attack": 0, "investigation": 1, "mount": 2, "other": 3}}}
+    (new / "calms21_test.json").write_text(json.dumps({"annotator-id_0": {"task1/test/mouse070": seq}}))
+    pos = rng.uniform(0, 1, (T, 2, len(kp), 2))
+    import xarray as xr
+
+    ds = xr.Dataset({"position": (("time", "space", "keypoints", "individuals"), pos),
+                     "confidence": (("time", "keypoints", "individuals"), np.ones((T, len(kp), 2)))},
+                    coords={"time": np.arange(T) / 30.0, "space": ["x", "y"], "keypoints": kp,
+                            "individuals": ["resident", "intruder"]},
+                    attrs={"fps": 30.0, "time_unit": "seconds", "ds_type": "poses", "source_software": "SLEAP"})
+    ds.to_netcdf(new / "pair.nc")
+    gwosc_file(new / "H-H1_GWOSC_4KHZ_R1-1126300000-40.hdf5", seconds=40.0, gps=1126300000.0, chirp_at=20.0,
+               chirp_snr=25.0)
+    return {
+        "ei_rnn": {"apply": {"inputs": {"npy": "new/conditions.npy", "mat": "new/conditions.mat"}, "variable": "stim"}},
+        "ring_attractor": {"apply": {"inputs": {"trace": "new/omega.npy", "recording": "new/hd.nwb"}}},
+        "cebra": {"apply": {"inputs": {"b": "new/session_b.npz", "thirteen": "new/thirteen.npy"}}},
+        "lisbet": {"apply": {"inputs": {"mice": ["new/pair.nc", "new/calms21_test.json"]}, "motifs": 3,
+                             "motif_pcs": 3}},
+        "cpc_snn": {"apply": {"inputs": {"scan": "new/H-H1_GWOSC_4KHZ_R1-1126300000-40.hdf5"}, "fap": 0.1}},
+    }
+
+
+def test_apply_each_system_to_new_files_through_snakemake(finished):
+    """`snakemake results/<system>/apply/<name>` runs the trained model on new files without
+    retraining (only apply jobs run), for every system and input format; a file the model
+    cannot take is refused in one line naming it, and leaves no folder."""
+    import shutil
+
+    wd = finished
+    (wd / "apply.yaml").write_text(yaml.safe_dump(_apply_inputs(wd)))
+    good = ["results/ei_rnn/apply/npy", "results/ei_rnn/apply/mat", "results/ring_attractor/apply/trace",
+            "results/ring_attractor/apply/recording", "results/cebra/apply/b", "results/lisbet/apply/mice",
+            "results/cpc_snn/apply/scan"]
+    run = lambda *targets: subprocess.run(  # noqa: E731
+        ["snakemake", "--cores", "2", *targets, "--configfile", "config/smoke.yaml", "apply.yaml"], cwd=wd,
+        capture_output=True, text=True, env=snakemake_env(), timeout=900)
+    try:
+        plan = run("-n", *good)
+        assert plan.returncode == 0, plan.stdout[-3000:] + plan.stderr[-3000:]
+        jobs = re.findall(r"^(\w+)\s+(\d+)\s*$", plan.stdout.split("Job stats:")[1].split("total")[0], re.M)
+        assert dict(jobs) == {"apply_model": "7"}, jobs  # nothing retrains
+        r = run(*good)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        res = wd / "results"
+        rates = np.load(res / "ei_rnn/apply/npy/rates.npy")
+        assert rates.shape == (3, 20, 12) and np.isfinite(rates).all() and (rates >= 0).all()
+        np.testing.assert_allclose(np.load(res / "ei_rnn/apply/mat/rates.npy"), rates, rtol=1e-6)
+        for name, steps in (("trace", 300), ("recording", None)):
+            folder = res / "ring_attractor/apply" / name
+            dec, err = np.load(folder / "decoded.npy"), np.load(folder / "error_deg.npy")
+            assert len(dec) == len(err) == (steps or len(dec)) and np.isfinite(dec).all()
+            assert (folder / "decoded.png").read_bytes()[:4] == b"\x89PNG"
+        info = json.loads((res / "ring_attractor/apply/recording/apply.json").read_text())
+        assert info["kind"] == "nwb" and info["median_error_deg_in_darkness"] is not None
+        b = json.loads((res / "cebra/apply/b/apply.json").read_text())
+        assert b["session"] == "session1" and np.load(res / "cebra/apply/b/embedding.npy").shape == (300, 3)
+        assert np.load(res / "cebra/apply/b/decoded.npy").shape == (300, 1) and "decoding" in b
+        m = json.loads((res / "lisbet/apply/mice/apply.json").read_text())
+        recs = {x["recording"]: x for x in m["recordings"]}
+        assert set(recs) == {"pair", "task1-test-mouse070"}
+        assert "macro_f1" in recs["task1-test-mouse070"] and "motif_ami" in recs["task1-test-mouse070"]
+        for rec in recs:
+            z = np.load(res / "lisbet/apply/mice" / rec / "embedding.npy")
+            assert z.shape == (150, 8) and np.load(res / "lisbet/apply/mice" / rec / "motifs.npy").max() < 3
+        scan = json.loads((res / "cpc_snn/apply/scan/apply.json").read_text())
+        gps, mf = np.load(res / "cpc_snn/apply/scan/gps_start.npy"), np.load(res / "cpc_snn/apply/scan/mf_snr.npy")
+        assert len(gps) == scan["windows"] == len(np.load(res / "cpc_snn/apply/scan/statistic.npy"))
+        loudest = gps[np.argmax(mf)]
+        assert loudest <= 1126300020.0 <= loudest + 1.0, "the matched filter peaks on the window holding the chirp"
+        triggers = (res / "cpc_snn/apply/scan/triggers.tsv").read_text().splitlines()
+        assert triggers[0].split("\t")[:3] == ["detector", "gps_peak", "gps_start"]
+        assert any(line.startswith("matched_filter\t") and abs(float(line.split("\t")[1]) - 1126300020.0) < 1.5
+                   for line in triggers[1:]), triggers
+        # a session with neurons no encoder was trained on: one line naming it, no folder
+        bad = run("results/cebra/apply/thirteen")
+        assert bad.returncode != 0 and not (res / "cebra/apply/thirteen").exists()
+        log = (res / "logs/cebra/apply_thirteen.log").read_text().strip().splitlines()
+        assert log[-1].startswith("error: new/thirteen.npy: has 13 neurons; the model's encoders take session0 "
+                                  "(10 neurons), session1 (12 neurons), session2 (14 neurons)"), log[-1]
+    finally:
+        for system in ("ei_rnn", "ring_attractor", "cebra", "lisbet", "cpc_snn"):
+            shutil.rmtree(wd / "results" / system / "apply", ignore_errors=True)

@@ -45,6 +45,7 @@ SYSTEMS = config["systems"]
 wildcard_constraints:
     system="|".join(registry.names()),
     filename=r"[A-Za-z0-9][A-Za-z0-9._+-]*",
+    name=r"[A-Za-z0-9][A-Za-z0-9._+-]*",
 
 
 def systems_of(framework):
@@ -220,3 +221,26 @@ def ground_truth(wildcards):
 def truth_arg(wildcards):
     truth = ground_truth(wildcards)
     return f"--truth {shlex.quote(str(Path(truth[0], 'truth.npz')))}" if truth else ""
+
+
+# The apply targets (workflow/rules/apply.smk).
+def apply_files(wildcards):
+    """The file(s) of config key <system>.apply.inputs.<name>."""
+    inputs = config[wildcards.system].get("apply", {}).get("inputs", {})
+    if wildcards.name not in inputs:
+        named = ", ".join(sorted(inputs)) or "none"
+        raise WorkflowError(
+            f"config key {wildcards.system}.apply.inputs: no input named {wildcards.name} (named: {named})"
+        )
+    value = inputs[wildcards.name]
+    return [value] if isinstance(value, str) else list(value)
+
+
+def all_applies():
+    """Every configured apply target of the listed systems that have an apply stage."""
+    return [
+        f"results/{system}/apply/{name}"
+        for system in SYSTEMS
+        if "apply" in registry.spec(system).stages
+        for name in config[system].get("apply", {}).get("inputs", {})
+    ]

@@ -26,6 +26,7 @@ SPEC = SystemSpec(
                     "data.rat.names", "data.rat.md5", "data.nwb"),
         train=("model", "training"),
         analyze=("analysis",),
+        apply=("apply", "data.nwb", "analysis.knn_neighbors"),
     ),
     sources={"rat": Source(downloads=rat_files), "nwb": Source(user_files=("nwb", "paths"))},
     captions={

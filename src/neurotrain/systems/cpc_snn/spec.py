@@ -24,6 +24,7 @@ SPEC = SystemSpec(
         train=("data.injection", "model", "training"),
         extract=("model", "analysis.spike_examples"),
         analyze=("analysis", "data.injection"),
+        apply=("apply", "data", "analysis.bar_fap", "analysis.n_templates"),
     ),
     sources={"gwosc": Source(downloads=gwosc_files, user_files=("gwosc", "paths"))},
     captions={

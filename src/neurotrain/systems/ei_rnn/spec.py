@@ -12,6 +12,7 @@ SPEC = SystemSpec(
         preprocess=("data",),
         train=("data", "model", "loss", "training"),
         analyze=("analysis", "training.seed"),
+        apply=("apply",),
     ),
     sources={"mat": Source(user_files=("path",))},
     captions={

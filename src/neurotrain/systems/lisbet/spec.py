@@ -27,6 +27,7 @@ SPEC = SystemSpec(
         train=("model", *(f"training.{k}" for k in TRAINING_KEYS)),
         extract=("training.embed_batch",),
         analyze=("analysis",),
+        apply=("apply", "data", "analysis.classifier_C", "training.embed_batch"),
     ),
     sources={"calms21": Source(downloads=calms21_files), "movement": Source(user_files=("movement", "paths"))},
     captions={

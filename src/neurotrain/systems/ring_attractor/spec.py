@@ -29,6 +29,7 @@ SPEC = SystemSpec(
         train=("model", "loss", "training"),
         extract=("analysis.drift_trials", "analysis.drift_duration"),
         analyze=("analysis",),
+        apply=("apply", "data.nwb"),
     ),
     sources={"nwb": Source(downloads=nwb_download, user_files=("nwb", "path"))},
     captions={

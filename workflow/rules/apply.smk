@@ -1,0 +1,31 @@
+# The trained model applied to new input files, without retraining:
+# results/<system>/apply/<name>/ for each entry <name> of config <system>.apply.inputs.
+
+
+rule apply_model:
+    input:
+        best=model_file("best"),
+        summary="results/{system}/metrics.json",
+        data="data/processed/{system}.h5",
+        files=apply_files,
+        code=stage_code("apply"),
+    output:
+        directory("results/{system}/apply/{name}"),
+    log:
+        "results/logs/{system}/apply_{name}.log",
+    benchmark:
+        "results/benchmarks/{system}/apply_{name}.tsv"
+    conda:
+        stage_env("apply")
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        cfg=stage_params("apply"),
+        stage=stage_spec("apply"),
+        upstream=upstream_params("apply"),
+    shell:
+        "python -m neurotrain.runner apply --system {wildcards.system:q} --params {params.cfg:q} --stage-spec {params.stage:q}"
+        ' --run-dir "$(dirname {input.summary:q})" --data {input.data:q} --inputs {input.files:q}'
+        " --out-dir {output:q} > {log:q} 2>&1"
