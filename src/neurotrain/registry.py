@@ -111,5 +111,6 @@ def index_code(systems: list[str]) -> list[Path]:
 
 def stage_env(system: str, stage: str) -> str:
     """Name of the conda environment (``envs/<name>.yaml``) of ``stage``: the system's framework
-    for train, extract and apply (they load the model), ``analysis`` for every other stage."""
-    return spec(system).framework if stage in ("train", "extract", "apply") else "analysis"
+    for its ``framework_stages`` (train, extract and apply load the model), ``analysis`` for the others."""
+    s = spec(system)
+    return s.framework if stage in s.framework_stages else "analysis"

@@ -109,6 +109,9 @@ class SystemSpec:
     sources: dict[str, Source] = field(default_factory=dict)  # besides "embedded"
     captions: dict[str, str] = field(default_factory=dict)  # figure name (no .png) -> caption
     headline: str = ".report"  # module with headline(metrics) -> rows and verdict(metrics) for the project report
+    # stages that load the model or the framework's libraries, so run in the framework's conda env
+    # (envs/<framework>.yaml); the others run in envs/analysis.yaml
+    framework_stages: tuple[str, ...] = ("train", "extract", "apply")
 
     def __post_init__(self):
         if self.framework not in FRAMEWORKS:

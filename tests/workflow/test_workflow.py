@@ -902,3 +902,35 @@ def test_apply_each_system_to_new_files_through_snakemake(finished):
     finally:
         for system in ("ei_rnn", "ring_attractor", "cebra", "lisbet", "cpc_snn"):
             shutil.rmtree(wd / "results" / system / "apply", ignore_errors=True)
+
+
+@pytest.mark.parametrize("system, make, line", [
+    ("ei_rnn", lambda p: np.save(p / "u.npy", np.zeros((2, 10, 3))),
+     "error: new/u.npy: inputs have shape (2, 10, 3); the model takes [conditions, time, 8] (8 input channels, as in "
+     "its training data)"),
+    ("ring_attractor", lambda p: np.save(p / "u.npy", np.full(50, np.nan)), "error: new/u.npy: holds 50 NaN/Inf values"),
+    ("cebra", lambda p: np.savez(p / "u.npz", rates=np.zeros((5, 12))),
+     "error: new/u.npz: has no array 'spikes' (it has rates)"),
+    ("lisbet", lambda p: (p / "u.json").write_text('{"annotator-id_0": {"s1": {"keypoints": [[[[1, 2]]]]}}}'),
+     None),
+    ("cpc_snn", lambda p: (p / "u.hdf5").write_bytes(b"not hdf5"), None),
+])
+def test_apply_refuses_input_the_model_cannot_take(finished, tmp_path, system, make, line):
+    """`neurotrain apply` with a file that does not fit: exit 2, one line naming the file, no output folder."""
+    new = finished / "new"
+    new.mkdir(exist_ok=True)
+    make(new)
+    f = next(p for p in new.glob("u.*"))
+    try:
+        r = subprocess.run(["neurotrain", "apply", "--system", system, "--config", "config/smoke.yaml", "--run-dir",
+                            f"results/{system}", "--data", f"data/processed/{system}.h5", "--inputs",
+                            f"new/{f.name}", "--out-dir", f"results/{system}/apply/bad"], cwd=finished,
+                           capture_output=True, text=True, env=snakemake_env(), timeout=300)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) >= 1, r.stderr
+        assert lines[-1].startswith(f"error: new/{f.name}: ") and all(not x.startswith("Traceback") for x in lines)
+        if line is not None:
+            assert lines[-1] == line
+        assert not (finished / "results" / system / "apply" / "bad").exists()
+    finally:
+        f.unlink()

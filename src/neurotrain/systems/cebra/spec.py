@@ -29,6 +29,8 @@ SPEC = SystemSpec(
         apply=("apply", "data.nwb", "analysis.knn_neighbors"),
     ),
     sources={"rat": Source(downloads=rat_files), "nwb": Source(user_files=("nwb", "paths"))},
+    # the analysis scores consistency with cebra's own consistency_score
+    framework_stages=("train", "extract", "apply", "analyze"),
     captions={
         "embeddings": "CEBRA: per-session embeddings coloured by the behaviour variable (shared latent across sessions).",
         "loss": "CEBRA: InfoNCE loss per step and the goodness of fit in bits (log of the batch size minus the loss).",
