@@ -63,7 +63,8 @@ def render_report(system: str, cfg: dict, run_dir: str, out: str | None, templat
     template = Path(template)
     env = environment(template.parent)
     log = load_json(run / "model" / "training_log.json")
-    ctx = {"system": system, "cfg": cfg, "run_dir": str(run.resolve()),  # absolute: the report's code snippets run from any folder "metrics": load_json(run / "metrics.json"),
+    # the run folder is absolute: the report's code snippets run as written from any folder
+    ctx = {"system": system, "cfg": cfg, "run_dir": str(run.resolve()), "metrics": load_json(run / "metrics.json"),
            "summary": log["summary"], "history": log["history"], "run_config": load_json(run / "model" / "config.json"),
            "arrays": array_inventory(run), "figures": sorted(p.name for p in (run / "figures").glob("*.png"))}
     text = env.get_template(template.name).render(**ctx)

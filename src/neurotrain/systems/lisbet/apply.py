@@ -196,7 +196,13 @@ def _figure(path: Path, shown: list, behaviors: list[str], n_motifs: int, fps: f
             ax.set_yticks([])
             ax.set_ylabel(f"{name}\n{label}", rotation=0, ha="right", va="center", fontsize=7)
             i += 1
+    for ax in axes[:-1]:
+        ax.tick_params(labelbottom=False)
     axes[-1].set_xlabel("time (s)")
-    fig.suptitle("behaviours (" + ", ".join(f"{k}={b}" for k, b in enumerate(behaviors)) + ") and motifs",
-                 fontsize=8)
+    from matplotlib.patches import Patch
+
+    cmap = plt.get_cmap("tab10")
+    fig.legend(handles=[Patch(color=cmap(k), label=b) for k, b in enumerate(behaviors)], loc="upper center",
+               ncol=len(behaviors), fontsize=7, title="behaviour (annotated, predicted); motifs: one colour per state",
+               title_fontsize=7, frameon=False)
     save_figure(fig, path)
