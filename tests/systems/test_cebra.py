@@ -523,6 +523,37 @@ def test_consistency_matrix_hand_case():
     assert mat[0, 1] > 0.99 and mat[1, 0] < 0.01
 
 
+def test_short_sessions_give_strict_json_and_a_report_that_names_unscored_pairs(tmp_path, ccfg):
+    """Case consistency-uncovered-bins, embedded variant: sessions of 150 bins, whose held-out 30
+    bins cover few behaviour bins. Every stage succeeds, metrics.json parses as strict JSON
+    (no NaN literal), no consistency mean is made of NaN, and the report says which pairs were
+    not scored and why instead of a bare FAIL."""
+    from neurotrain.reports.render import render_report
+    from neurotrain.systems.cebra.analyze import analyze
+    from neurotrain.systems.cebra.extract import extract
+    from neurotrain.systems.cebra.figures import render
+    from neurotrain.systems.cebra.train import run_training
+
+    ccfg["data"]["embedded"].update(n_neurons=[10, 12, 14], n_time=150)
+    ccfg["data"]["min_session_bins"] = 100
+    ccfg["analysis"]["consistency_bins"] = 100  # CEBRA's default: more bins than 30 held-out bins can cover
+    dc.generate_embedded(ccfg, tmp_path / "raw")
+    dc.preprocess_raw(ccfg, [tmp_path / "raw"], tmp_path / "p.h5")
+    run = tmp_path / "run"
+    run_training(ccfg, str(tmp_path / "p.h5"), str(run / "model"))
+    extract(ccfg, str(run / "model"), str(tmp_path / "p.h5"), str(run))
+    analyze(ccfg, str(run), str(tmp_path / "p.h5"), str(tmp_path / "raw"))
+    m = json.loads((run / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(f"literal {c}"))
+    assert m["consistency_unscored"] and all(u["reason"].startswith("the held-out part of ")
+                                             for u in m["consistency_unscored"])
+    if m["consistency_min"] is not None:
+        assert np.isfinite(m["consistency_min"]) and m["consistency_pairs_scored"] >= 1
+    render(ccfg, str(run))
+    report = render_report("cebra", ccfg, str(run), None, Path(dc.__file__).parent / "report.md.j2").read_text()
+    for u in m["consistency_unscored"]:
+        assert f"{u['pair'][0]} and {u['pair'][1]}: {u['reason']}" in report
+
+
 def test_consistency_is_cebras_own_score_and_uncovered_pairs_are_named():
     """Every pair's value is what cebra.sklearn.metrics.consistency_score returns for it; a
     session whose held-out part rests at one end of the track (case consistency-uncovered-bins)
