@@ -84,3 +84,26 @@ def test_ceiling_skips_single_trial_conditions():
     assert np.all(np.isfinite(rel["r_half"]))
     only_single = stats.split_half_reliability(counts[:3], np.array([0, 1, 2]), n_splits=5)
     assert np.all(np.isnan(only_single["ceiling"]))
+
+
+def test_block_bootstrap_difference_is_paired_and_respects_blocks():
+    from sklearn.metrics import f1_score
+
+    from neurotrain.stats import block_bootstrap_difference
+
+    rng = np.random.default_rng(0)
+    # behaviour in bouts of 50 frames, 4 recordings
+    y = np.repeat(rng.integers(0, 3, 80), 50)
+    groups = np.repeat(np.arange(4), 1000)
+    f1 = lambda t, p: f1_score(t, p, labels=[0, 1, 2], average="macro", zero_division=0)  # noqa: E731
+    good = np.where(rng.random(len(y)) < 0.8, y, rng.integers(0, 3, len(y)))
+    assert block_bootstrap_difference(f1, y, good, good, groups, 50, n=100) == [0.0, 0.0]  # paired: no spread
+    worse = np.where(rng.random(len(y)) < 0.5, y, rng.integers(0, 3, len(y)))
+    lo, hi = block_bootstrap_difference(f1, y, good, worse, groups, 50, n=150)
+    assert 0 < lo < f1(y, good) - f1(y, worse) < hi
+    # a prediction wrong on whole bouts: frame resampling would understate the spread
+    bouts = np.repeat(np.where(rng.random(80) < 0.5, np.repeat(rng.integers(0, 3, 80), 1), -1), 50)
+    coarse = np.where(bouts >= 0, bouts, y)
+    wide = np.subtract(*block_bootstrap_difference(f1, y, coarse, good, groups, 50, n=150)[::-1])
+    narrow = np.subtract(*block_bootstrap_difference(f1, y, coarse, good, groups, 1, n=150)[::-1])
+    assert wide > 1.5 * narrow

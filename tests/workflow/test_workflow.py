@@ -544,7 +544,13 @@ def test_ring_attractor_contract_files(finished):
         assert (run / "figures" / f"{f}.png").read_bytes()[:4] == b"\x89PNG", f
     report = (run / "training_report.md").read_text()
     assert "# Ring Attractor Training Report" in report
-    assert f"{m['tracking_error_median_deg']:.2f}" in report and f"{m['drift_mean_deg_per_s']:.2f}" in report
+    assert f"{m['tracking_error_median_deg']:.2f}" in report and f"{m['drift_mean_deg_per_s']:.3f}" in report
+    # every bar beside the untrained network's value and the margin
+    names = [b["name"] for b in m["quality"]["bars"]]
+    assert names == ["median tracking error in darkness", "integration gain (decoded / true angular velocity, darkness)",
+                     "bump drift without input", "parameters outside their biological ranges"]
+    for b in m["quality"]["bars"][:3]:
+        assert f"| {b['name']} | {b['reference']:.3f} (untrained network) | {b['trained']:.3f}" in report, b
 
 
 def test_lisbet_contract_files(finished):

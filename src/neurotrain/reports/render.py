@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import jinja2
+from markupsafe import Markup
 import numpy as np
 
 from neurotrain.errors import NeurotrainError
@@ -35,11 +36,27 @@ def fmt(value, spec: str = ".3f") -> str:
 _TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
 
 
+# The table of a system's quality bars (metrics.json quality.bars, neurotrain.quality.bar):
+# every report states, for each bar, the reference, the trained value and the margin.
+BARS_TABLE = """{% macro bars_table(bars) -%}
+| bar | reference | trained | required | margin | verdict |
+| --- | --- | --- | --- | --- | --- |
+{% for b in bars %}
+| {{ b.name }} | {{ "-" if b.reference is none else (b.reference | fmt) ~ " (" ~ b.reference_kind ~ ")" }} | \
+{{ "n/a" if b.trained is none else b.trained | fmt }}{{ " " ~ b.unit if b.unit and b.trained is not none else "" }} | \
+{{ b.required }} | {{ "-" if b.margin is none else "%+.3f" | format(b.margin) }} | \
+{{ "not scored" if b.passes is none else ("**PASS**" if b.passes else "**FAIL**") }} |
+{% endfor %}
+{%- endmacro %}"""
+
+
 def inert(value):
     """Every value a template prints, made inert for markdown renderers: text from data (a session,
     sequence or file name, a path, a behaviour label) cannot open a raw HTML tag or comment (a
     ``<`` before a letter, ``/``, ``!`` or ``?`` becomes ``&lt;``; ``<= 5`` stays as it is) nor
     break out of a table cell (``|`` becomes ``\\|``)."""
+    if isinstance(value, Markup):  # a table the environment's own macro built
+        return value
     if isinstance(value, str):
         return _TAG_START.sub("&lt;", value).replace("|", "\\|")
     return value
@@ -50,6 +67,8 @@ def environment(folder: str | Path = TEMPLATES) -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(folder)), undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, finalize=inert)
     env.filters["fmt"] = fmt
+    macro = env.from_string(BARS_TABLE).module.bars_table
+    env.globals["bars_table"] = lambda bars: Markup(macro(bars))
     return env
 
 

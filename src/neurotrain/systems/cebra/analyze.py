@@ -223,6 +223,16 @@ def analyze(cfg: dict, run_dir: str, data_path: str | None = None, truth_path: s
         quality.update(min_reconstruction=a["min_reconstruction"],
                        reconstruction_passes=bool(np.min(rec_r2) >= a["min_reconstruction"]),
                        reconstruction_linear_meets_bar=bool(np.min(rec_lin) >= a["min_reconstruction"]))
+    from neurotrain.quality import bar
+
+    quality["bars"] = [bar("cross-session consistency, least consistent pair", summary["consistency_min"],
+                           f">= {a['min_consistency']:g}", quality["consistency_passes"],
+                           None if summary["consistency_min"] is None else summary["consistency_min"] - a["min_consistency"])]
+    if has_latent:
+        quality["bars"].append(bar("latent reconstruction R² (kNN, held-out), worst session", float(np.min(rec_r2)),
+                                   f">= {a['min_reconstruction']:g}", quality["reconstruction_passes"],
+                                   float(np.min(rec_r2)) - a["min_reconstruction"], float(np.min(rec_raw)),
+                                   "raw spike counts, same kNN"))
     scored = [v for k, v in quality.items() if k.endswith("_passes") and v is not None]
     quality["passes"] = all(scored) if scored else None
     summary["quality"] = quality

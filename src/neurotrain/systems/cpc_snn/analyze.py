@@ -35,6 +35,7 @@ from neurotrain.systems.cpc_snn import waveforms as wf
 from neurotrain.errors import NeurotrainError
 from neurotrain.io import atomic_dir, load_json, load_npy, save_json, save_npy
 from neurotrain import stats
+from neurotrain.quality import bar as quality_bar
 
 
 class MatchedFilter:
@@ -105,6 +106,11 @@ def analyze(cfg: dict, run_dir: str, data_path: str, truth: str | None) -> None:
     bar["ratio_interval_68"] = stats.bootstrap_tpr_ratio(scores, mf_scores, labels, a["bar_fap"], n=a["n_bootstrap"])
     bar["passed"] = bool(bar["ratio"] >= a["bar_ratio"])
     bar["mf_in_range"] = bool(0.5 <= bar["tpr_mf"] <= 0.9)
+    # chance: a detector blind to the data still has TPR = FAP at any threshold
+    chance = a["bar_fap"] / bar["tpr_mf"] if bar["tpr_mf"] > 0 else float("nan")
+    bar["bars"] = [quality_bar(f"SNN / matched-filter TPR at FAP {a['bar_fap']:g}", bar["ratio"],
+                               f">= {a['bar_ratio']:g}", bar["passed"], bar["ratio"] - a["bar_ratio"], chance,
+                               f"chance (TPR = FAP = {a['bar_fap']:g})")]
     metrics["quality_bar"] = bar
     # efficiency vs SNR at the bar's threshold
     thr_snn = stats.detection_threshold(scores[labels == 0], a["bar_fap"])

@@ -125,5 +125,12 @@ def analyze(cfg: dict, run_dir: str, data_path: str, truth_path: str | None = No
                     "dale_passes": violations == 0},
     }
     summary["quality"]["passes"] = summary["quality"]["correlation_passes"] and summary["quality"]["dale_passes"]
+    from neurotrain.quality import bar
+
+    summary["quality"]["bars"] = [
+        bar("validation PSTH correlation, fraction of the noise ceiling", frac, f">= {a['quality_fraction']:g}",
+            summary["quality"]["correlation_passes"], frac - a["quality_fraction"], 1.0,
+            "noise ceiling (split-half), the most a model can reach"),
+        bar("Dale's-law sign violations in W_rec", violations, "0", violations == 0, -violations)]
     save_json(run / "metrics.json", summary)
     return summary

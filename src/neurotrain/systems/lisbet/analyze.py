@@ -28,6 +28,7 @@ from neurotrain.systems.lisbet.data import load_processed
 from neurotrain.errors import NeurotrainError
 from neurotrain.io import atomic_dir, load_json, load_npy, save_json, save_npy
 from neurotrain import stats
+from neurotrain.quality import bar as quality_bar
 
 
 def _classify(Xtr, ytr, Xte, yte, K, C, seed):
@@ -74,16 +75,37 @@ def analyze(cfg: dict, run_dir: str, data_path: str, truth: str | None) -> None:
         for n in test_seqs:
             metrics[f"predicted_{n}"] = res["embedding"]["model"].predict(emb[n]).astype(np.int16)
         fe, fr = res["embedding"]["macro_f1"], res["raw"]["macro_f1"]
+        # the margin over the raw-keypoint baseline, with its 95% interval from a paired block
+        # bootstrap of the test frames (blocks of analysis.bootstrap_block_s within each sequence)
+        yte = np.concatenate([ann[n][ann[n] >= 0] for n in test_seqs])
+        groups = np.concatenate([np.full(int((ann[n] >= 0).sum()), i) for i, n in enumerate(test_seqs)])
+        labels = list(range(K))
+        f1 = lambda y, p: f1_score(y, p, labels=labels, average="macro", zero_division=0)  # noqa: E731
+        block = max(1, int(round(a["bootstrap_block_s"] * float(data["fps"]))))
+        margin_ci = stats.block_bootstrap_difference(f1, yte, res["embedding"]["pred"], res["raw"]["pred"], groups,
+                                                     block, a["n_bootstrap"], seed=0)
         summary.update(macro_f1_embedding=fe, macro_f1_raw=fr,
                        f1_per_class_embedding=dict(zip(behaviors, map(float, res["embedding"]["per_class"]))),
                        f1_per_class_raw=dict(zip(behaviors, map(float, res["raw"]["per_class"]))),
                        test_frames=int(sum((ann[n] >= 0).sum() for n in test_seqs)),
                        label_fractions=dict(zip(behaviors, (np.bincount(np.concatenate([ann[n][ann[n] >= 0] for n in test_seqs]), minlength=K) /
                                                              max(1, sum((ann[n] >= 0).sum() for n in test_seqs))).tolist())))
-        q = {"embedding_beats_raw": bool(fe > fr)}
+        summary["macro_f1_margin"] = fe - fr
+        summary["macro_f1_margin_ci95"] = margin_ci
+        # the bar: a margin chance cannot give (the interval's lower end above zero), and on the
+        # embedded data an absolute level as well
+        q = {"embedding_beats_raw": bool(margin_ci[0] > 0), "margin_ci95_low": margin_ci[0],
+             "bootstrap": f"{a['n_bootstrap']} paired block resamples, blocks of {a['bootstrap_block_s']:g} s"}
         if data["source"] == "embedded":  # a check of the generator (behaviours hidden from single frames)
-            q.update(max_raw_f1=a["max_raw_f1"], raw_below_max=bool(fr < a["max_raw_f1"]))
-        q["passes"] = q["embedding_beats_raw"]
+            q.update(max_raw_f1=a["max_raw_f1"], raw_below_max=bool(fr < a["max_raw_f1"]),
+                     min_macro_f1=a["min_macro_f1"], level_passes=bool(fe >= a["min_macro_f1"]))
+        q["bars"] = [quality_bar("behaviour macro F1 over the raw-keypoint baseline", fe, "margin's 95% interval "
+                                 "above 0 (its lower end is the margin shown)", q["embedding_beats_raw"], margin_ci[0],
+                                 fr, "raw keypoints")]
+        if "min_macro_f1" in q:
+            q["bars"].append(quality_bar("behaviour macro F1, level (embedded data)", fe, f">= {a['min_macro_f1']:g}",
+                                         q["level_passes"], fe - a["min_macro_f1"], fr, "raw keypoints"))
+        q["passes"] = q["embedding_beats_raw"] and q.get("level_passes", True)
         summary["quality"] = q
     elif data["source"] == "embedded":
         raise NeurotrainError(data_path, "no annotated test sequences to score (raise lisbet.data.test_fraction)")

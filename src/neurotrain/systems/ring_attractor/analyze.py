@@ -161,10 +161,46 @@ def analyze(cfg: dict, run_dir: str, data_path: str, truth: str | None) -> None:
         "constraint_violations": int(sum(params["constraint_violations"].values())),
         "training": log["summary"], "analysis_config": a,
     }
-    q = {"max_tracking_error_deg": a["max_tracking_error_deg"], "max_drift_deg_per_s": a["max_drift_deg_per_s"],
-         "tracking_passes": bool(summary["tracking_error_median_deg"] <= a["max_tracking_error_deg"]),
-         "drift_passes": bool(summary["drift_mean_deg_per_s"] <= a["max_drift_deg_per_s"]),
-         "constraints_pass": summary["constraint_violations"] == 0}
-    q["passes"] = q["tracking_passes"] and q["drift_passes"] and q["constraints_pass"]
-    summary["quality"] = q
+    summary["quality"] = quality(summary, a)
     save_json(run / "metrics.json", summary)
+
+
+def quality(m: dict, a: dict) -> dict:
+    """The bars judge what training must change, each as an absolute level and as an improvement
+    over the untrained network (same seed, same trajectories): tracking in darkness (velocity
+    integration learned), the integration gain near 1, drift without input no worse than the
+    untrained bump's by more than an allowance, and the parameters inside their ranges."""
+    from neurotrain.quality import bar
+
+    dark, dark0 = m["tracking_error_median_dark_deg"], m["tracking_error_init_median_dark_deg"]
+    g, g0 = m["integration_gain"], m["integration_gain_init"]
+    drift, drift0 = m["drift_mean_deg_per_s"], m["drift_init_mean_deg_per_s"]
+    ratio = a["max_dark_error_ratio"]
+    bars = []
+    if dark is not None:
+        need = min(a["max_tracking_error_deg"], ratio * dark0)
+        bars.append(bar("median tracking error in darkness", dark,
+                        f"<= {a['max_tracking_error_deg']:g} deg and <= {ratio:g} x untrained", dark <= need,
+                        need - dark, dark0, "untrained network", "deg"))
+    else:  # no darkness in the test trajectories: the tracking bar falls back to all steps
+        e, e0 = m["tracking_error_median_deg"], m["tracking_error_init_median_deg"]
+        need = min(a["max_tracking_error_deg"], ratio * e0)
+        bars.append(bar("median tracking error", e, f"<= {a['max_tracking_error_deg']:g} deg and <= {ratio:g} x "
+                        "untrained", e <= need, need - e, e0, "untrained network", "deg"))
+    gain_ok = None if not np.isfinite(g) else bool(abs(g - 1) <= a["max_gain_error"] and abs(g - 1) < abs(g0 - 1))
+    bars.append(bar("integration gain (decoded / true angular velocity, darkness)", g,
+                    f"|gain - 1| <= {a['max_gain_error']:g} and closer to 1 than untrained", gain_ok,
+                    a["max_gain_error"] - abs(g - 1) if np.isfinite(g) else None, g0, "untrained network"))
+    need = min(a["max_drift_deg_per_s"], drift0 + a["drift_allowance_deg_per_s"])
+    bars.append(bar("bump drift without input", drift, f"<= {a['max_drift_deg_per_s']:g} deg/s and <= untrained + "
+                    f"{a['drift_allowance_deg_per_s']:g}", drift <= need, need - drift, drift0, "untrained network",
+                    "deg/s"))
+    bars.append(bar("parameters outside their biological ranges", m["constraint_violations"], "0",
+                    m["constraint_violations"] == 0, -m["constraint_violations"]))
+    scored = [b["passes"] for b in bars if b["passes"] is not None]
+    return {"bars": bars, "passes": all(scored) if scored else None,
+            "max_tracking_error_deg": a["max_tracking_error_deg"], "max_drift_deg_per_s": a["max_drift_deg_per_s"],
+            "max_dark_error_ratio": ratio, "max_gain_error": a["max_gain_error"],
+            "drift_allowance_deg_per_s": a["drift_allowance_deg_per_s"],
+            "tracking_passes": bars[0]["passes"], "gain_passes": bars[1]["passes"], "drift_passes": bars[2]["passes"],
+            "constraints_pass": bars[3]["passes"]}
