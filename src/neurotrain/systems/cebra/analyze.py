@@ -225,9 +225,18 @@ def analyze(cfg: dict, run_dir: str, data_path: str | None = None, truth_path: s
                        reconstruction_linear_meets_bar=bool(np.min(rec_lin) >= a["min_reconstruction"]))
     from neurotrain.quality import bar
 
+    init_files = [run / "outputs" / f"embedding_init_{n}.npy" for n in names]
+    cons0 = None
+    if len(names) > 1 and all(f.exists() for f in init_files):  # the untrained encoders' consistency
+        m0, _ = consistency_matrix([load_npy(f) for f in init_files], [b[m][:, first] for b, m in zip(behs, test)],
+                                   names, a["consistency_bins"])
+        off0 = m0[~np.eye(len(names), dtype=bool)]
+        cons0 = float(np.min(off0[np.isfinite(off0)])) if np.isfinite(off0).any() else None
+    summary["consistency_min_init"] = cons0
     quality["bars"] = [bar("cross-session consistency, least consistent pair", summary["consistency_min"],
                            f">= {a['min_consistency']:g}", quality["consistency_passes"],
-                           None if summary["consistency_min"] is None else summary["consistency_min"] - a["min_consistency"])]
+                           None if summary["consistency_min"] is None else summary["consistency_min"] - a["min_consistency"],
+                           cons0, "untrained encoders")]
     if has_latent:
         quality["bars"].append(bar("latent reconstruction R² (kNN, held-out), worst session", float(np.min(rec_r2)),
                                    f">= {a['min_reconstruction']:g}", quality["reconstruction_passes"],

@@ -9,6 +9,8 @@ embedding_<session>.npy            [T_s, D]        embedding (unit norm); traini
                                                    are transformed separately (no window spans both)
 behavior_<session>.npy             [T_s, B]        behaviour labels
 latent_<session>.npy (embedded)    [T_s, 2]        the true latent
+embedding_init_<session>.npy       [T_test, D]     the untrained encoder's embedding of the held-out part
+                                                   (the training run's seeded initial weights)
 split_<session>.npy                [T_s] int8      0 = training part, 1 = held-out test part,
                                                    -1 = the gap between them (``data.split_gap``)
 =================================  ==============  ===========================================
@@ -32,7 +34,7 @@ from neurotrain.systems.cebra.data import load_processed
 from neurotrain.errors import NeurotrainError
 from neurotrain.io import atomic_dir, save_json, save_npy
 from neurotrain.systems.cebra.train import build_models, make_solver
-from neurotrain.training.checkpoint import load_checkpoint
+from neurotrain.training.checkpoint import load_checkpoint, seed_everything
 
 
 def extract(cfg: dict, model_dir: str, data_path: str, out_dir: str) -> None:
@@ -45,6 +47,12 @@ def extract(cfg: dict, model_dir: str, data_path: str, out_dir: str) -> None:
         raise NeurotrainError(data_path, f"sessions {', '.join(f'{n} ({k} neurons)' for n, k in zip(data['names'], n_features))} "
                                          f"are not the model's {', '.join(f'{n} ({k} neurons)' for n, k in zip(mc['session_names'], mc['n_features']))}; "
                                          "extract with the dataset the model was trained on")
+    # the untrained encoders: the training run's seeded draw (run_preamble seeds, then build_models)
+    seed_everything(ck["config"]["training"]["seed"])
+    init = make_solver(build_models(mc), {"training": ck["config"]["training"]}, tqdm_on=False)
+    # the trained solver's state (CEBRA transforms only with a fitted solver), with the initial weights
+    init.load_state_dict({**ck["solver"], "model": init.model.state_dict()})
+    init.model.eval()
     models = build_models(mc)
     solver = make_solver(models, {"training": ck["config"]["training"]}, tqdm_on=False)
     solver.load_state_dict(ck["solver"])
@@ -71,6 +79,10 @@ def extract(cfg: dict, model_dir: str, data_path: str, out_dir: str) -> None:
                     with torch.no_grad():
                         emb[part] = solver.transform(torch.as_tensor(s["spikes"][part]), session_id=i).cpu().numpy()
             save_npy(o / f"embedding_{name}.npy", emb.astype(np.float32))
+            test = np.flatnonzero(split == 1)
+            with torch.no_grad():  # the untrained encoder on the held-out part: the consistency bar's reference
+                emb0 = init.transform(torch.as_tensor(s["spikes"][test]), session_id=i).cpu().numpy()
+            save_npy(o / f"embedding_init_{name}.npy", emb0.astype(np.float32))
             save_npy(o / f"behavior_{name}.npy", s["behavior"])
             if "latent" in s:
                 save_npy(o / f"latent_{name}.npy", s["latent"])

@@ -24,6 +24,8 @@ file                             shape                               content
 val_model_rates.npy              [n_val_trials, n_time, N]           model rates (one noisy run per trial)
 val_target_rates.npy             [n_val_trials, n_time, N]           spike counts / dt
 val_model_psth.npy               [n_time, N]                         model rates averaged over all trials
+val_model_psth_by_condition_init.npy [C, n_time, N]                  the untrained network's (the training run's
+                                                                     seeded initial weights), the bars' reference
 val_target_psth.npy              [n_time, N]                         target averaged over all trials
 val_trial_conditions.npy         [n_val_trials]                      condition index (0-based)
 condition_values.npy             [n_conditions]                      the data file's label of each index
@@ -46,7 +48,7 @@ from neurotrain.errors import NeurotrainError
 from neurotrain.io import atomic_dir, save_npy
 from neurotrain.systems.ei_rnn.network import AttentionEmbedding, build_model
 from neurotrain.systems.ei_rnn.train import EIRNNTask
-from neurotrain.training.checkpoint import load_checkpoint
+from neurotrain.training.checkpoint import load_checkpoint, seed_everything
 
 
 def extract(cfg: dict, model_dir: str, data_path: str, out_dir: str) -> None:
@@ -91,7 +93,13 @@ def extract(cfg: dict, model_dir: str, data_path: str, out_dir: str) -> None:
         save_npy(w / "E_mask.npy", labels == 0)
         save_npy(w / "I_mask.npy", labels == 1)
 
+    # the untrained network first: the training run's seeded draw of the initial weights (run_preamble
+    # seeds every generator, then the task builds the model), simulated like the trained one
+    seed_everything(ck["config"]["training"]["seed"])
     task = EIRNNTask(data, ck["config"], torch.device("cpu"), eval_seed=ck["config"]["training"]["seed"] + 1)
+    task.model.eval()
+    with torch.no_grad():
+        rates_init, _ = task.simulate(task.val_idx, task.eval_seed)
     task.model.load_state_dict(ck["model"])
     task.model.eval()
     with torch.no_grad():
@@ -110,5 +118,7 @@ def extract(cfg: dict, model_dir: str, data_path: str, out_dir: str) -> None:
         save_npy(o / "val_trial_conditions.npy", cond)
         save_npy(o / "condition_values.npy", data["condition_values"])
         save_npy(o / "val_model_psth_by_condition.npy", psth_by_condition(model_rates, cond, C))
+        save_npy(o / "val_model_psth_by_condition_init.npy",
+                 psth_by_condition(rates_init.numpy() / dt, cond, C).astype(np.float32))
         save_npy(o / "val_target_psth_by_condition.npy", psth_by_condition(target_rates, cond, C))
         save_npy(o / "val_model_outputs.npy", outputs.numpy())
