@@ -252,3 +252,30 @@ def test_saved_checkpoints_are_byte_identical(tmp_path):
     save_checkpoint(tmp_path / "a.pt", state)
     save_checkpoint(tmp_path / "b.pt", state)
     assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+
+
+def test_untrained_reference_is_the_training_runs_initial_network(tiny_dataset, cfg, tmp_path, monkeypatch):
+    """The E-I RNN's untrained reference (extract: seed every generator, then build the task, as
+    run_preamble and run_training do) holds exactly the weights training started from."""
+    import torch
+
+    from neurotrain.systems.ei_rnn import train as tr
+    from neurotrain.systems.ei_rnn.data import load_processed
+    from neurotrain.training.checkpoint import seed_everything
+
+    seen = []
+    real = tr.EIRNNTask.__init__
+
+    def recording(self, *a, **k):
+        real(self, *a, **k)
+        seen.append({n: v.detach().clone() for n, v in self.model.state_dict().items()})
+
+    monkeypatch.setattr(tr.EIRNNTask, "__init__", recording)
+    run_training(_cfg(cfg, 2), str(tiny_dataset["h5"]), str(tmp_path / "m"))
+    monkeypatch.undo()
+    ck = load_checkpoint(tmp_path / "m" / "model_final.pt")
+    seed_everything(ck["config"]["training"]["seed"])
+    task = tr.EIRNNTask(load_processed(tiny_dataset["h5"]), ck["config"], torch.device("cpu"),
+                        eval_seed=ck["config"]["training"]["seed"] + 1)
+    assert seen and all(torch.equal(task.model.state_dict()[n], v) for n, v in seen[0].items())
+    assert not all(torch.equal(ck["model"][n], v) for n, v in seen[0].items())  # training moved them

@@ -444,6 +444,30 @@ def _assert_cebra_load_reproduces(run: Path, processed: Path, names: list[str]) 
             np.testing.assert_allclose(got, want[split == code], atol=1e-6)
 
 
+def test_untrained_encoders_are_the_training_runs_initial_ones(embedded, ccfg, tmp_path, monkeypatch):
+    """CEBRA's untrained reference (extract: seed every generator, then build_models, as
+    run_preamble and run_training do) holds exactly the weights training started from."""
+    from neurotrain.systems.cebra import train as tr
+    from neurotrain.training.checkpoint import load_checkpoint, seed_everything
+
+    seen = []
+    real = tr.build_models
+
+    def recording(mc):
+        models = real(mc)
+        seen.append({n: v.detach().clone() for n, v in models.state_dict().items()})
+        return models
+
+    monkeypatch.setattr(tr, "build_models", recording)
+    tr.run_training(ccfg, str(embedded / "p.h5"), str(tmp_path / "m"))
+    monkeypatch.undo()
+    ck = load_checkpoint(tmp_path / "m" / "model_final.pt")
+    seed_everything(ck["config"]["training"]["seed"])
+    init = tr.build_models(ck["model_config"]).state_dict()
+    assert seen and all(torch.equal(init[n], v) for n, v in seen[0].items())
+    assert not all(torch.equal(ck["solver"]["model"][n], v) for n, v in seen[0].items())
+
+
 def test_interrupted_training_resumes_exactly(embedded, ccfg, tmp_path, monkeypatch):
     import cebra.solver.base as base
 
