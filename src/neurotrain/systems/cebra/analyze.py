@@ -39,18 +39,24 @@ def knn_decode(train_x, train_y, test_x, k: int, metric: str = "cosine"):
     return knn.fit(train_x, train_y).predict(test_x)
 
 
+def knn_predict(train_x, train_y, x, k: int, discrete: bool, metric: str = "cosine") -> np.ndarray:
+    """One behaviour column predicted from embeddings: distance-weighted kNN regression, or a kNN
+    classifier for a discrete column (CEBRA's decoding examples)."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    if not discrete:
+        return knn_decode(train_x, train_y, x, k, metric)
+    knn = KNeighborsClassifier(n_neighbors=min(k, len(train_x)), weights="distance", metric=metric)
+    return knn.fit(train_x, train_y).predict(x)
+
+
 def decode_columns(train_x, train_b, test_x, test_b, discrete: list[bool], k: int, metric: str = "cosine") -> list[float]:
     """Per behaviour column: R^2 of kNN regression (continuous columns) or accuracy of a kNN
     classifier (discrete ones), held out; as CEBRA's decoding examples score them."""
-    from sklearn.neighbors import KNeighborsClassifier
-
     out = []
     for j, is_discrete in enumerate(discrete):
-        if is_discrete:
-            knn = KNeighborsClassifier(n_neighbors=min(k, len(train_x)), weights="distance", metric=metric)
-            out.append(float(np.mean(knn.fit(train_x, train_b[:, j]).predict(test_x) == test_b[:, j])))
-        else:
-            out.append(float(r2_score(test_b[:, j], knn_decode(train_x, train_b[:, j], test_x, k, metric))))
+        pred = knn_predict(train_x, train_b[:, j], test_x, k, is_discrete, metric)
+        out.append(float(np.mean(pred == test_b[:, j])) if is_discrete else float(r2_score(test_b[:, j], pred)))
     return out
 
 

@@ -99,7 +99,7 @@ def apply(cfg: dict, run_dir: str, data_path: str, inputs: list[str], out_dir: s
     """Stage ``apply``: embed the session in ``inputs`` (one file) into ``out_dir``."""
     import cebra
 
-    from neurotrain.systems.cebra.analyze import decode_columns
+    from neurotrain.systems.cebra.analyze import decode_columns, knn_predict
     from neurotrain.systems.cebra.data import load_processed
 
     if len(inputs) != 1:
@@ -118,7 +118,7 @@ def apply(cfg: dict, run_dir: str, data_path: str, inputs: list[str], out_dir: s
     train_beh = load_npy(run / "outputs" / f"behavior_{names[i]}.npy")
     part = load_npy(run / "outputs" / f"split_{names[i]}.npy") == 0
     k = cfg["analysis"]["knn_neighbors"]
-    decoded = np.stack([_knn_column(train_emb[part], train_beh[part][:, j], emb, k, discrete[j])
+    decoded = np.stack([knn_predict(train_emb[part], train_beh[part][:, j], emb, k, discrete[j])
                         for j in range(len(columns))], 1).astype(np.float32)
     out = Path(out_dir)
     save_npy(out / "embedding.npy", emb)
@@ -135,13 +135,6 @@ def apply(cfg: dict, run_dir: str, data_path: str, inputs: list[str], out_dir: s
     _figure(out / "embedding.png", emb, new["behavior"] if new["behavior"] is not None else decoded, columns, summary)
     save_json(out / "apply.json", summary)
     return summary
-
-
-def _knn_column(x_train, y_train, x, k: int, discrete: bool) -> np.ndarray:
-    from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
-
-    cls = KNeighborsClassifier if discrete else KNeighborsRegressor
-    return cls(n_neighbors=min(k, len(x_train)), weights="distance", metric="cosine").fit(x_train, y_train).predict(x)
 
 
 def _figure(path: Path, emb: np.ndarray, colour: np.ndarray, columns: list[str], summary: dict) -> None:

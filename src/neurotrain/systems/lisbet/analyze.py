@@ -31,10 +31,16 @@ from neurotrain import stats
 from neurotrain.quality import bar as quality_bar
 
 
-def _classify(Xtr, ytr, Xte, yte, K, C, seed):
+def fit_readout(X: np.ndarray, y: np.ndarray, C: float, seed: int = 0):
+    """The behaviour read-out: standardised, class-balanced logistic regression fitted on frames
+    X [n, features] with labels y [n] (the analysis scores it; apply predicts with it)."""
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000, class_weight="balanced",
                                                              random_state=seed))
-    clf.fit(Xtr, ytr)
+    return clf.fit(X, y)
+
+
+def _classify(Xtr, ytr, Xte, yte, K, C, seed):
+    clf = fit_readout(Xtr, ytr, C, seed)
     pred = clf.predict(Xte)
     labels = list(range(K))
     return {"macro_f1": float(f1_score(yte, pred, labels=labels, average="macro", zero_division=0)),

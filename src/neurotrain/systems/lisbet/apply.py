@@ -89,7 +89,7 @@ def apply(cfg: dict, run_dir: str, data_path: str, inputs: list[str], out_dir: s
     from sklearn.metrics import adjusted_mutual_info_score, f1_score
 
     from neurotrain.names import plain_name
-    from neurotrain.systems.lisbet.analyze import _classify
+    from neurotrain.systems.lisbet.analyze import fit_readout
     from neurotrain.systems.lisbet.data import fill_gaps, load_processed
     from neurotrain.systems.lisbet.network import Embedder
     from neurotrain.systems.lisbet.poses import resample
@@ -113,7 +113,7 @@ def apply(cfg: dict, run_dir: str, data_path: str, inputs: list[str], out_dir: s
     if fit:
         X = np.concatenate([train_emb[n][train_ann[n] >= 0] for n in fit])
         y = np.concatenate([train_ann[n][train_ann[n] >= 0] for n in fit])
-        readout = _classify(X, y, X[:1], y[:1], len(behaviors), cfg["analysis"]["classifier_C"], 0)["model"]
+        readout = fit_readout(X, y, cfg["analysis"]["classifier_C"])
     pca, hmm = fit_motif_model([train_emb[n] for n, s in zip(names, split) if s in (0, 1)], a)
 
     out = Path(out_dir)

@@ -37,7 +37,7 @@ from neurotrain.io import save_json, save_npy
 
 def read_trace(path: Path, cfg: dict, dt: float) -> list[dict]:
     """Gap-free stretches [{"t", "omega", "theta"}] (s, rad/s, rad unwrapped) on the ``dt`` grid."""
-    from neurotrain.systems.ring_attractor.data import read_nwb_direction, smooth_direction
+    from neurotrain.systems.ring_attractor.data import gap_free_stretches, read_nwb_direction
 
     a, nwb = cfg["apply"], cfg["data"]["nwb"]
     suffix = path.suffix.lower()
@@ -60,15 +60,8 @@ def read_trace(path: Path, cfg: dict, dt: float) -> list[dict]:
     series = a["series"] or nwb["series"]
     degrees = nwb["degrees"] if a["degrees"] is None else a["degrees"]
     times, angle = read_nwb_direction(path, series, degrees)
-    un = np.unwrap(angle)
-    cuts = np.flatnonzero(np.diff(times) > nwb["max_gap"]) + 1
-    out = []
-    for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(times)]):
-        if times[hi - 1] - times[lo] < 2 * dt:
-            continue
-        grid = np.arange(times[lo], times[hi - 1] + 1e-12, dt)
-        th, om = smooth_direction(np.interp(grid, times[lo:hi], un[lo:hi]), dt, nwb["velocity_window"])
-        out.append({"t": grid, "omega": om, "theta": th})
+    out = [{"t": grid, "omega": om, "theta": th} for grid, th, om in gap_free_stretches(times, angle, dt, nwb)
+           if len(grid) >= 2]
     if not out:
         raise NeurotrainError(path, f"{series}: no gap-free stretch of two steps ({2 * dt} s) or more")
     return out

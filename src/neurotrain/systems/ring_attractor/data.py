@@ -189,6 +189,21 @@ def smooth_direction(theta_u: np.ndarray, dt: float, window: float) -> tuple[np.
             savgol_filter(theta_u, w, 2, deriv=1, delta=dt, mode="interp"))
 
 
+def gap_free_stretches(times: np.ndarray, angle: np.ndarray, dt: float, nwb: dict):
+    """(grid [n] s, angle [n] rad unwrapped, angular velocity [n] rad/s) of each stretch of a
+    tracked angle without a gap longer than ``nwb["max_gap"]``: resampled to ``dt`` (the unwrapped
+    angle interpolated linearly, gaps never bridged), smoothed and differentiated with
+    :func:`smooth_direction` (``nwb["velocity_window"]``). Stretches of one sample are skipped."""
+    un = np.unwrap(angle)
+    cuts = np.flatnonzero(np.diff(times) > nwb["max_gap"]) + 1
+    for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(times)]):
+        if b - a < 2:
+            continue
+        grid = np.arange(times[a], times[b - 1] + 1e-12, dt)
+        th, om = smooth_direction(np.interp(grid, times[a:b], un[a:b]), dt, nwb["velocity_window"])
+        yield grid, th, om
+
+
 def nwb_trajectories(path: Path, cfg: dict, rng: np.random.Generator) -> dict:
     """Cut an NWB head-direction recording into trajectories of the configured length.
 
@@ -202,16 +217,9 @@ def nwb_trajectories(path: Path, cfg: dict, rng: np.random.Generator) -> dict:
     dt = e["dt"]
     T = int(round(e["duration"] / dt))
     times, angle = read_nwb_direction(path, nwb["series"], nwb["degrees"])
-    un = np.unwrap(angle)
-    cuts = np.flatnonzero(np.diff(times) > nwb["max_gap"]) + 1
     thetas, omegas, starts = [], [], []
-    for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(times)]):
-        if b - a < 2:
-            continue
-        t0 = times[a]
-        grid = np.arange(t0, times[b - 1] + 1e-12, dt)
-        th, om = smooth_direction(np.interp(grid, times[a:b], un[a:b]), dt, nwb["velocity_window"])
-        first = int(round((t0 - times[0]) / dt))
+    for grid, th, om in gap_free_stretches(times, angle, dt, nwb):
+        first = int(round((grid[0] - times[0]) / dt))
         for k in range(0, len(grid) - T + 1, T):
             thetas.append(th[k:k + T])
             omegas.append(om[k:k + T])
