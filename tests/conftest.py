@@ -63,6 +63,19 @@ def tiny_dataset(tmp_path_factory, smoke_cfg) -> dict:
     return {"raw": d / "raw", "mat": d / "raw" / "dataset.mat", "truth": d / "raw" / "truth.npz", "h5": d / "processed.h5"}
 
 
+def seed_dir(system: str, run: str = "default", seed: int | None = None) -> str:
+    """``results/<system>/<run>/seed<k>``, relative as Snakemake names it: the folder of one
+    replicate (default: the default run's seed, the system's ``training.seed``)."""
+    from neurotrain.config import system_defaults
+
+    return f"results/{system}/{run}/seed{system_defaults(system)['training']['seed'] if seed is None else seed}"
+
+
+def log_dir(system: str, run: str = "default", seed: int | None = None) -> str:
+    """``results/logs/<system>/<run>/seed<k>``: the job logs of one replicate."""
+    return "results/logs/" + seed_dir(system, run, seed).removeprefix("results/")
+
+
 def workflow_copy(dest: Path) -> Path:
     """A scratch copy of the workflow (Snakefile, rules, profiles, config, envs; src linked)."""
     for name in ("Snakefile", "workflow", "profiles", "config", "envs"):

@@ -710,11 +710,20 @@ def report_without_metrics(tmp):
 
 
 def index_without_reports(tmp):
-    (tmp / "results" / "ei_rnn").mkdir(parents=True)
+    (tmp / "results" / "ei_rnn" / "default").mkdir(parents=True)
     out = tmp / "results" / "report.md"
-    return Case(["index", "--systems", "ei_rnn", "--results", str(tmp / "results"), "--out", str(out)],
-                str(tmp / "results" / "ei_rnn" / "metrics.json"), "missing; build this system's chain first",
-                absent=[out])
+    return Case(["index", "--runs", "ei_rnn/default", "--results", str(tmp / "results"), "--out", str(out)],
+                str(tmp / "results" / "ei_rnn" / "default" / "aggregate.json"),
+                "missing; build this run first (rule aggregate_run)", absent=[out])
+
+
+def aggregate_seed_unfinished(tmp):
+    """A run pooled while one seed's chain has not finished: named, no pooled report."""
+    run = tmp / "results" / "ei_rnn" / "default"
+    (run / "seed43").mkdir(parents=True)
+    return Case(["aggregate", "--system", "ei_rnn", "--run", "default", "--seed-dirs", str(run / "seed43"),
+                 "--out-dir", str(run)], str(run / "seed43" / "metrics.json"), "missing; build this replicate first",
+                absent=[run / "aggregate.json", run / "run_report.md", run / "figures"])
 
 
 def calms21_not_zip(tmp):
@@ -907,6 +916,7 @@ CATALOGUE: dict[str, tuple[str, Callable]] = {
     "figures-log-corrupt": ("a training log that is not JSON, given to the figures", figures_log_corrupt),
     "report-without-metrics": ("a report before analysis (no metrics.json)", report_without_metrics),
     "index-without-reports": ("the project report before a system's chain ran", index_without_reports),
+    "aggregate-seed-unfinished": ("a run's seeds pooled before one of them finished", aggregate_seed_unfinished),
     "calms21-not-zip": ("a CalMS21 download that is not a zip (an HTML page)", calms21_not_zip),
     "pose-file-not-hdf5": ("a pose file that is not netCDF (a netCDF3 header cut short)", pose_file_not_hdf5),
     "calms21-json-not-utf8": ("a CalMS21 JSON that is not UTF-8 text", calms21_json_not_utf8),

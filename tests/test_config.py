@@ -145,3 +145,64 @@ def test_stage_sees_the_users_value_not_the_default():
 def test_configuration_reference_is_generated_from_the_schema(root):
     """docs/configuration.md is the schema's reference; `make docs` rewrites it."""
     assert (root / "docs" / "configuration.md").read_text() == reference_markdown(), "run `make docs`"
+
+
+# --------------------------------------------------------------------------- the run sheet
+def _sheet(runs, systems=("ei_rnn",)):
+    from neurotrain.runs import run_sheet
+
+    return run_sheet(validate({"systems": list(systems), "runs": runs}))
+
+
+def test_run_sheet_defaults_and_overrides():
+    """One `default` run per listed system with its training.seed; a named run merges its
+    overrides into the system's block and sets training.seed per replicate."""
+    from neurotrain.runs import run_sheet
+
+    default = run_sheet(validate({"systems": ["ei_rnn", "cpc_snn"]}))
+    assert [(r.system, r.name, r.seeds) for r in default] == [("ei_rnn", "default", (42,)), ("cpc_snn", "default", (0,))]
+    assert default[0].seed_folder(42) == "results/ei_rnn/default/seed42"
+    assert default[0].processed == "data/processed/ei_rnn.h5"
+    (fast,) = _sheet([{"name": "fast", "system": "ei_rnn", "seeds": [1, 2], "config": {"training": {"max_epochs": 7}}}])
+    assert fast.config(2)["training"] == {**validate({})["ei_rnn"]["training"], "max_epochs": 7, "seed": 2}
+    assert fast.processed == "data/processed/ei_rnn.h5"  # preprocessing reads none of its overrides
+    with pytest.raises(NeurotrainError, match="has no seed 3"):
+        fast.config(3)
+    # a run that changes what preprocessing reads gets its own processed file
+    (wide,) = _sheet([{"name": "wide", "system": "cpc_snn", "seeds": [0],
+                       "config": {"model": {"encoder": {"kernels": [8, 8, 8, 8]}}}}], systems=("cpc_snn",))
+    assert wide.processed == "data/processed/cpc_snn-wide.h5"
+
+
+@pytest.mark.parametrize("runs,key", [
+    ([{"name": "a", "system": "ei_rnn", "seeds": [1], "config": {"data": {"val_fraction": 0.3}}}], "runs.0.config.data"),
+    ([{"name": "a", "system": "ei_rnn", "seeds": [1], "config": {"training": {"seed": 3}}}], "runs.0.config.training.seed"),
+    ([{"name": "a", "system": "ei_rnn", "seeds": [1], "config": {"training": {"max_epochs": 0}}}],
+     "runs.0.config.training.max_epochs"),
+    ([{"name": "a", "system": "ei_rnn", "seeds": [1], "config": {"trainin": {}}}], "runs.0.config.trainin"),
+    ([{"name": "a", "system": "ei_rnn", "seeds": [1]}, {"name": "a", "system": "ei_rnn", "seeds": [2]}], "runs.1.name"),
+    ([{"name": "a/b", "system": "ei_rnn", "seeds": [1]}], "runs.0.name"),
+    ([{"name": "a", "system": "zebra", "seeds": [1]}], "runs.0.system"),
+    ([{"name": "a", "system": "ei_rnn", "seeds": []}], "runs.0.seeds"),
+    ([{"name": "a", "system": "ei_rnn", "seeds": [1, 1]}], "runs.0.seeds"),
+])
+def test_run_sheet_refusals_name_the_key(runs, key):
+    with pytest.raises(NeurotrainError) as exc:
+        _sheet(runs)
+    assert f"config key {key}" in str(exc.value), str(exc.value)
+
+
+def test_cli_stage_config_of_a_run_and_seed(tmp_path):
+    """`neurotrain <stage> --config FILE --run NAME --seed K` reads that replicate's block."""
+    f = tmp_path / "c.yaml"
+    f.write_text("runs:\n  - {name: fast, system: ei_rnn, seeds: [5, 6], config: {training: {max_epochs: 9}}}\n")
+    cfg = stage_config("ei_rnn", "train", f, run="fast", seed=6)
+    assert cfg["training"]["seed"] == 6 and cfg["training"]["max_epochs"] == 9
+    assert stage_config("ei_rnn", "train", f, run="fast")["training"]["seed"] == 5
+    with pytest.raises(NeurotrainError, match=r"run ei_rnn/slow: not in the run sheet .*runs: fast"):
+        stage_config("ei_rnn", "train", f, run="slow")
+    r = subprocess.run([NEUROTRAIN, "train", "--system", "ei_rnn", "--config", str(f), "--run", "fast", "--seed", "7",
+                        "--data", "x.h5", "--out-dir", str(tmp_path / "m")], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == \
+        "error: run ei_rnn/fast: has no seed 7 (its seeds: 5, 6)"
+    assert not (tmp_path / "m").exists()

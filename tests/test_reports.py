@@ -9,3 +9,23 @@ def test_text_from_data_cannot_open_html_or_break_a_table(tmp_path):
     assert out == "| &lt;img src=x onerror=alert(1)>\\|evil | 0.500 |\n"
     assert "<img" not in out
     assert environment(tmp_path).from_string("{{ bar }}").render(bar="<= 5 deg") == "<= 5 deg"
+
+
+def test_pooled_mean_sd_and_t_interval():
+    """The seeds pooled: mean, SD with ddof 1 and the 95% t-interval of the mean (scipy's
+    t.interval); a single seed has no spread; text and non-finite values are left out."""
+    import math
+
+    import numpy as np
+    from scipy import stats
+
+    from neurotrain.reports.aggregate import pooled
+
+    x = [0.91, 0.87, 0.95]
+    p = pooled(x)
+    assert p["n"] == 3 and math.isclose(p["mean"], np.mean(x)) and math.isclose(p["sd"], np.std(x, ddof=1))
+    lo, hi = stats.t.interval(0.95, 2, loc=np.mean(x), scale=stats.sem(x))
+    assert np.allclose(p["ci95"], [lo, hi])
+    assert pooled([0.5]) == {"n": 1, "mean": 0.5, "sd": None, "ci95": None}
+    assert pooled(["n/a", None, float("nan"), 2.0, 4.0])["n"] == 2
+    assert pooled([]) == {"n": 0, "mean": None, "sd": None, "ci95": None}

@@ -35,6 +35,7 @@ def _schema() -> dict:
     systems = registry.names()
     props = schema["properties"]
     props["systems"]["items"]["enum"] = systems
+    props["runs"]["items"]["properties"]["system"]["enum"] = systems
     props["cluster"]["properties"]["train_gpus"]["propertyNames"] = {"enum": systems}
     for name in systems:
         props[name] = yaml.safe_load((registry.SYSTEMS_DIR / name / "schema.yaml").read_text())
@@ -150,7 +151,11 @@ def load_config(path: str | Path | None) -> dict:
         return validate({})
     data = read_config_file(path)
     try:
-        return validate(data)
+        validate(data)
+        from neurotrain.runs import run_sheet
+
+        run_sheet(data)  # the run sheet's overrides against each system's schema
+        return data
     except NeurotrainError as exc:
         raise NeurotrainError(f"{path}: {exc.where}", exc.what) from None
 
@@ -268,13 +273,16 @@ class StrictConfig(dict):
 
 
 def stage_config(system: str, stage: str, config_path: str | Path | None = None,
-                 params_json: str | None = None, reads: list[str] | None = None) -> StrictConfig:
+                 params_json: str | None = None, reads: list[str] | None = None,
+                 run: str | None = None, seed: int | None = None) -> StrictConfig:
     """The strict config slice of one stage of ``system``.
 
     A rule passes the slice as JSON (``params_json``; the Snakefile validated the whole config
     and cut it with :func:`slice_block`); a user at the shell passes ``--config FILE``. Either
     way the block is validated (defaults filled), cut to the stage's declared keys and wrapped
     in a :class:`StrictConfig`. ``reads`` are the stage's declared keys (default: from its spec).
+    With a config file, ``run`` picks a run of its run sheet (:mod:`neurotrain.runs`; its
+    overrides apply) and ``seed`` the replicate (default: the run's first seed).
     """
     if reads is None:
         from neurotrain import registry
@@ -289,7 +297,16 @@ def stage_config(system: str, stage: str, config_path: str | Path | None = None,
             raise NeurotrainError("--params", "must be a JSON object (the system's config block)")
         block = validate_system(system, block)
     else:
-        block = load_config(config_path)[system]
+        config = load_config(config_path)
+        block = config[system]
+        if run is not None or seed is not None:
+            from neurotrain import runs
+
+            if run is not None:
+                r = runs.find(config, system, run)
+            else:
+                r = runs.Run(system, runs.DEFAULT_RUN, (int(seed),), block)
+            block = r.config(r.seeds[0] if seed is None else seed)
     return StrictConfig(slice_block(block, reads), _declared_tree(reads), stage=f"{system}.{stage}", prefix=system)
 
 
@@ -318,6 +335,9 @@ def _rows(node: dict, prefix: str, out: list[str]) -> None:
             continue
         default = json.dumps(sub["default"]) if "default" in sub else "(required)"
         out.append(f"| `{key}` | {_cell(_type_of(sub))} | `{_cell(default)}` | {_cell(sub.get('description', ''))} |")
+        items = sub.get("items") if sub.get("type") == "array" else None
+        if isinstance(items, dict) and "properties" in items:  # a table's columns (the run sheet)
+            _rows(items, f"{key}[]", out)
 
 
 def reference_markdown() -> str:

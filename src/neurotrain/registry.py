@@ -96,16 +96,26 @@ def report_module(system: str):
     return importlib.import_module(s.report_module)
 
 
+def aggregate_code(system: str) -> list[Path]:
+    """Source files behind a run's pooled report (rule aggregate_run): the aggregate module, its
+    template, the system's report module and spec, and every code behind the seeds' reports."""
+    files = set(shared_code("neurotrain.reports.aggregate"))
+    files.add(Path(__file__).absolute().parent / "reports" / "templates" / "run_report.md.j2")
+    s = spec(system)  # the title, the report module (headline, verdict, curves)
+    files.update(closure(s.report_module))
+    files.update(closure(f"{s.package}.spec"))
+    files.update(provenance_code(system, "report"))
+    return sorted(files)
+
+
 def index_code(systems: list[str]) -> list[Path]:
-    """Source files of the project report: its own closure and every listed system's report module."""
+    """Source files of the project report: its own closure, its templates and, for every listed
+    system, the code behind its runs' pooled reports."""
     files = set(shared_code("neurotrain.reports.index"))
-    for template in ("index.md.j2", "summary.html.j2"):
+    for template in ("index.md.j2", "summary.html.j2", "runs.md.j2"):
         files.add(Path(__file__).absolute().parent / "reports" / "templates" / template)
     for system in systems:
-        s = spec(system)  # the project report reads each spec (title, report module)
-        files.update(closure(s.report_module))
-        files.update(closure(f"{s.package}.spec"))
-        files.update(provenance_code(system, "report"))  # every code behind the reports it indexes
+        files.update(aggregate_code(system))
     return sorted(files)
 
 

@@ -135,7 +135,8 @@ SYSTEM_STAGES: dict[str, tuple[str, Callable]] = {
     "apply": ("apply the trained model to new input files, without retraining", _apply),
 }
 # Stages of no system, imported by name so that no system stage's code inputs include them.
-SHARED_STAGES = {"fetch": "neurotrain.fetch:download", "index": "neurotrain.reports.index:render_index"}
+SHARED_STAGES = {"fetch": "neurotrain.fetch:download", "index": "neurotrain.reports.index:render_index",
+                 "aggregate": "neurotrain.reports.aggregate:aggregate_run"}
 STAGES = (*SYSTEM_STAGES, *SHARED_STAGES)
 
 
@@ -200,6 +201,9 @@ def parser() -> argparse.ArgumentParser:
         src = sp.add_mutually_exclusive_group()
         src.add_argument("--config", help="YAML config file (the system's block is used; defaults filled)")
         src.add_argument("--params", help="the stage's config slice as JSON (what the Snakemake rules pass)")
+        sp.add_argument("--run", help="with --config: a run of the config's run sheet (its overrides apply)")
+        sp.add_argument("--seed", type=int, help="with --config: the training seed (a replicate; default: the "
+                                                 "run's first seed, or the block's training.seed)")
         sp.add_argument("--stage-spec", help="JSON {entry, reads, files} from the system's spec (what the rules pass, so "
                                              "that the stage does not import the spec; default: read the spec)")
         add_args(sp)
@@ -215,9 +219,15 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--cache", default="", help="cache folder, e.g. data/cache: a file there with the right checksum "
                                                "is not downloaded again (default: no cache)")
     f.add_argument("--out", required=True, help="where to write it, e.g. data/raw/cebra/download/achilles.jl.gz")
-    i = sub.add_parser("index", help="render the project report results/report.md over the finished systems")
-    i.add_argument("--systems", required=True, help="comma-separated systems, in report order")
-    i.add_argument("--results", default="results", help="results folder (one sub-folder per system)")
+    g = sub.add_parser("aggregate", help="pool a run's seeds: results/<system>/<run>/aggregate.json and run_report.md")
+    g.add_argument("--system", required=True, help="system name, e.g. ei_rnn")
+    g.add_argument("--run", required=True, help="the run's name, e.g. default")
+    g.add_argument("--seed-dirs", required=True, help="comma-separated replicate folders, e.g. "
+                                                     "results/ei_rnn/default/seed42,results/ei_rnn/default/seed43")
+    g.add_argument("--out-dir", required=True, help="the run's folder, e.g. results/ei_rnn/default")
+    i = sub.add_parser("index", help="render the project report results/report.md over the finished runs")
+    i.add_argument("--runs", required=True, help="comma-separated <system>/<run>, in report order")
+    i.add_argument("--results", default="results", help="results folder (results/<system>/<run>/ per run)")
     i.add_argument("--out", default="results/report.md")
     i.add_argument("--summaries", default=None, help="folder for one HTML verdict table per system "
                                                      "(default <results>/summaries; shown by snakemake --report)")
@@ -237,8 +247,11 @@ def _main(args) -> int:
         return guarded(lambda: _shared("fetch")(args.url, args.out, args.hash, retries=args.retries,
                                                 cache=args.cache or None))
     if args.stage == "index":
-        return guarded(lambda: _shared("index")([s for s in args.systems.split(",") if s], args.results, args.out,
+        return guarded(lambda: _shared("index")([s for s in args.runs.split(",") if s], args.results, args.out,
                                                 args.summaries))
+    if args.stage == "aggregate":
+        return guarded(lambda: _shared("aggregate")(args.system, args.run, [d for d in args.seed_dirs.split(",") if d],
+                                                    args.out_dir))
 
     if args.stage == "figures":
         os.environ["MPLBACKEND"] = "Agg"  # files only, no window (before any figures module imports pyplot)
@@ -248,7 +261,10 @@ def _main(args) -> int:
         from neurotrain.config import stage_config
 
         st = json.loads(args.stage_spec) if args.stage_spec else registry.stage_spec(args.system, args.stage)
-        cfg = stage_config(args.system, args.stage, args.config, args.params, reads=st["reads"])
+        if (args.run is not None or args.seed is not None) and not args.config:
+            raise NeurotrainError("--run/--seed", "need --config (the rules pass the replicate's own --params)")
+        cfg = stage_config(args.system, args.stage, args.config, args.params, reads=st["reads"],
+                           run=args.run, seed=args.seed)
         _call(args.stage, registry.load_entry(args.system, st["entry"]), cfg, args, st["files"])
 
     return guarded(run)

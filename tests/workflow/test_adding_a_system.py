@@ -29,11 +29,12 @@ def test_a_new_system_is_one_folder(tmp_path):
     cmd = ["snakemake", "--cores", "2", "--configfile", "config/toy.yaml"]
     r = subprocess.run(cmd, cwd=wd, capture_output=True, text=True, env=snakemake_env(), timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    run = wd / "results" / "toy"
+    (run,) = (wd / "results" / "toy" / "default").glob("seed*")  # the default run's one seed
     report = (run / "training_report.md").read_text()
     assert "Validation R^2" in report and "PASS" in report
     assert (run / "figures" / "fit.png").read_bytes()[:4] == b"\x89PNG"
     assert (run / "model" / "model_best.pt").is_file() and (run / "weights" / "w.npy").is_file()
+    assert "Validation R^2" in (wd / "results" / "toy" / "default" / "run_report.md").read_text()
     index = (wd / "results" / "report.md").read_text()
     assert "Toy linear regression" in index and "validation R^2" in index
     # the repository's own code and workflow are untouched: only the new folder differs

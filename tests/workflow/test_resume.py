@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import model_digests, snakemake_env, workflow_copy
+from conftest import log_dir, model_digests, seed_dir, snakemake_env, workflow_copy
 
 pytestmark = pytest.mark.slow
 
@@ -95,10 +95,10 @@ def reference(request, tmp_path_factory):
     ref = tmp_path_factory.mktemp(f"{system}_ref")
     shutil.copytree(base, ref, symlinks=True, dirs_exist_ok=True)
     ext = EXT.get(system, "pt")
-    target = f"results/{system}/model/model_final.{ext}"
+    target = f"{seed_dir(system)}/model/model_final.{ext}"
     r = smk(ref, target)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    model = ref / "results" / system / "model"
+    model = ref / seed_dir(system) / "model"
     digests = {kind: arrays(model / f"model_{kind}.{ext}") for kind in ("final", "best")}
     assert digests["final"]
     return system, base, digests
@@ -117,8 +117,8 @@ def test_killed_training_resumes_to_identical_weights(reference, sig, tmp_path):
     wd = tmp_path / "wd"
     shutil.copytree(base, wd, symlinks=True)
     ext = EXT.get(system, "pt")
-    target = f"results/{system}/model/model_final.{ext}"
-    ckpts = wd / "results" / system / "model" / "checkpoints"
+    target = f"{seed_dir(system)}/model/model_final.{ext}"
+    ckpts = wd / seed_dir(system) / "model" / "checkpoints"
     seed = random.SystemRandom().randrange(2**32)
     delay = random.Random(seed).uniform(0.0, 1.5)
     cmd = ["snakemake", "--cores", "2", target, "--configfile", "config/smoke.yaml", "config/longer.yaml"]
@@ -130,9 +130,9 @@ def test_killed_training_resumes_to_identical_weights(reference, sig, tmp_path):
 
     r = subprocess.run(cmd, cwd=wd, capture_output=True, text=True, env=snakemake_env(), timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    log = (wd / "results" / "logs" / system / "train_model.log").read_text(errors="replace")
+    log = (wd / log_dir(system) / "train_model.log").read_text(errors="replace")
     assert "Resuming from" in log, f"{system}: the rerun did not resume:\n{log[-2000:]}"
-    model = wd / "results" / system / "model"
+    model = wd / seed_dir(system) / "model"
     for kind in ("final", "best"):
         got = arrays(model / f"model_{kind}.{ext}")
         differ = sorted(k for k in digests[kind] if got.get(k) != digests[kind][k])
@@ -166,7 +166,7 @@ def artifacts(results: Path, system: str) -> dict[str, str]:
         return hashlib.sha256(b).hexdigest()
 
     out = {}
-    run = results / system
+    run = results / system / "default"  # every seed folder and the seeds pooled
     for f in sorted(run.rglob("*")):
         rel = f.relative_to(run).as_posix()
         if f.suffix == ".npy":
@@ -178,7 +178,7 @@ def artifacts(results: Path, system: str) -> dict[str, str]:
             for key in [k for k in metrics.get("training", {}) if k.startswith("resumed_from")]:
                 del metrics["training"][key]
             out[rel] = sha(json.dumps(metrics, sort_keys=True).encode())
-    for f in sorted(run.glob("model/model_*.*")):
+    for f in sorted(run.glob("seed*/model/model_*.*")):
         out.update({f"{f.name}:{k}": v for k, v in arrays(f).items()})
     return out
 
@@ -196,7 +196,7 @@ def test_edit_then_every_stage_killed_rebuilds_byte_for_byte(system, tmp_path):
     after every kill `snakemake -n` still plans work, and the final rerun leaves every array,
     model, metric and figure equal to a clean run of the edited config, byte for byte, with no
     temporary left behind. One torch system and the JAX one."""
-    target = f"results/{system}/training_report.md"
+    target = f"results/{system}/default/run_report.md"
     base = f"systems: [{system}]\n"
     (tmp_path / "clean").mkdir()
     (tmp_path / "wd").mkdir()
@@ -224,7 +224,7 @@ def test_edit_then_every_stage_killed_rebuilds_byte_for_byte(system, tmp_path):
     r = subprocess.run(cmd, cwd=wd, capture_output=True, text=True, env=snakemake_env(), timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "Nothing to be done" in smk(wd, "-n", target).stdout
-    log = (wd / "results" / "logs" / system / "train_model.log").read_text(errors="replace")
+    log = (wd / log_dir(system) / "train_model.log").read_text(errors="replace")
     assert "Resuming from" in log, f"{system}: training did not resume after its kill:\n{log[-2000:]}"
     got, want = artifacts(wd / "results", system), artifacts(clean / "results", system)
     assert got.keys() == want.keys(), sorted(set(got) ^ set(want))

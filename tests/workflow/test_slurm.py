@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, snakemake_env, workflow_copy
+from conftest import ROOT, log_dir, seed_dir, snakemake_env, workflow_copy
 
 pytestmark = pytest.mark.slow
 SCRIPT = Path(__file__).parent / "slurm" / "local_slurm.sh"
@@ -58,14 +58,14 @@ def test_smoke_chain_on_slurm_with_a_cancelled_training_job(slurm, tmp_path):
     (wd / "config" / "ci.yaml").write_text(
         "systems: [ei_rnn]\nei_rnn:\n  training:\n    max_epochs: 300\n    patience: 300\n"
         "    checkpoint_every: 10\n    detail_every: 100\n")
-    target = "results/ei_rnn/training_report.md"
+    target = f"{seed_dir('ei_rnn')}/training_report.md"
     cmd = ["timeout", "-k", "10", "900", "snakemake", "--workflow-profile", "profile", target,
            "--configfile", "config/smoke.yaml", "config/ci.yaml"]
     before = {j["id"] for j in slurm_jobs(slurm)}
     log_path = tmp_path / "snakemake.out"
     with open(log_path, "w") as out:
         proc = subprocess.Popen(cmd, cwd=wd, stdout=out, stderr=subprocess.STDOUT, env=slurm)
-        train_log = wd / "results" / "logs" / "ei_rnn" / "train_model.log"
+        train_log = wd / log_dir("ei_rnn") / "train_model.log"
         cancelled = None
         deadline = time.time() + 300
         while time.time() < deadline and cancelled is None and proc.poll() is None:
@@ -93,6 +93,6 @@ def test_smoke_chain_on_slurm_with_a_cancelled_training_job(slurm, tmp_path):
     for rule in ("preprocess_dataset", "extract_model", "analyze_population"):
         assert [j["state"] for j in by_rule[rule]] == ["COMPLETED"], (rule, by_rule[rule])
     # the resubmitted job resumed from the cancelled one's checkpoint and finished the run
-    summary = json.loads((wd / "results" / "ei_rnn" / "model" / "training_log.json").read_text())["summary"]
+    summary = json.loads((wd / seed_dir("ei_rnn") / "model" / "training_log.json").read_text())["summary"]
     assert summary["total_epochs"] == 300 and summary["resumed_from_epoch"] >= 30, summary
     assert (wd / target).is_file()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, snakemake_env, workflow_copy
+from conftest import ROOT, log_dir, seed_dir, snakemake_env, workflow_copy
 
 ROOT_SRC = ROOT / "src"
 SMOKE_SYSTEMS = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())["systems"]
@@ -45,7 +45,7 @@ def finished(tmp_path_factory):
 
 
 def test_contract_files_and_shapes(finished):
-    run = finished / "results" / "ei_rnn"
+    run = finished / seed_dir("ei_rnn")
     m = json.loads((run / "metrics.json").read_text())
     N, T = 12, 16
     n_exc = 8
@@ -86,8 +86,8 @@ def test_contract_files_and_shapes(finished):
                     "## Model Configuration", "## Saved Files", "## Code Snippets for Analysis"):
         assert heading in report
     assert f"{m['noise_ceiling']:.3f}" in report and "Fraction of noise ceiling" in report
-    assert (finished / "results" / "logs" / "ei_rnn" / "render_report.log").exists()
-    assert (finished / "results" / "benchmarks" / "ei_rnn" / "train_model.tsv").exists()
+    assert (finished / log_dir("ei_rnn") / "render_report.log").exists()
+    assert (finished / seed_dir("ei_rnn").replace("results/", "results/benchmarks/", 1) / "train_model.tsv").exists()
 
 
 def test_noop_rerun(finished):
@@ -101,12 +101,14 @@ def test_every_module_a_stage_ran_is_one_of_its_code_inputs(finished):
     from neurotrain import registry
 
     recorded = sorted((finished / "imports").glob("*.json"))
-    assert len(recorded) == len(SMOKE_SYSTEMS) * 7 + 1  # seven stages per system, and the index
+    assert len(recorded) == len(SMOKE_SYSTEMS) * 8 + 1  # seven stages and the seeds pooled per system, the index
     for f in recorded:
         system, stage = f.stem.split(".")
         ran = {"neurotrain/" + p.rsplit("/src/neurotrain/", 1)[1] for p in json.loads(f.read_text())}
         if system == "_":  # the project report (stage index)
             code = registry.index_code(SMOKE_SYSTEMS)
+        elif stage == "aggregate":  # a run's seeds pooled
+            code = registry.aggregate_code(system)
         else:
             code = registry.stage_code(system, stage)
         inputs = {p.relative_to(ROOT_SRC).as_posix() for p in code}
@@ -138,10 +140,11 @@ def _edit_plans(wd: Path, rel_files: list[str]) -> dict[str, set[str]]:
 
 STAGE_RULE = {"generate": "generate_dataset", "preprocess": "preprocess_dataset", "train": "train_model",
               "extract": "extract_model", "analyze": "analyze_population", "figures": "render_figures",
-              "report": "render_report"}
+              "report": "render_report", "aggregate": "aggregate_run"}
 DOWNSTREAM = {"generate": ("preprocess", "analyze"), "preprocess": ("train", "extract", "analyze"),
               "train": ("extract", "figures"),
-              "extract": ("analyze", "figures"), "analyze": ("figures", "report"), "figures": ("report",), "report": ()}
+              "extract": ("analyze", "figures"), "analyze": ("figures", "report"), "figures": ("report",), "report": ("aggregate",),
+              "aggregate": ()}
 
 
 def _expected(system: str, rel: str) -> set[str]:
@@ -150,7 +153,8 @@ def _expected(system: str, rel: str) -> set[str]:
     from neurotrain import registry
 
     target = ROOT_SRC / "neurotrain" / rel
-    todo = [st for st in STAGE_RULE if target in registry.stage_code(system, st)]
+    todo = [st for st in STAGE_RULE if target in (registry.aggregate_code(system) if st == "aggregate"
+                                                   else registry.stage_code(system, st))]
     hit: set[str] = set()
     while todo:
         st = todo.pop()
@@ -193,7 +197,7 @@ def _job_outputs(system: str, stage: str) -> list[str]:
     from neurotrain.spec import FRAMEWORKS
 
     ext = FRAMEWORKS[registry.spec(system).framework]
-    r = f"results/{system}"
+    r = seed_dir(system)
     return {"preprocess": [f"data/processed/{system}.h5"],
             "train": [f"{r}/model/model_best.{ext}", f"{r}/model/model_final.{ext}", f"{r}/model/training_log.json",
                       f"{r}/model/config.json"],
@@ -391,7 +395,7 @@ def test_a_killed_snakemake_leaves_no_lock_in_the_way(tmp_path):
     import time
 
     wd = workflow_copy(tmp_path)
-    run = subprocess.Popen(["snakemake", "results/cpc_snn/model/model_best.npz", "--cores", "1", "--configfile",
+    run = subprocess.Popen(["snakemake", f"{seed_dir('cpc_snn')}/model/model_best.npz", "--cores", "1", "--configfile",
                             "config/smoke.yaml"], cwd=wd, env=snakemake_env(), stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, start_new_session=True)
     locks = wd / ".snakemake" / "locks"
@@ -462,7 +466,7 @@ def test_user_mat_file_through_snakemake(tmp_path):
 def test_bad_user_file_stops_workflow_without_output(tmp_path):
     r, wd = _user_mat_workflow(tmp_path, spikes_nan=True)
     assert r.returncode != 0
-    log = (wd / "results" / "logs" / "ei_rnn" / "preprocess_dataset.log").read_text()
+    log = (wd / "results" / "logs" / "ei_rnn" / "preprocess_dataset.log").read_text()  # data rules: per system
     assert "my_export.mat" in log and "NaN/Inf" in log and "Traceback" not in log
     assert not (wd / "data" / "processed" / "ei_rnn.h5").exists()
 
@@ -482,7 +486,7 @@ def test_user_file_config_errors_are_named(tmp_path, data, needle):
 def test_cli_analysis_bad_window_keeps_earlier_results(finished):
     from conftest import NEUROTRAIN
 
-    run = finished / "results" / "ei_rnn"
+    run = finished / seed_dir("ei_rnn")
     before = (run / "metrics.json").read_bytes()
     r = subprocess.run([NEUROTRAIN, "analyze", "--system", "ei_rnn", "--params", '{"analysis": {"fano_window_bins": 99}}',
                         "--run-dir", str(run), "--data", str(finished / "data" / "processed" / "ei_rnn.h5")],
@@ -492,7 +496,7 @@ def test_cli_analysis_bad_window_keeps_earlier_results(finished):
 
 
 def test_cebra_contract_files(finished):
-    run = finished / "results" / "cebra"
+    run = finished / seed_dir("cebra")
     assert (run / "export" / "cebra_model.pt").is_file()  # loads with cebra.CEBRA.load (test_cebra checks it)
     m = json.loads((run / "metrics.json").read_text())
     names = json.loads((run / "outputs" / "sessions.json").read_text())["names"]
@@ -521,7 +525,7 @@ def test_cebra_contract_files(finished):
 
 
 def test_ring_attractor_contract_files(finished):
-    run = finished / "results" / "ring_attractor"
+    run = finished / seed_dir("ring_attractor")
     m = json.loads((run / "metrics.json").read_text())
     E, I = 48, 12
     N, T, n_test = E + I, 20, 3
@@ -554,7 +558,7 @@ def test_ring_attractor_contract_files(finished):
 
 
 def test_lisbet_contract_files(finished):
-    run = finished / "results" / "lisbet"
+    run = finished / seed_dir("lisbet")
     # LISBET's layout (test_lisbet loads it with lisbet's own loader)
     assert len(list((run / "export" / "models").glob("lisbet*-embedded-embedder/weights/weights_last.pt"))) == 1
     m = json.loads((run / "metrics.json").read_text())
@@ -578,7 +582,7 @@ def test_lisbet_contract_files(finished):
 
 
 def test_cpc_snn_contract_files(finished):
-    run = finished / "results" / "cpc_snn"
+    run = finished / seed_dir("cpc_snn")
     m = json.loads((run / "metrics.json").read_text())["metrics"]
     n = m["n_test"]
     assert n == 72 and m["n_test_noise"] + m["n_test_chirps"] == n
@@ -629,7 +633,8 @@ def test_cpc_snn_training_change_reruns_only_its_chain(finished):
     finally:
         (finished / "config" / "smoke.yaml").write_text(smoke)
     added = {k: v - before.get(k, 0) for k, v in jobs.items() if v != before.get(k, 0)}
-    chain = {"train_model_jax": 1, "extract_model": 1, "analyze_population": 1, "render_figures": 1, "render_report": 1}
+    chain = {"train_model_jax": 1, "extract_model": 1, "analyze_population": 1, "render_figures": 1, "render_report": 1,
+             "aggregate_run": 1}
     # the index report and `all` are planned once, whether or not another edit already planned them
     assert {k: v for k, v in added.items() if k not in ("index_report", "all")} == chain
     assert jobs.get("index_report") == 1
@@ -637,7 +642,7 @@ def test_cpc_snn_training_change_reruns_only_its_chain(finished):
 
 def test_one_system_target_builds_only_that_chain(tmp_path):
     wd = workflow_copy(tmp_path)
-    r = subprocess.run(["snakemake", "-n", "results/cebra/training_report.md", "--configfile", "config/smoke.yaml"],
+    r = subprocess.run(["snakemake", "-n", "results/cebra/default/run_report.md", "--configfile", "config/smoke.yaml"],
                        cwd=wd, capture_output=True, text=True, env=snakemake_env())
     assert r.returncode == 0, r.stdout + r.stderr
     wildcards = set(re.findall(r"wildcards: system=(\w+)", r.stdout))
@@ -652,14 +657,15 @@ def test_every_report_snippet_runs_as_written_from_another_folder(finished, tmp_
     import sys
 
     ran = []
-    for report in sorted((finished / "results").glob("*/training_report.md")):
+    for report in sorted((finished / "results").glob("*/default/seed*/training_report.md")):
         blocks = re.findall(r"```python\n(.*?)```", report.read_text(), flags=re.S)
         for i, code in enumerate(blocks):
-            script = tmp_path / f"{report.parent.name}_{i}.py"
+            system = report.parents[2].name
+            script = tmp_path / f"{system}_{i}.py"
             script.write_text(code)
             r = subprocess.run([sys.executable, script.name], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-            assert r.returncode == 0, f"{report.parent.name} snippet {i}:\n{r.stderr[-2000:]}"
-            ran.append(report.parent.name)
+            assert r.returncode == 0, f"{system} snippet {i}:\n{r.stderr[-2000:]}"
+            ran.append(system)
     assert sorted(set(ran)) == ["cebra", "cpc_snn", "ei_rnn", "lisbet", "ring_attractor"], ran
 
 
@@ -669,7 +675,8 @@ def test_project_report_indexes_every_system(finished):
         assert f"(`{system}`)" in text
     links = re.findall(r"\]\(([^)]+)\)", text)
     assert links and all((finished / "results" / link).is_file() for link in links), links
-    figures = {p.relative_to(finished / "results").as_posix() for p in (finished / "results").glob("*/figures/*.png")}
+    figures = {p.relative_to(finished / "results").as_posix()
+               for p in (finished / "results").glob("*/default/seed*/figures/*.png")}
     assert figures <= set(links)
     # every row of a system's table: metric | value | bar | reference | verdict
     assert "| SNN true-positive rate at FAP 0.05 |" in text and "noise ceiling" in text
@@ -697,7 +704,7 @@ def test_snakemake_html_report_shows_every_figure(finished, tmp_path):
     the menu displays, and the table page holds the verdict and the headline metrics."""
     from markupsafe import escape as html_escape  # what Jinja autoescaping writes
 
-    from neurotrain.reports.index import system_entry
+    from neurotrain.reports.index import run_entry
 
     chromium = _chromium()
     smk(finished, "--report", "results/report.html")
@@ -718,7 +725,8 @@ def test_snakemake_html_report_shows_every_figure(finished, tmp_path):
     systems = ["ei_rnn", "cebra", "ring_attractor", "lisbet", "cpc_snn"]
     assert sorted(found["categories"]) == sorted(systems)
     for system in systems:
-        pngs = sorted(f"results/{system}/figures/{p.name}" for p in (finished / "results" / system / "figures").glob("*.png"))
+        pngs = sorted(p.relative_to(finished).as_posix()
+                      for p in (finished / "results" / system / "default").glob("**/figures/*.png"))
         table = f"results/summaries/{system}.html"
         assert pngs and sorted(found["categories"][system]) == sorted([*pngs, table]), system
         for f in pngs:
@@ -727,7 +735,7 @@ def test_snakemake_html_report_shows_every_figure(finished, tmp_path):
         # the verdict and every headline metric, as a table beside the figures
         page = found["shown"][table]["html"]
         assert page and "<table>" in page and "Verdict: <b" in page, (system, page)
-        entry = system_entry(system, finished / "results")  # what the project report shows
+        entry = run_entry(system, "default", finished / "results")  # what the project report shows
         assert ("quality bar met" in page) == (entry["passes"] is True), system
         assert page.count("<tr><td>") == len(entry["rows"]) >= 2, system
         for r in entry["rows"]:
@@ -750,7 +758,7 @@ def _digests(wd: Path) -> dict[str, str]:
     for f in sorted(list(res.rglob("model_*.pt")) + list(res.rglob("model_*.npz")) + list(res.rglob("*/model/**/*.pt"))):
         for k, v in model_digests(f).items():
             out[f"{f.relative_to(res).as_posix()}:{k}"] = v
-    for f in sorted(res.glob("*/metrics.json")):
+    for f in sorted(res.rglob("metrics.json")):
         text = json.dumps(strip_timings(json.loads(f.read_text())), sort_keys=True)
         out[f.relative_to(res).as_posix()] = hashlib.sha256(text.encode()).hexdigest()
     return out
@@ -772,29 +780,38 @@ def test_two_smoke_runs_are_byte_identical(finished, tmp_path):
 
 
 def test_project_report_on_real_data_without_ground_truth(finished, tmp_path):
-    """Real data has no true latent, no teacher rates and maybe no behaviour labels: the index
-    leaves those rows out and reads "n/a" for a bar it cannot score, instead of failing."""
+    """Real data has no true latent, no teacher rates and maybe no behaviour labels: the pooled
+    run report and the index leave those rows out and read "n/a" for a bar they cannot score,
+    instead of failing."""
     import shutil
 
+    from neurotrain.reports.aggregate import aggregate_run
     from neurotrain.reports.index import render_index
 
     res = tmp_path / "results"
     shutil.copytree(finished / "results", res, ignore=shutil.ignore_patterns("*.html"))
+    systems = ["ei_rnn", "cebra", "ring_attractor", "lisbet", "cpc_snn"]
     for system, drop in (("ei_rnn", ["mean_correlation_with_true_rates"]),
                          ("cebra", ["reconstruction_r2", "reconstruction_r2_min", "raw_reconstruction_r2"]),
                          ("lisbet", ["macro_f1_embedding", "macro_f1_raw"])):
-        path = res / system / "metrics.json"
+        path = tmp_path / seed_dir(system) / "metrics.json"
         m = json.loads(path.read_text())
         for k in drop:
             m.pop(k)
         if system == "cebra":
             m["quality"] = {k: v for k, v in m["quality"].items() if "reconstruction" not in k}
+            m["quality"]["bars"] = m["quality"]["bars"][:1]
         if system == "lisbet":
             m["quality"] = {"passes": None, "note": "no behaviour annotations: classifiers not scored"}
         path.write_text(json.dumps(m))
-    text = render_index(["ei_rnn", "cebra", "ring_attractor", "lisbet", "cpc_snn"], res, tmp_path / "report.md").read_text()
+    for system in systems:
+        aggregate_run(system, "default", [str(tmp_path / seed_dir(system))], res / system / "default")
+    text = render_index([f"{s}/default" for s in systems], res, tmp_path / "report.md").read_text()
     assert "true latent" not in text and "teacher's true rates" not in text
-    assert "| LISBET social-behaviour transformer (`lisbet`) | n/a |" in text and "of 4 scored systems" in text
+    assert "| LISBET social-behaviour transformer (`lisbet`) | `default` | 1234 | n/a |" in text
+    assert "of 4 scored runs" in text
+    lisbet = (res / "lisbet" / "default" / "run_report.md").read_text()
+    assert "not scored on this data" in lisbet
 
 
 def _apply_inputs(wd: Path) -> dict:
@@ -851,7 +868,7 @@ def _apply_inputs(wd: Path) -> dict:
 
 
 def test_apply_each_system_to_new_files_through_snakemake(finished):
-    """`snakemake results/<system>/apply/<name>` runs the trained model on new files without
+    """`snakemake results/<system>/<run>/seed<k>/apply/<name>` runs the trained model on new files without
     retraining (only apply jobs run), for every system and input format; a file the model
     cannot take is refused in one line naming it, and leaves no folder."""
     import shutil
@@ -859,9 +876,10 @@ def test_apply_each_system_to_new_files_through_snakemake(finished):
     wd = finished
     smk(wd)  # up to date first: earlier tests of this module edit and restore files of the finished run
     (wd / "apply.yaml").write_text(yaml.safe_dump(_apply_inputs(wd)))
-    good = ["results/ei_rnn/apply/npy", "results/ei_rnn/apply/mat", "results/ring_attractor/apply/trace",
-            "results/ring_attractor/apply/recording", "results/cebra/apply/b", "results/lisbet/apply/mice",
-            "results/cpc_snn/apply/scan"]
+    S = {s: seed_dir(s).removeprefix("results/") for s in ("ei_rnn", "ring_attractor", "cebra", "lisbet", "cpc_snn")}
+    good = [f"results/{S[s]}/apply/{n}" for s, n in (("ei_rnn", "npy"), ("ei_rnn", "mat"), ("ring_attractor", "trace"),
+                                                      ("ring_attractor", "recording"), ("cebra", "b"),
+                                                      ("lisbet", "mice"), ("cpc_snn", "scan"))]
     run = lambda *targets: subprocess.run(  # noqa: E731
         ["snakemake", "--cores", "2", *targets, "--configfile", "config/smoke.yaml", "apply.yaml"], cwd=wd,
         capture_output=True, text=True, env=snakemake_env(), timeout=900)
@@ -873,44 +891,44 @@ def test_apply_each_system_to_new_files_through_snakemake(finished):
         r = run(*good)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         res = wd / "results"
-        rates = np.load(res / "ei_rnn/apply/npy/rates.npy")
+        rates = np.load(res / S["ei_rnn"] / "apply/npy/rates.npy")
         assert rates.shape == (3, 20, 12) and np.isfinite(rates).all() and (rates >= 0).all()
-        np.testing.assert_allclose(np.load(res / "ei_rnn/apply/mat/rates.npy"), rates, rtol=1e-6)
+        np.testing.assert_allclose(np.load(res / S["ei_rnn"] / "apply/mat/rates.npy"), rates, rtol=1e-6)
         for name, steps in (("trace", 300), ("recording", None)):
-            folder = res / "ring_attractor/apply" / name
+            folder = res / S["ring_attractor"] / "apply" / name
             dec, err = np.load(folder / "decoded.npy"), np.load(folder / "error_deg.npy")
             assert len(dec) == len(err) == (steps or len(dec)) and np.isfinite(dec).all()
             assert (folder / "decoded.png").read_bytes()[:4] == b"\x89PNG"
-        info = json.loads((res / "ring_attractor/apply/recording/apply.json").read_text())
+        info = json.loads((res / S["ring_attractor"] / "apply/recording/apply.json").read_text())
         assert info["kind"] == "nwb" and info["median_error_deg_in_darkness"] is not None
-        b = json.loads((res / "cebra/apply/b/apply.json").read_text())
-        assert b["session"] == "session1" and np.load(res / "cebra/apply/b/embedding.npy").shape == (300, 3)
-        assert np.load(res / "cebra/apply/b/decoded.npy").shape == (300, 1) and "decoding" in b
-        m = json.loads((res / "lisbet/apply/mice/apply.json").read_text())
+        b = json.loads((res / S["cebra"] / "apply/b/apply.json").read_text())
+        assert b["session"] == "session1" and np.load(res / S["cebra"] / "apply/b/embedding.npy").shape == (300, 3)
+        assert np.load(res / S["cebra"] / "apply/b/decoded.npy").shape == (300, 1) and "decoding" in b
+        m = json.loads((res / S["lisbet"] / "apply/mice/apply.json").read_text())
         recs = {x["recording"]: x for x in m["recordings"]}
         assert set(recs) == {"pair", "task1-test-mouse070"}
         assert "macro_f1" in recs["task1-test-mouse070"] and "motif_ami" in recs["task1-test-mouse070"]
         for rec in recs:
-            z = np.load(res / "lisbet/apply/mice" / rec / "embedding.npy")
-            assert z.shape == (150, 8) and np.load(res / "lisbet/apply/mice" / rec / "motifs.npy").max() < 3
-        scan = json.loads((res / "cpc_snn/apply/scan/apply.json").read_text())
-        gps, mf = np.load(res / "cpc_snn/apply/scan/gps_start.npy"), np.load(res / "cpc_snn/apply/scan/mf_snr.npy")
-        assert len(gps) == scan["windows"] == len(np.load(res / "cpc_snn/apply/scan/statistic.npy"))
+            z = np.load(res / S["lisbet"] / "apply/mice" / rec / "embedding.npy")
+            assert z.shape == (150, 8) and np.load(res / S["lisbet"] / "apply/mice" / rec / "motifs.npy").max() < 3
+        scan = json.loads((res / S["cpc_snn"] / "apply/scan/apply.json").read_text())
+        gps, mf = np.load(res / S["cpc_snn"] / "apply/scan/gps_start.npy"), np.load(res / S["cpc_snn"] / "apply/scan/mf_snr.npy")
+        assert len(gps) == scan["windows"] == len(np.load(res / S["cpc_snn"] / "apply/scan/statistic.npy"))
         loudest = gps[np.argmax(mf)]
         assert loudest <= 1126300020.0 <= loudest + 1.0, "the matched filter peaks on the window holding the chirp"
-        triggers = (res / "cpc_snn/apply/scan/triggers.tsv").read_text().splitlines()
+        triggers = (res / S["cpc_snn"] / "apply/scan/triggers.tsv").read_text().splitlines()
         assert triggers[0].split("\t")[:3] == ["detector", "gps_peak", "gps_start"]
         assert any(line.startswith("matched_filter\t") and abs(float(line.split("\t")[1]) - 1126300020.0) < 1.5
                    for line in triggers[1:]), triggers
         # a session with neurons no encoder was trained on: one line naming it, no folder
-        bad = run("results/cebra/apply/thirteen")
-        assert bad.returncode != 0 and not (res / "cebra/apply/thirteen").exists()
-        log = (res / "logs/cebra/apply_thirteen.log").read_text().strip().splitlines()
+        bad = run(f"results/{S['cebra']}/apply/thirteen")
+        assert bad.returncode != 0 and not (res / S["cebra"] / "apply/thirteen").exists()
+        log = (wd / log_dir("cebra") / "apply_thirteen.log").read_text().strip().splitlines()
         assert log[-1].startswith("error: new/thirteen.npy: has 13 neurons; the model's encoders take session0 "
                                   "(10 neurons), session1 (12 neurons), session2 (14 neurons)"), log[-1]
     finally:
         for system in ("ei_rnn", "ring_attractor", "cebra", "lisbet", "cpc_snn"):
-            shutil.rmtree(wd / "results" / system / "apply", ignore_errors=True)
+            shutil.rmtree(wd / seed_dir(system) / "apply", ignore_errors=True)
 
 
 @pytest.mark.parametrize("system, make, line", [
@@ -932,14 +950,14 @@ def test_apply_refuses_input_the_model_cannot_take(finished, tmp_path, system, m
     f = next(p for p in new.glob("u.*"))
     try:
         r = subprocess.run(["neurotrain", "apply", "--system", system, "--config", "config/smoke.yaml", "--run-dir",
-                            f"results/{system}", "--data", f"data/processed/{system}.h5", "--inputs",
-                            f"new/{f.name}", "--out-dir", f"results/{system}/apply/bad"], cwd=finished,
+                            seed_dir(system), "--data", f"data/processed/{system}.h5", "--inputs",
+                            f"new/{f.name}", "--out-dir", f"{seed_dir(system)}/apply/bad"], cwd=finished,
                            capture_output=True, text=True, env=snakemake_env(), timeout=300)
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(lines) >= 1, r.stderr
         assert lines[-1].startswith(f"error: new/{f.name}: ") and all(not x.startswith("Traceback") for x in lines)
         if line is not None:
             assert lines[-1] == line
-        assert not (finished / "results" / system / "apply" / "bad").exists()
+        assert not (finished / seed_dir(system) / "apply" / "bad").exists()
     finally:
         f.unlink()

@@ -3,19 +3,19 @@
 
 rule analyze_population:
     input:
-        weights="results/{system}/weights",
-        outputs="results/{system}/outputs",
-        data="data/processed/{system}.h5",
+        weights=RUN_DIR + "/weights",
+        outputs=RUN_DIR + "/outputs",
+        data=processed_data,
         truth=ground_truth,
         code=stage_code("analyze"),
     output:
-        metrics=directory("results/{system}/metrics"),
-        population=directory("results/{system}/population"),
-        summary="results/{system}/metrics.json",
+        metrics=directory(RUN_DIR + "/metrics"),
+        population=directory(RUN_DIR + "/population"),
+        summary=RUN_DIR + "/metrics.json",
     log:
-        "results/logs/{system}/analyze_population.log",
+        RUN_LOG + "/analyze_population.log",
     benchmark:
-        "results/benchmarks/{system}/analyze_population.tsv"
+        RUN_BENCH + "/analyze_population.tsv"
     conda:
         stage_env("analyze")
     threads: 1

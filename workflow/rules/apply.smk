@@ -5,16 +5,16 @@
 rule apply_model:
     input:
         best=model_file("best"),
-        summary="results/{system}/metrics.json",
-        data="data/processed/{system}.h5",
+        summary=RUN_DIR + "/metrics.json",
+        data=processed_data,
         files=apply_files,
         code=stage_code("apply"),
     output:
-        directory("results/{system}/apply/{name}"),
+        directory(RUN_DIR + "/apply/{name}"),
     log:
-        "results/logs/{system}/apply_{name}.log",
+        RUN_LOG + "/apply_{name}.log",
     benchmark:
-        "results/benchmarks/{system}/apply_{name}.tsv"
+        RUN_BENCH + "/apply_{name}.tsv"
     conda:
         stage_env("apply")
     threads: 2

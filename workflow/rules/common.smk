@@ -18,6 +18,7 @@ sys.path.insert(0, str(SRC))
 from neurotrain import registry
 from neurotrain.config import read_config_file, slice_block, validate as validate_config
 from neurotrain.errors import NeurotrainError
+from neurotrain.runs import run_sheet, built_runs, find as find_run
 from neurotrain.spec import FRAMEWORKS, lineage
 
 # Every config file strictly (UTF-8, no key given twice), then the merged config against the
@@ -26,8 +27,10 @@ try:
     for _configfile in workflow.config_settings.configfiles:
         read_config_file(_configfile)
     validate_config(config)
+    RUNS = run_sheet(config)  # the run sheet (neurotrain.runs): named runs x seeds
 except NeurotrainError as exc:
     raise WorkflowError(f"config: {exc}") from None
+BUILT = built_runs(config)
 
 # Jobs import the package from this checkout (also inside conda envs and on cluster nodes).
 # Without conda, `python` in the rules is the interpreter running Snakemake (the project's
@@ -42,8 +45,16 @@ shell.prefix(_PREFIX)
 SYSTEMS = config["systems"]
 
 
+# One replicate of a run: results/{system}/{run}/seed{seed}/ (RUN_DIR), its logs and benchmarks.
+RUN_DIR = "results/{system}/{run}/seed{seed}"
+RUN_LOG = "results/logs/{system}/{run}/seed{seed}"
+RUN_BENCH = "results/benchmarks/{system}/{run}/seed{seed}"
+
+
 wildcard_constraints:
     system="|".join(registry.names()),
+    run=r"[A-Za-z0-9][A-Za-z0-9._+-]*",
+    seed=r"\d+",
     filename=r"[A-Za-z0-9][A-Za-z0-9._+-]*",
     name=r"[A-Za-z0-9][A-Za-z0-9._+-]*",
 
@@ -54,12 +65,38 @@ def systems_of(framework):
     return "|".join(names) or "^$"
 
 
+def the_run(wildcards):
+    """The run of the wildcards (system, run); a run not in the sheet is an error listing them."""
+    try:
+        return find_run(config, wildcards.system, wildcards.run)
+    except NeurotrainError as exc:
+        raise WorkflowError(f"config: {exc}") from None
+
+
+def block(wildcards):
+    """The config block a job reads: the system's, or for a replicate (wildcards run and seed)
+    its run's overrides with training.seed = seed."""
+    if "run" not in wildcards.keys():
+        return config[wildcards.system]
+    if "seed" not in wildcards.keys():  # the run's own preprocessing
+        return the_run(wildcards).block
+    try:
+        return the_run(wildcards).config(int(wildcards.seed))
+    except NeurotrainError as exc:
+        raise WorkflowError(f"config: {exc}") from None
+
+
+def processed_data(wildcards):
+    """The processed dataset of the wildcards' run (neurotrain.runs.Run.processed)."""
+    return the_run(wildcards).processed
+
+
 def model_file(kind):
-    """``model_best``/``model_final`` of the wildcard's system, in its framework's format."""
+    """``model_best``/``model_final`` of the wildcards' replicate, in its framework's format."""
 
     def path(wildcards):
         ext = FRAMEWORKS[registry.spec(wildcards.system).framework]
-        return f"results/{wildcards.system}/model/model_{kind}.{ext}"
+        return f"{RUN_DIR}/model/model_{kind}.{ext}".format(**wildcards)
 
     return path
 
@@ -77,7 +114,29 @@ def train_gpu_model(wildcards):
 
 
 def all_reports():
-    return expand("results/{system}/training_report.md", system=SYSTEMS)
+    """The run report of every run `rule all` builds (each needs its seeds' reports)."""
+    return [f"{r.folder}/run_report.md" for r in BUILT]
+
+
+def seed_files(name):
+    """``name`` (e.g. metrics.json) in every replicate folder of the wildcards' run."""
+
+    def files(wildcards):
+        run = the_run(wildcards)
+        return [f"{run.seed_folder(k)}/{name}" for k in run.seeds]
+
+    return files
+
+
+def aggregate_code(wildcards):
+    """Source files behind the run's pooled report (neurotrain.registry.aggregate_code)."""
+    return [str(f) for f in registry.aggregate_code(wildcards.system)]
+
+
+def seed_folders(wildcards):
+    """The run's replicate folders, comma-separated, for the aggregate stage."""
+    run = the_run(wildcards)
+    return ",".join(run.seed_folder(k) for k in run.seeds)
 
 
 def stage_params(stage):
@@ -85,7 +144,7 @@ def stage_params(stage):
 
     def params(wildcards):
         reads = registry.spec(wildcards.system).stages[stage].reads
-        return json.dumps(slice_block(config[wildcards.system], reads), sort_keys=True)
+        return json.dumps(slice_block(block(wildcards), reads), sort_keys=True)
 
     return params
 
@@ -98,9 +157,10 @@ def upstream_params(stage):
 
     def params(wildcards):
         stages = registry.spec(wildcards.system).stages
+        b = block(wildcards)
         return json.dumps(
             {
-                up: slice_block(config[wildcards.system], stages[up].reads)
+                up: slice_block(b, stages[up].reads)
                 for up in lineage(stage)
             },
             sort_keys=True,
@@ -226,7 +286,7 @@ def truth_arg(wildcards):
 # The apply targets (workflow/rules/apply.smk).
 def apply_files(wildcards):
     """The file(s) of config key <system>.apply.inputs.<name>."""
-    inputs = config[wildcards.system].get("apply", {}).get("inputs", {})
+    inputs = block(wildcards).get("apply", {}).get("inputs", {})
     if wildcards.name not in inputs:
         named = ", ".join(sorted(inputs)) or "none"
         raise WorkflowError(
@@ -237,10 +297,11 @@ def apply_files(wildcards):
 
 
 def all_applies():
-    """Every configured apply target of the listed systems that have an apply stage."""
+    """Every configured apply target of the built runs (each seed) that have an apply stage."""
     return [
-        f"results/{system}/apply/{name}"
-        for system in SYSTEMS
-        if "apply" in registry.spec(system).stages
-        for name in config[system].get("apply", {}).get("inputs", {})
+        f"{r.seed_folder(k)}/apply/{name}"
+        for r in BUILT
+        if "apply" in registry.spec(r.system).stages
+        for k in r.seeds
+        for name in r.block.get("apply", {}).get("inputs", {})
     ]

@@ -76,3 +76,14 @@ rule fetch_dataset:
     shell:
         "python -m neurotrain.runner fetch --url {params.spec[url]:q} --hash {params.spec[hash]:q}"
         " --retries {params.spec[retries]:q} --cache {params.cache:q} --out {output:q} > {log:q} 2>&1"
+
+
+# A run that overrides a key preprocessing reads (neurotrain.runs.Run.processed) cuts the same
+# raw data for its own model: data/processed/<system>-<run>.h5.
+use rule preprocess_dataset as preprocess_run_dataset with:
+    output:
+        "data/processed/{system}-{run}.h5",
+    log:
+        "results/logs/{system}/{run}/preprocess_dataset.log",
+    benchmark:
+        "results/benchmarks/{system}/{run}/preprocess_dataset.tsv"

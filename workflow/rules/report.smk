@@ -4,29 +4,30 @@
 localrules:
     render_figures,
     render_report,
+    aggregate_run,
     index_report,
 
 
 rule render_figures:
     input:
-        summary="results/{system}/metrics.json",
-        training_log="results/{system}/model/training_log.json",
-        run_config="results/{system}/model/config.json",
-        weights="results/{system}/weights",
-        outputs="results/{system}/outputs",
-        population="results/{system}/population",
+        summary=RUN_DIR + "/metrics.json",
+        training_log=RUN_DIR + "/model/training_log.json",
+        run_config=RUN_DIR + "/model/config.json",
+        weights=RUN_DIR + "/weights",
+        outputs=RUN_DIR + "/outputs",
+        population=RUN_DIR + "/population",
         code=stage_code("figures"),
     output:
         report(
-            directory("results/{system}/figures"),
+            directory(RUN_DIR + "/figures"),
             patterns=["{name}.png"],
             caption="../report/figure.rst",
             category="{system}",
         ),
     log:
-        "results/logs/{system}/render_figures.log",
+        RUN_LOG + "/render_figures.log",
     benchmark:
-        "results/benchmarks/{system}/render_figures.tsv"
+        RUN_BENCH + "/render_figures.tsv"
     conda:
         stage_env("figures")
     threads: 1
@@ -45,15 +46,15 @@ rule render_figures:
 
 rule render_report:
     input:
-        summary="results/{system}/metrics.json",
-        figures="results/{system}/figures",
+        summary=RUN_DIR + "/metrics.json",
+        figures=RUN_DIR + "/figures",
         code=stage_code("report"),
     output:
-        "results/{system}/training_report.md",
+        RUN_DIR + "/training_report.md",
     log:
-        "results/logs/{system}/render_report.log",
+        RUN_LOG + "/render_report.log",
     benchmark:
-        "results/benchmarks/{system}/render_report.tsv"
+        RUN_BENCH + "/render_report.tsv"
     conda:
         stage_env("report")
     threads: 1
@@ -69,16 +70,48 @@ rule render_report:
         ' --run-dir "$(dirname {output:q})" --out {output:q} > {log:q} 2>&1'
 
 
-# The project report: every system's headline metrics beside its bar and ceiling.
+# A run's replicates pooled: every headline metric as mean, SD and 95% interval across seeds,
+# each bar judged on the mean, the seed spread of the system's curves.
+rule aggregate_run:
+    input:
+        summaries=seed_files("metrics.json"),
+        reports=seed_files("training_report.md"),
+        training_logs=seed_files("model/training_log.json"),
+        code=aggregate_code,
+    output:
+        summary="results/{system}/{run}/aggregate.json",
+        report="results/{system}/{run}/run_report.md",
+        figures=report(
+            directory("results/{system}/{run}/figures"),
+            patterns=["{name}.png"],
+            caption="../report/aggregate.rst",
+            category="{system}",
+        ),
+    log:
+        "results/logs/{system}/{run}/aggregate_run.log",
+    conda:
+        ANALYSIS_ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        seeds=seed_folders,
+    shell:
+        "python -m neurotrain.runner aggregate --system {wildcards.system:q} --run {wildcards.run:q}"
+        " --seed-dirs {params.seeds:q} --out-dir \"$(dirname {output.summary:q})\" > {log:q} 2>&1"
+
+
+# The project report: every run's pooled headline metrics beside its bar and reference, and per
+# system a comparison of its runs (results/<system>/runs.md).
 rule index_report:
     input:
-        reports=expand("results/{system}/training_report.md", system=SYSTEMS),
-        summaries=expand("results/{system}/metrics.json", system=SYSTEMS),
-        training_logs=expand("results/{system}/model/training_log.json", system=SYSTEMS),
-        figures=expand("results/{system}/figures", system=SYSTEMS),
+        aggregates=[f"{r.folder}/aggregate.json" for r in BUILT],
+        reports=all_reports(),
         code=INDEX_CODE,
     output:
         index="results/report.md",
+        comparisons=expand("results/{system}/runs.md", system=SYSTEMS),
         summaries=report(
             directory("results/summaries"),
             patterns=["{system}.html"],
@@ -94,7 +127,7 @@ rule index_report:
         mem_mb=1000,
         runtime=5,
     params:
-        systems=",".join(SYSTEMS),
+        runs=",".join(f"{r.system}/{r.name}" for r in BUILT),
     shell:
-        "python -m neurotrain.runner index --systems {params.systems:q} --results results --out {output.index:q}"
+        "python -m neurotrain.runner index --runs {params.runs:q} --results results --out {output.index:q}"
         " --summaries {output.summaries:q} > {log:q} 2>&1"

@@ -1,20 +1,20 @@
-# Training. Resume state lives in results/{system}/model/checkpoints/ (not a declared
+# Training, one job per replicate. Resume state lives in results/{system}/{run}/seed{seed}/model/checkpoints/ (not a declared
 # output, so Snakemake does not delete it): an interrupted job resumes when rerun.
 
 
 rule train_model:
     input:
-        data="data/processed/{system}.h5",
+        data=processed_data,
         code=stage_code("train"),
     output:
-        best="results/{system}/model/model_best.pt",
-        final="results/{system}/model/model_final.pt",
-        log="results/{system}/model/training_log.json",
-        config="results/{system}/model/config.json",
+        best=RUN_DIR + "/model/model_best.pt",
+        final=RUN_DIR + "/model/model_final.pt",
+        log=RUN_DIR + "/model/training_log.json",
+        config=RUN_DIR + "/model/config.json",
     log:
-        "results/logs/{system}/train_model.log",
+        RUN_LOG + "/train_model.log",
     benchmark:
-        "results/benchmarks/{system}/train_model.tsv"
+        RUN_BENCH + "/train_model.tsv"
     wildcard_constraints:
         system=systems_of("torch"),
     conda:
@@ -37,10 +37,10 @@ rule train_model:
 # JAX systems: the same job; parameters are saved as .npz (arrays + JSON metadata, no pickle).
 use rule train_model as train_model_jax with:
     output:
-        best="results/{system}/model/model_best.npz",
-        final="results/{system}/model/model_final.npz",
-        log="results/{system}/model/training_log.json",
-        config="results/{system}/model/config.json",
+        best=RUN_DIR + "/model/model_best.npz",
+        final=RUN_DIR + "/model/model_final.npz",
+        log=RUN_DIR + "/model/training_log.json",
+        config=RUN_DIR + "/model/config.json",
     wildcard_constraints:
         system=systems_of("jax"),
 
@@ -48,16 +48,16 @@ use rule train_model as train_model_jax with:
 rule extract_model:
     input:
         best=model_file("best"),
-        data="data/processed/{system}.h5",
+        data=processed_data,
         code=stage_code("extract"),
     output:
-        weights=directory("results/{system}/weights"),
-        outputs=directory("results/{system}/outputs"),
-        export=directory("results/{system}/export"),
+        weights=directory(RUN_DIR + "/weights"),
+        outputs=directory(RUN_DIR + "/outputs"),
+        export=directory(RUN_DIR + "/export"),
     log:
-        "results/logs/{system}/extract_model.log",
+        RUN_LOG + "/extract_model.log",
     benchmark:
-        "results/benchmarks/{system}/extract_model.tsv"
+        RUN_BENCH + "/extract_model.tsv"
     conda:
         stage_env("extract")
     threads: 1

@@ -47,53 +47,92 @@ class Metrics:
 
 
 def row(metric: str, value, bar: str = "", reference: str = "", passes: bool | None = None, spec: str = ".3f") -> dict:
-    return {"metric": metric, "value": fmt(value, spec), "bar": bar, "reference": reference, "passes": passes}
+    """One headline row: ``value`` as shown (``spec``) and as a ``number`` (None for text such
+    as "n/a"), so that replicates can be pooled (:mod:`neurotrain.reports.aggregate`)."""
+    number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return {"metric": metric, "value": fmt(value, spec), "number": number, "spec": spec, "bar": bar,
+            "reference": reference, "passes": passes}
 
 
 
-def system_entry(system: str, results: Path) -> dict:
-    run = results / system
-    spec = registry.spec(system)
-    report = registry.report_module(system)
-    for need in ("metrics.json", "model/training_log.json", "training_report.md"):
-        if not (run / need).is_file():
-            raise NeurotrainError(run / need, "missing; build this system's chain first")
-    m = Metrics(run / "metrics.json")
-    log = load_json(run / "model" / "training_log.json")
-    seconds = log.get("summary", {}).get("training_time_s")
-    if not isinstance(seconds, (int, float)):
-        raise NeurotrainError(run / "model" / "training_log.json", "has no summary.training_time_s")
-    return {"system": system, "title": spec.title, "rows": report.headline(m), "passes": report.verdict(m),
-            "training_time_s": float(seconds), "report": f"{system}/training_report.md",
-            "figures": [f"{system}/figures/{p.name}" for p in sorted((run / "figures").glob("*.png"))]}
+def run_entry(system: str, run: str, results: Path) -> dict:
+    """The project report's entry of one run, from ``results/<system>/<run>/aggregate.json``."""
+    folder = results / system / run
+    if not (folder / "aggregate.json").is_file():
+        raise NeurotrainError(folder / "aggregate.json", "missing; build this run first (rule aggregate_run)")
+    a = load_json(folder / "aggregate.json")
+    for key in ("headline", "bars", "passes", "seeds", "replicates", "training_time_s"):
+        if key not in a:
+            raise NeurotrainError(folder / "aggregate.json", f"has no key {key!r}; rerun aggregate_run")
+    rows = [{"metric": h["metric"], "value": _pooled_text(h, h["spec"]), "ci95": _interval_text(h, h["spec"]),
+             "bar": h["bar"], "reference": h["reference"],
+             "passes": None if not h["n_scored"] else h["n_pass"] == h["n_scored"],
+             "seeds": "-" if not h["n_scored"] else f"{h['n_pass']} of {h['n_scored']}"} for h in a["headline"]]
+    first = a["replicates"][0]["folder"]
+    return {"system": system, "run": run, "title": registry.spec(system).title, "seeds": a["seeds"], "rows": rows,
+            "bars": a["bars"], "passes": a["passes"], "training_time_s": a["training_time_s"]["mean"],
+            "report": f"{system}/{run}/run_report.md", "comparison": f"{system}/runs.md",
+            "seed_reports": [f"{system}/{run}/{r['report']}" for r in a["replicates"]],
+            "figures": [f"{system}/{run}/{first}/figures/{p.name}"
+                        for p in sorted((folder / first / "figures").glob("*.png"))]
+            + [f"{system}/{run}/figures/{f}" for f in a.get("figures", [])]}
 
 
-def _duration(seconds: float) -> str:
+def _pooled_text(p: dict, spec: str = ".3f") -> str:
+    if p["mean"] is None:
+        return "n/a"
+    return fmt(p["mean"], spec) + ("" if p["sd"] is None else " ± " + fmt(p["sd"], spec))
+
+
+def _interval_text(p: dict, spec: str = ".3f") -> str:
+    return "-" if p.get("ci95") is None else f"[{fmt(p['ci95'][0], spec)}, {fmt(p['ci95'][1], spec)}]"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "n/a"
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
-def render_index(systems: list[str], results_dir: str | Path, out: str | Path,
+def render_index(runs: list[str], results_dir: str | Path, out: str | Path,
                  summaries: str | Path | None = None) -> Path:
-    """Write the project report (``results/report.md``) over ``systems``' finished runs, and into
-    ``summaries`` (default ``<results>/summaries``) one HTML page per system, ``<system>.html``:
-    its verdict and headline table, which ``snakemake --report`` shows beside its figures."""
+    """Write the project report (``results/report.md``) over the finished ``runs``
+    (``<system>/<run>``, in report order; each pooled by :mod:`neurotrain.reports.aggregate`),
+    per system a comparison of its runs (``results/<system>/runs.md``: each bar's mean ± SD and
+    verdict, side by side), and into ``summaries`` (default ``<results>/summaries``) one HTML page
+    per system, ``<system>.html``: each run's verdict and headline table, which
+    ``snakemake --report`` shows beside its figures."""
     import jinja2
 
     from neurotrain.io import atomic_dir
     from neurotrain.reports.render import TEMPLATES
 
     results = Path(results_dir)
-    entries = [system_entry(s, results) for s in systems]
+    pairs = []
+    for r in runs:
+        system, _, run = r.partition("/")
+        if not run:
+            raise NeurotrainError(f"--runs {r}", "expected <system>/<run>")
+        pairs.append((system, run))
+    entries = [run_entry(s, r, results) for s, r in pairs]
+    systems = list(dict.fromkeys(e["system"] for e in entries))
     env = environment()
     env.filters["duration"] = _duration
+    env.filters["pooled"] = _pooled_text
     text = env.get_template("index.md.j2").render(entries=entries, n_pass=sum(e["passes"] is True for e in entries),
                                                   n_scored=sum(e["passes"] is not None for e in entries))
+    for system in systems:
+        mine = [e for e in entries if e["system"] == system]
+        bar_names = list(dict.fromkeys(b["name"] for e in mine for b in e["bars"]))
+        save_text(results / system / "runs.md", env.get_template("runs.md.j2").render(
+            title=mine[0]["title"], system=system, entries=mine, bar_names=bar_names))
     html = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
                               undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     with atomic_dir(Path(summaries) if summaries is not None else results / "summaries") as d:
-        for e in entries:
-            page = html.get_template("summary.html.j2").render(e={**e, "training_time": _duration(e["training_time_s"])})
-            save_text(d / f"{e['system']}.html", page)
+        for system in systems:
+            mine = [{**e, "training_time": _duration(e["training_time_s"])} for e in entries if e["system"] == system]
+            page = html.get_template("summary.html.j2").render(title=mine[0]["title"], system=system, entries=mine)
+            save_text(d / f"{system}.html", page)
     out = Path(out)
     save_text(out, text)
     return out

@@ -29,7 +29,10 @@ def array_inventory(run: Path) -> dict[str, list[dict]]:
 
 
 def fmt(value, spec: str = ".3f") -> str:
-    """A number in ``spec``, anything else as text (the templates' ``fmt`` filter)."""
+    """A number in ``spec``, anything else as text (the templates' ``fmt`` filter). An integer
+    spec (``d``) shows a float that is not whole (a mean over seeds) with two decimals."""
+    if isinstance(value, float) and spec.endswith("d"):
+        return format(int(value), spec) if value.is_integer() else format(value, ".2f")
     return format(value, spec) if isinstance(value, (int, float)) else str(value)
 
 

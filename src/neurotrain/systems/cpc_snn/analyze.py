@@ -152,7 +152,8 @@ def analyze(cfg: dict, run_dir: str, data_path: str, truth: str | None) -> None:
     metrics["cpc_chance"] = {"candidates": candidates, "loss": float(np.log(candidates)), "accuracy": 1.0 / candidates}
     pca = stats.pca_fit(lat.reshape(-1, lat.shape[-1]), a["n_pcs"])
     log = load_json(run / "model" / "training_log.json")
-    summary = {"metrics": metrics, "pca_explained_variance_ratio": pca["explained_variance_ratio"].tolist(),
+    summary = {"metrics": metrics, "quality": {"bars": bar["bars"], "passes": bar["passed"]},
+               "pca_explained_variance_ratio": pca["explained_variance_ratio"].tolist(),
                "training": log["summary"], "analysis_config": a, "source": data["attrs"].get("source")}
     with atomic_dir(run / "metrics") as m:
         save_npy(m / "mf_scores.npy", mf_scores.astype(np.float32))

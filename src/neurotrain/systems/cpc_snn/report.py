@@ -22,3 +22,19 @@ def headline(m: Metrics) -> list[dict]:
 def verdict(m: Metrics) -> bool | None:
     """The system's quality bar: passed, failed, or None where it cannot be scored."""
     return m["metrics.quality_bar.passed"]
+
+
+def curves(run_dir) -> dict:
+    """Curves to pool over a run's seeds (:mod:`neurotrain.reports.aggregate`): detection
+    efficiency against injected SNR at the bar's FAP (``metrics/efficiency.npy``), SNN and matched
+    filter."""
+    from pathlib import Path
+
+    from neurotrain.io import load_json, load_npy
+
+    run = Path(run_dir)
+    eff = load_npy(run / "metrics" / "efficiency.npy")
+    fap = load_json(run / "metrics.json")["metrics"]["quality_bar"]["fap"]
+    return {"efficiency_vs_snr": {"title": "efficiency vs SNR", "xlabel": "injected network SNR",
+                                  "ylabel": f"detection efficiency at FAP {fap:g}", "x": eff[:, 0].tolist(),
+                                  "y": {"SNN": eff[:, 1].tolist(), "matched filter": eff[:, 2].tolist()}}}

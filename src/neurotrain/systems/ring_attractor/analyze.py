@@ -190,7 +190,8 @@ def quality(m: dict, a: dict) -> dict:
     gain_ok = None if not np.isfinite(g) else bool(abs(g - 1) <= a["max_gain_error"] and abs(g - 1) < abs(g0 - 1))
     bars.append(bar("integration gain (decoded / true angular velocity, darkness)", g,
                     f"|gain - 1| <= {a['max_gain_error']:g} and closer to 1 than untrained", gain_ok,
-                    a["max_gain_error"] - abs(g - 1) if np.isfinite(g) else None, g0, "untrained network"))
+                    min(a["max_gain_error"] - abs(g - 1), abs(g0 - 1) - abs(g - 1)) if np.isfinite(g) else None, g0,
+                    "untrained network"))
     need = min(a["max_drift_deg_per_s"], drift0 + a["drift_allowance_deg_per_s"])
     bars.append(bar("bump drift without input", drift, f"<= {a['max_drift_deg_per_s']:g} deg/s and <= untrained + "
                     f"{a['drift_allowance_deg_per_s']:g}", drift <= need, need - drift, drift0, "untrained network",
