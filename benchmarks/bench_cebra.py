@@ -111,12 +111,13 @@ def main() -> int:
         subprocess.run(smk[:3] + ["data/processed/cebra.h5"] + smk[3:], cwd=wd, env=env, check=True, capture_output=True)
         h5 = wd / "data/processed/cebra.h5"
         rule_runs, skl_runs, rule_fit, skl_fit = [], [], [], []
+        seed = f"cebra/default/seed{t['seed']}"  # the default run's one replicate
         for _ in range(REPEATS):  # alternate the two paths; medians below
-            subprocess.run(smk[:3] + ["results/cebra/model/model_final.pt", "--forcerun", "train_model"] + smk[3:],
+            subprocess.run(smk[:3] + [f"results/{seed}/model/model_final.pt", "--forcerun", "train_model"] + smk[3:],
                            cwd=wd, env=env, check=True, capture_output=True)
-            tsv = (wd / "results/benchmarks/cebra/train_model.tsv").read_text().splitlines()
+            tsv = (wd / f"results/benchmarks/{seed}/train_model.tsv").read_text().splitlines()
             rule_runs.append(float(tsv[1].split("\t")[0]))
-            log = json.loads((wd / "results/cebra/model/training_log.json").read_text())
+            log = json.loads((wd / f"results/{seed}/model/training_log.json").read_text())
             rule_fit.append(log["summary"]["training_time_s"])
             t0 = time.perf_counter()
             r = subprocess.run([sys.executable, "-c", SKLEARN, str(Path(__file__).resolve().parent), str(h5),

@@ -106,7 +106,7 @@ def _job_count(dry_run_stdout: str) -> int:
 def rule_benchmarks() -> list[dict]:
     rows = []
     for system in SYSTEMS:
-        for tsv in sorted((OUT / system).glob("*.tsv")):
+        for tsv in sorted((OUT / system).rglob("*.tsv")):  # data rules per system, the others per replicate
             with open(tsv) as fh:
                 r = next(csv.DictReader(fh, delimiter="\t"))
             rss = r.get("max_rss", "NA")

@@ -105,8 +105,8 @@ def test_preprocess_layout(tmp_path, cfg):
     with h5py.File(out, "r") as fh:
         assert fh["spikes"].shape == (6, 5, 4) and fh["spikes"].dtype == np.float32
         assert fh["ei_labels"][()].tolist() == [0, 0, 0, 1]
-        tr, va = set(fh["train_idx"][()]), set(fh["val_idx"][()])
-        assert tr.isdisjoint(va) and tr | va == set(range(6))
+        tr, va, te = set(fh["train_idx"][()]), set(fh["val_idx"][()]), set(fh["test_idx"][()])
+        assert tr.isdisjoint(va) and te.isdisjoint(tr | va) and tr | va | te == set(range(6))
         assert fh.attrs["dt"] == 0.025
 
 

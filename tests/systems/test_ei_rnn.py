@@ -81,13 +81,49 @@ def test_task_losses_and_grad_balancing(tiny_dataset, cfg):
     assert rebuilt.w_rec.shape == task.model.w_rec.shape
 
 
-def test_trials_split_whole_with_every_condition_on_both_sides(tiny_dataset):
-    """Trials are the independent items: each is wholly training or wholly validation (no trial
-    index in both), every trial is used, and every condition is seen on both sides."""
+def test_trials_split_whole_with_every_condition_on_every_side(tiny_dataset):
+    """Trials are the independent items: each is wholly training, validation or test (no trial
+    index in two parts), every trial is used, and every condition is seen in each part; the
+    test trials stay the same when the validation fraction changes."""
     import h5py
 
+    from neurotrain.systems.ei_rnn.data import stratified_split
+
     with h5py.File(tiny_dataset["h5"], "r") as h:
-        train, val, cond = h["train_idx"][()], h["val_idx"][()], h["conditions"][()]
-    assert not set(train.tolist()) & set(val.tolist())
-    assert sorted([*train.tolist(), *val.tolist()]) == list(range(len(cond)))
-    assert set(cond[train].tolist()) == set(cond[val].tolist()) == set(cond.tolist())
+        train, val, test, cond = h["train_idx"][()], h["val_idx"][()], h["test_idx"][()], h["conditions"][()]
+    parts = [set(x.tolist()) for x in (train, val, test)]
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    assert sorted([*train.tolist(), *val.tolist(), *test.tolist()]) == list(range(len(cond)))
+    assert set(cond[train].tolist()) == set(cond[val].tolist()) == set(cond[test].tolist()) == set(cond.tolist())
+    cond60 = np.repeat(np.arange(8), 60)
+    a = stratified_split(cond60, 0.25, 0.2, seed=42)
+    b = stratified_split(cond60, 0.1, 0.2, seed=42)
+    assert np.array_equal(a[2], b[2]) and len(a[2]) == 8 * 12 and len(a[1]) == 8 * 15
+
+
+def test_analysis_scores_the_test_trials_only(tiny_dataset, cfg, tmp_path):
+    """The report's numbers come from the test trials: analysis reads outputs/test_*, and the
+    noise ceiling is computed from the test trials' spikes; changing the validation trials'
+    outputs changes nothing in metrics.json."""
+    import copy
+    import json
+    import shutil
+
+    from neurotrain.systems.ei_rnn.analyze import analyze
+    from neurotrain.systems.ei_rnn.extract import extract
+    from neurotrain.systems.ei_rnn.train import run_training
+
+    short = copy.deepcopy(cfg)
+    short["training"]["max_epochs"] = 2
+    run_training(short, str(tiny_dataset["h5"]), str(tmp_path / "run" / "model"))
+    extract(cfg, str(tmp_path / "run" / "model"), str(tiny_dataset["h5"]), str(tmp_path / "run"))
+    first = analyze(cfg, str(tmp_path / "run"), str(tiny_dataset["h5"]))
+    assert first["n_test_trials"] == len(np.load(tmp_path / "run" / "outputs" / "test_trial_conditions.npy"))
+    for f in (tmp_path / "run" / "outputs").glob("val_*.npy"):
+        arr = np.load(f)
+        np.save(f, np.zeros_like(arr) if arr.dtype.kind == "f" else arr)
+    shutil.rmtree(tmp_path / "run" / "metrics")
+    shutil.rmtree(tmp_path / "run" / "population")
+    second = analyze(cfg, str(tmp_path / "run"), str(tiny_dataset["h5"]))
+    keep = lambda m: json.dumps({k: v for k, v in m.items() if k != "training"}, sort_keys=True, default=str)  # noqa: E731
+    assert keep(first) == keep(second)

@@ -54,25 +54,28 @@ def test_smoke_chain_on_slurm_with_a_cancelled_training_job(slurm, tmp_path):
     profile.update(yaml.safe_load((Path(__file__).parent / "slurm" / "profile" / "config.yaml").read_text()))
     (wd / "profile").mkdir()
     (wd / "profile" / "config.yaml").write_text(yaml.safe_dump(profile))
-    # long enough training to be cancelled mid-run
+    # long enough training to be cancelled mid-run; a run of two seeds, whose trainings go out
+    # as parallel jobs (one core each on the two-core node)
     (wd / "config" / "ci.yaml").write_text(
         "systems: [ei_rnn]\nei_rnn:\n  training:\n    max_epochs: 300\n    patience: 300\n"
-        "    checkpoint_every: 10\n    detail_every: 100\n")
-    target = f"{seed_dir('ei_rnn')}/training_report.md"
+        "    checkpoint_every: 10\n    detail_every: 100\n"
+        "runs:\n  - {name: default, system: ei_rnn, seeds: [42, 43]}\n")
+    target = "results/ei_rnn/default/run_report.md"
     cmd = ["timeout", "-k", "10", "900", "snakemake", "--workflow-profile", "profile", target,
-           "--configfile", "config/smoke.yaml", "config/ci.yaml"]
+           "--set-threads", "train_model=1", "--configfile", "config/smoke.yaml", "config/ci.yaml"]
     before = {j["id"] for j in slurm_jobs(slurm)}
     log_path = tmp_path / "snakemake.out"
     with open(log_path, "w") as out:
         proc = subprocess.Popen(cmd, cwd=wd, stdout=out, stderr=subprocess.STDOUT, env=slurm)
         train_log = wd / log_dir("ei_rnn") / "train_model.log"
-        cancelled = None
+        cancelled, concurrent = None, 0
         deadline = time.time() + 300
         while time.time() < deadline and cancelled is None and proc.poll() is None:
             time.sleep(0.5)
+            running = [j for j in slurm_jobs(slurm) if j["id"] not in before and j["state"] == "RUNNING"
+                       and "train_model" in j["comment"]]
+            concurrent = max(concurrent, len(running))
             if train_log.exists() and "Epoch 30 |" in train_log.read_text(errors="replace"):
-                running = [j for j in slurm_jobs(slurm) if j["id"] not in before and j["state"] == "RUNNING"
-                           and "train_model" in j["comment"]]
                 if running:
                     cancelled = running[0]["id"]
                     subprocess.run(["timeout", "-k", "5", "20", "scancel", cancelled], env=slurm, check=True)
@@ -88,11 +91,17 @@ def test_smoke_chain_on_slurm_with_a_cancelled_training_job(slurm, tmp_path):
         by_rule.setdefault(rule, []).append(j)
     # every non-local rule of the chain ran as a SLURM job; figures/report ran on this host
     assert set(by_rule) == {"preprocess_dataset", "train_model", "extract_model", "analyze_population"}, jobs
-    assert [j["state"] for j in by_rule["train_model"]] == ["CANCELLED", "COMPLETED"], by_rule["train_model"]
-    assert [j["id"] for j in by_rule["train_model"]][0] == cancelled
-    for rule in ("preprocess_dataset", "extract_model", "analyze_population"):
-        assert [j["state"] for j in by_rule[rule]] == ["COMPLETED"], (rule, by_rule[rule])
+    assert sorted(j["state"] for j in by_rule["train_model"]) == ["CANCELLED", "COMPLETED", "COMPLETED"], \
+        by_rule["train_model"]
+    assert cancelled in [j["id"] for j in by_rule["train_model"]]
+    assert concurrent == 2, "the two seeds' trainings did not run as parallel SLURM jobs"
+    assert [j["state"] for j in by_rule["preprocess_dataset"]] == ["COMPLETED"], by_rule["preprocess_dataset"]
+    for rule in ("extract_model", "analyze_population"):  # one per seed
+        assert [j["state"] for j in by_rule[rule]] == ["COMPLETED"] * 2, (rule, by_rule[rule])
     # the resubmitted job resumed from the cancelled one's checkpoint and finished the run
-    summary = json.loads((wd / seed_dir("ei_rnn") / "model" / "training_log.json").read_text())["summary"]
-    assert summary["total_epochs"] == 300 and summary["resumed_from_epoch"] >= 30, summary
+    summaries = [json.loads((wd / seed_dir("ei_rnn", seed=k) / "model" / "training_log.json").read_text())["summary"]
+                 for k in (42, 43)]
+    assert [x["total_epochs"] for x in summaries] == [300, 300], summaries
+    assert max(x.get("resumed_from_epoch") or 0 for x in summaries) >= 30, summaries  # the cancelled seed's
+    assert json.loads((wd / "results/ei_rnn/default/aggregate.json").read_text())["seeds"] == [42, 43]
     assert (wd / target).is_file()

@@ -254,11 +254,11 @@ def test_an_edit_then_a_killed_job_is_rebuilt_with_what_follows(finished, system
             code.write_bytes(code_before[0])
             os.utime(code, (code_before[1], code_before[1]))
     assert "Nothing to be done" not in out
-    after = {st for st in STAGE_RULE if stage in INPUTS_FROM[st]}
-    todo = list(after)
+    after = {st for st in INPUTS_FROM if st in STAGE_RULE and stage in INPUTS_FROM[st]} | {"aggregate"}
+    todo = list(after - {"aggregate"})
     while todo:
         st = todo.pop()
-        for nxt in (x for x in STAGE_RULE if st in INPUTS_FROM[x]):
+        for nxt in (x for x in INPUTS_FROM if x in STAGE_RULE and st in INPUTS_FROM[x]):
             if nxt not in after:
                 after.add(nxt)
                 todo.append(nxt)
@@ -281,7 +281,7 @@ def test_extraction_only_key_reruns_extraction_not_training(finished):
     finally:
         (finished / "config" / "smoke.yaml").write_text(smoke)
     assert jobs == {"extract_model": 1, "analyze_population": 1, "render_figures": 1, "render_report": 1,
-                    "index_report": 1, "all": 1}
+                    "aggregate_run": 1, "index_report": 1, "all": 1}
 
 
 def test_template_change_reruns_only_report(finished):
@@ -289,7 +289,7 @@ def test_template_change_reruns_only_report(finished):
     _private_src(finished)
     tpl = finished / "src" / "neurotrain" / "systems" / "ei_rnn" / "report.md.j2"
     tpl.write_text(tpl.read_text() + "\n<!-- edited -->\n")
-    assert planned_jobs(finished) == {"render_report": 1, "index_report": 1, "all": 1}
+    assert planned_jobs(finished) == {"render_report": 1, "aggregate_run": 1, "index_report": 1, "all": 1}
 
 
 def test_analysis_change_reruns_analysis_figures_report(finished):
@@ -297,7 +297,8 @@ def test_analysis_change_reruns_analysis_figures_report(finished):
     mod = finished / "src" / "neurotrain" / "systems" / "ei_rnn" / "analyze.py"
     mod.write_text(mod.read_text() + "\n# edited\n")
     jobs = planned_jobs(finished)
-    assert jobs == {"analyze_population": 1, "render_figures": 1, "render_report": 1, "index_report": 1, "all": 1}
+    assert jobs == {"analyze_population": 1, "render_figures": 1, "render_report": 1, "aggregate_run": 1,
+                    "index_report": 1, "all": 1}
 
 
 def test_training_param_change_reruns_from_training(finished):
@@ -308,7 +309,7 @@ def test_training_param_change_reruns_from_training(finished):
     finally:
         (finished / "config" / "smoke.yaml").write_text(smoke)
     assert jobs == {"train_model": 1, "extract_model": 1, "analyze_population": 1, "render_figures": 1,
-                    "render_report": 1, "index_report": 1, "all": 1}
+                    "render_report": 1, "aggregate_run": 1, "index_report": 1, "all": 1}
     assert planned_jobs(finished) == {} or "train_model" not in planned_jobs(finished)
 
 
@@ -367,7 +368,7 @@ def test_gpu_model_only_for_jobs_that_ask_for_gpus(tmp_path):
     r = subprocess.run(["snakemake", "-n", "--configfile", "config/smoke.yaml", "config/gpu.yaml"], cwd=wd,
                        capture_output=True, text=True, env=snakemake_env(), timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    jobs = re.findall(r"^rule (train_model\w*):\n(?:    .*\n)*?    wildcards: system=(\w+)\n    resources: (.*)$",
+    jobs = re.findall(r"^rule (train_model\w*):\n(?:    .*\n)*?    wildcards: system=(\w+).*\n    resources: (.*)$",
                       r.stdout, re.M)
     assert {system for _, system, _ in jobs} == set(SMOKE_SYSTEMS)
     for _, system, res in jobs:
@@ -384,7 +385,7 @@ def test_every_shell_substitution_is_quoted(root):
             blocks += 1
             for ph in re.findall(r"\{([^{}]+)\}", block):
                 assert ph.endswith(":q") or ph == "params.truth", f"{f.name}: {{{ph}}} is not quoted"
-    assert blocks == 10  # one per rule that runs a shell command
+    assert blocks == 11  # one per rule that runs a shell command
 
 
 def test_a_killed_snakemake_leaves_no_lock_in_the_way(tmp_path):
@@ -990,7 +991,7 @@ def test_named_runs_and_seeds_are_targets_pooled_and_compared(tmp_path):
     assert a["seeds"] == [42, 7]
     fracs = [json.loads((wd / f"results/ei_rnn/default/seed{k}/metrics.json").read_text())["fraction_of_noise_ceiling"]
              for k in (42, 7)]
-    (bar,) = [b for b in a["bars"] if b["name"].startswith("validation PSTH correlation")]
+    (bar,) = [b for b in a["bars"] if b["name"].startswith("test-trial PSTH correlation")]
     assert bar["trained"]["mean"] == pytest.approx(np.mean(fracs)) and bar["trained"]["sd"] == pytest.approx(np.std(fracs, ddof=1))
     assert bar["trained"]["ci95"] == pytest.approx(list(stats.t.interval(0.95, 1, loc=np.mean(fracs), scale=stats.sem(fracs))))
     assert bar["passes"] == (bar["margin"]["mean"] >= 0) and a["passes"] is False  # four epochs do not pass

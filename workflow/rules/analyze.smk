@@ -3,19 +3,19 @@
 
 rule analyze_population:
     input:
-        weights=RUN_DIR + "/weights",
-        outputs=RUN_DIR + "/outputs",
+        weights="results/{system}/{run}/seed{seed}/weights",
+        outputs="results/{system}/{run}/seed{seed}/outputs",
         data=processed_data,
         truth=ground_truth,
         code=stage_code("analyze"),
     output:
-        metrics=directory(RUN_DIR + "/metrics"),
-        population=directory(RUN_DIR + "/population"),
-        summary=RUN_DIR + "/metrics.json",
+        metrics=directory("results/{system}/{run}/seed{seed}/metrics"),
+        population=directory("results/{system}/{run}/seed{seed}/population"),
+        summary="results/{system}/{run}/seed{seed}/metrics.json",
     log:
-        RUN_LOG + "/analyze_population.log",
+        "results/logs/{system}/{run}/seed{seed}/analyze_population.log",
     benchmark:
-        RUN_BENCH + "/analyze_population.tsv"
+        "results/benchmarks/{system}/{run}/seed{seed}/analyze_population.tsv"
     conda:
         stage_env("analyze")
     threads: 1

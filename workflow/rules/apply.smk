@@ -5,16 +5,16 @@
 rule apply_model:
     input:
         best=model_file("best"),
-        summary=RUN_DIR + "/metrics.json",
+        summary="results/{system}/{run}/seed{seed}/metrics.json",
         data=processed_data,
         files=apply_files,
         code=stage_code("apply"),
     output:
-        directory(RUN_DIR + "/apply/{name}"),
+        directory("results/{system}/{run}/seed{seed}/apply/{name}"),
     log:
-        RUN_LOG + "/apply_{name}.log",
+        "results/logs/{system}/{run}/seed{seed}/apply_{name}.log",
     benchmark:
-        RUN_BENCH + "/apply_{name}.tsv"
+        "results/benchmarks/{system}/{run}/seed{seed}/apply_{name}.tsv"
     conda:
         stage_env("apply")
     threads: 2

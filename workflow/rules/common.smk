@@ -45,10 +45,8 @@ shell.prefix(_PREFIX)
 SYSTEMS = config["systems"]
 
 
-# One replicate of a run: results/{system}/{run}/seed{seed}/ (RUN_DIR), its logs and benchmarks.
-RUN_DIR = "results/{system}/{run}/seed{seed}"
-RUN_LOG = "results/logs/{system}/{run}/seed{seed}"
-RUN_BENCH = "results/benchmarks/{system}/{run}/seed{seed}"
+# One replicate of a run: results/{system}/{run}/seed{seed}/, its logs under results/logs/ and
+# benchmarks under results/benchmarks/ in the same layout (neurotrain.runs).
 
 
 wildcard_constraints:
@@ -96,7 +94,8 @@ def model_file(kind):
 
     def path(wildcards):
         ext = FRAMEWORKS[registry.spec(wildcards.system).framework]
-        return f"{RUN_DIR}/model/model_{kind}.{ext}".format(**wildcards)
+        w = wildcards
+        return f"results/{w.system}/{w.run}/seed{w.seed}/model/model_{kind}.{ext}"
 
     return path
 
@@ -159,10 +158,7 @@ def upstream_params(stage):
         stages = registry.spec(wildcards.system).stages
         b = block(wildcards)
         return json.dumps(
-            {
-                up: slice_block(b, stages[up].reads)
-                for up in lineage(stage)
-            },
+            {up: slice_block(b, stages[up].reads) for up in lineage(stage)},
             sort_keys=True,
         )
 

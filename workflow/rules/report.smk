@@ -10,24 +10,24 @@ localrules:
 
 rule render_figures:
     input:
-        summary=RUN_DIR + "/metrics.json",
-        training_log=RUN_DIR + "/model/training_log.json",
-        run_config=RUN_DIR + "/model/config.json",
-        weights=RUN_DIR + "/weights",
-        outputs=RUN_DIR + "/outputs",
-        population=RUN_DIR + "/population",
+        summary="results/{system}/{run}/seed{seed}/metrics.json",
+        training_log="results/{system}/{run}/seed{seed}/model/training_log.json",
+        run_config="results/{system}/{run}/seed{seed}/model/config.json",
+        weights="results/{system}/{run}/seed{seed}/weights",
+        outputs="results/{system}/{run}/seed{seed}/outputs",
+        population="results/{system}/{run}/seed{seed}/population",
         code=stage_code("figures"),
     output:
         report(
-            directory(RUN_DIR + "/figures"),
+            directory("results/{system}/{run}/seed{seed}/figures"),
             patterns=["{name}.png"],
             caption="../report/figure.rst",
             category="{system}",
         ),
     log:
-        RUN_LOG + "/render_figures.log",
+        "results/logs/{system}/{run}/seed{seed}/render_figures.log",
     benchmark:
-        RUN_BENCH + "/render_figures.tsv"
+        "results/benchmarks/{system}/{run}/seed{seed}/render_figures.tsv"
     conda:
         stage_env("figures")
     threads: 1
@@ -46,15 +46,15 @@ rule render_figures:
 
 rule render_report:
     input:
-        summary=RUN_DIR + "/metrics.json",
-        figures=RUN_DIR + "/figures",
+        summary="results/{system}/{run}/seed{seed}/metrics.json",
+        figures="results/{system}/{run}/seed{seed}/figures",
         code=stage_code("report"),
     output:
-        RUN_DIR + "/training_report.md",
+        "results/{system}/{run}/seed{seed}/training_report.md",
     log:
-        RUN_LOG + "/render_report.log",
+        "results/logs/{system}/{run}/seed{seed}/render_report.log",
     benchmark:
-        RUN_BENCH + "/render_report.tsv"
+        "results/benchmarks/{system}/{run}/seed{seed}/render_report.tsv"
     conda:
         stage_env("report")
     threads: 1
@@ -99,7 +99,7 @@ rule aggregate_run:
         seeds=seed_folders,
     shell:
         "python -m neurotrain.runner aggregate --system {wildcards.system:q} --run {wildcards.run:q}"
-        " --seed-dirs {params.seeds:q} --out-dir \"$(dirname {output.summary:q})\" > {log:q} 2>&1"
+        ' --seed-dirs {params.seeds:q} --out-dir "$(dirname {output.summary:q})" > {log:q} 2>&1'
 
 
 # The project report: every run's pooled headline metrics beside its bar and reference, and per

@@ -7,14 +7,14 @@ rule train_model:
         data=processed_data,
         code=stage_code("train"),
     output:
-        best=RUN_DIR + "/model/model_best.pt",
-        final=RUN_DIR + "/model/model_final.pt",
-        log=RUN_DIR + "/model/training_log.json",
-        config=RUN_DIR + "/model/config.json",
+        best="results/{system}/{run}/seed{seed}/model/model_best.pt",
+        final="results/{system}/{run}/seed{seed}/model/model_final.pt",
+        log="results/{system}/{run}/seed{seed}/model/training_log.json",
+        config="results/{system}/{run}/seed{seed}/model/config.json",
     log:
-        RUN_LOG + "/train_model.log",
+        "results/logs/{system}/{run}/seed{seed}/train_model.log",
     benchmark:
-        RUN_BENCH + "/train_model.tsv"
+        "results/benchmarks/{system}/{run}/seed{seed}/train_model.tsv"
     wildcard_constraints:
         system=systems_of("torch"),
     conda:
@@ -37,10 +37,10 @@ rule train_model:
 # JAX systems: the same job; parameters are saved as .npz (arrays + JSON metadata, no pickle).
 use rule train_model as train_model_jax with:
     output:
-        best=RUN_DIR + "/model/model_best.npz",
-        final=RUN_DIR + "/model/model_final.npz",
-        log=RUN_DIR + "/model/training_log.json",
-        config=RUN_DIR + "/model/config.json",
+        best="results/{system}/{run}/seed{seed}/model/model_best.npz",
+        final="results/{system}/{run}/seed{seed}/model/model_final.npz",
+        log="results/{system}/{run}/seed{seed}/model/training_log.json",
+        config="results/{system}/{run}/seed{seed}/model/config.json",
     wildcard_constraints:
         system=systems_of("jax"),
 
@@ -51,13 +51,13 @@ rule extract_model:
         data=processed_data,
         code=stage_code("extract"),
     output:
-        weights=directory(RUN_DIR + "/weights"),
-        outputs=directory(RUN_DIR + "/outputs"),
-        export=directory(RUN_DIR + "/export"),
+        weights=directory("results/{system}/{run}/seed{seed}/weights"),
+        outputs=directory("results/{system}/{run}/seed{seed}/outputs"),
+        export=directory("results/{system}/{run}/seed{seed}/export"),
     log:
-        RUN_LOG + "/extract_model.log",
+        "results/logs/{system}/{run}/seed{seed}/extract_model.log",
     benchmark:
-        RUN_BENCH + "/extract_model.tsv"
+        "results/benchmarks/{system}/{run}/seed{seed}/extract_model.tsv"
     conda:
         stage_env("extract")
     threads: 1

@@ -6,7 +6,8 @@ into a mean, a sample standard deviation and a 95% confidence interval of the me
 with n - 1 degrees of freedom; none for a single seed). A bar is judged on the mean over seeds of
 its margin (how far each seed is past the requirement): it passes when that mean is at least 0,
 which for a bar with one threshold is the mean value meeting it; the interval of the margin and
-the number of seeds that pass on their own are shown beside it. A system's report module may
+the number of seeds that pass on their own are shown beside it. A system whose analysis lists no
+``quality.bars`` passes when every seed's own verdict does. A system's report module may
 define ``curves(seed_dir)`` (e.g. cpc_snn's detection efficiency against SNR); each curve is drawn
 for every seed and as the mean with its spread (``figures/<name>.png``).
 """
@@ -107,10 +108,13 @@ def aggregate_run(system: str, run: str, seed_dirs: list[str], out_dir: str | Pa
                          "n_scored": sum(c is not None and c["passes"] is not None for c in col)})
     bars = _bars([m.get("quality.bars") or [] for m in metrics], seeds, out)
     scored = [b["passes"] for b in bars if b["passes"] is not None]
+    verdicts = [report.verdict(m) for m in metrics]
+    if not bars and all(v is not None for v in verdicts):  # a system without quality.bars: every seed must pass
+        scored = verdicts
     summary = {"system": system, "run": run, "title": registry.spec(system).title, "seeds": seeds,
                "replicates": [{"seed": k, "folder": f.name, "report": f"{f.name}/training_report.md",
-                               "passes": report.verdict(m), "training_time_s": t}
-                              for k, f, m, t in zip(seeds, folders, metrics, times)],
+                               "passes": v, "training_time_s": t}
+                              for k, f, v, t in zip(seeds, folders, verdicts, times)],
                "headline": headline, "bars": bars, "passes": all(scored) if scored else None,
                "training_time_s": pooled(times),
                "method": "mean over seeds; SD with ddof 1; 95% interval of the mean from Student's t with n - 1 "

@@ -308,9 +308,13 @@ class Detector:
         logits, trains = self.snn.run(params["snn"], s)
         return logits, z, [s] + trains
 
-    def losses(self, params, x, y, cpc_weight: float, classification_weight: float):
-        """Composite loss ``cpc_weight * CPC + classification_weight * CE`` and its parts.
-        A zero weight skips that part's computation."""
+    def losses(self, params, x, y, cpc_weight: float, classification_weight: float,
+               activity_weight: float = 0.0, min_rate: float = 0.0):
+        """Composite loss ``cpc_weight * CPC + classification_weight * CE + activity_weight *
+        sum_l max(0, min_rate - r_l)^2`` and its parts, where ``r_l`` is hidden LIF layer l's mean
+        spikes per unit and frame over the batch (the activity regulariser keeps a layer from
+        falling silent for good; its gradient reaches the weights through the surrogate). A zero
+        weight skips that part's computation."""
         z = self.encoder.apply(params["encoder"], x)
         c = self.encoder.context(params["encoder"], z) if cpc_weight or self.bridge.features == "context" else None
         out = {}
@@ -321,10 +325,15 @@ class Detector:
             total = total + cpc_weight * cpc
         if classification_weight:
             f = c if self.bridge.features == "context" else z
-            logits, _ = self.snn.run(params["snn"], self.bridge.apply(params["bridge"], f))
+            logits, trains = self.snn.run(params["snn"], self.bridge.apply(params["bridge"], f))
             ce = -jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], -1).mean()
             out.update(classification_loss=ce, accuracy=(jnp.argmax(logits, -1) == y).mean())
             total = total + classification_weight * ce
+            if activity_weight:
+                rates = jnp.stack([s.mean() for s in trains])
+                act = jnp.sum(jnp.maximum(0.0, min_rate - rates) ** 2)
+                out.update(activity_loss=act)
+                total = total + activity_weight * act
         out["loss"] = total
         return total, out
 

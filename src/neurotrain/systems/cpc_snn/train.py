@@ -17,6 +17,11 @@ first detection step, decaying linearly to 1 over ``curriculum.steps`` steps: de
 layers do not leave the chance-level plateau on the weak signals alone.
 
 Validation and test use the stored segments of those splits, never injections made here.
+``model_best`` is the detection epoch with the highest true-positive rate at the quality bar's
+false-alarm probability on the validation segments (``training.select_on``): the bar's own
+measure, chosen without the test segments, which only the analysis reads. The activity
+regulariser (``training.activity``) penalises a hidden LIF layer whose mean rate falls below
+``min_rate`` spikes per unit and frame.
 """
 
 from __future__ import annotations
@@ -91,6 +96,13 @@ class CpcSnnTask:
         self._score = jax.jit(self.det.score)
         self._cpc = jax.jit(lambda p, xb: self.det.encoder.cpc_loss(p, self.det.encoder.apply(p, xb)))
         self._ce = jax.jit(lambda p, xb, yb: self.det.losses(p, xb, yb, 0.0, 1.0)[1])
+        self.fap = cfg["analysis"]["bar_fap"]
+        self.activity = t["activity"]
+        n_noise = int((self.val_y == 0).sum())
+        if t["select_on"] == "tpr_at_fap" and n_noise * self.fap < 10:
+            log.warning("the validation split holds %d noise segments: at FAP %g the threshold that picks "
+                        "model_best rests on %.1f of them (raise data.val_fraction or data.embedded.n_segments)",
+                        n_noise, self.fap, n_noise * self.fap)
 
     def init_params(self, key):
         return self.det.init(key)
@@ -122,7 +134,8 @@ class CpcSnnTask:
             yield x.reshape(self.accum, self.micro, -1), y.reshape(self.accum, self.micro)
 
     def loss(self, params, x, y, weights):
-        return self.det.losses(params, x, y, weights["cpc"], weights["classification"])
+        return self.det.losses(params, x, y, weights["cpc"], weights["classification"],
+                               self.activity["weight"] if weights["classification"] else 0.0, self.activity["min_rate"])
 
     def scores(self, params, x: np.ndarray, batch: int = 256) -> np.ndarray:
         import jax.numpy as jnp
@@ -133,7 +146,7 @@ class CpcSnnTask:
     def evaluate(self, params, phase) -> dict:
         import jax.numpy as jnp
 
-        from neurotrain.stats import roc_auc
+        from neurotrain.stats import roc_auc, tpr_at_fap
 
         out = {}
         if phase.weights["cpc"]:
@@ -156,6 +169,8 @@ class CpcSnnTask:
             out["accuracy"] = float(np.sum(acc) / len(self.val_x))
             scores = self.scores(params, self.val_x)
             out["auc"] = float(roc_auc(scores, self.val_y))
+            out["tpr_at_fap"] = float(tpr_at_fap(scores, self.val_y, self.fap))
+            out["miss_rate_at_fap"] = 1.0 - out["tpr_at_fap"]  # lower is better: the monitor of select_on
             if np.ptp(scores) == 0:
                 log.warning(
                     "%s: the SNN gives every validation segment the same score (a LIF layer is silent or fires "
@@ -169,16 +184,17 @@ def phases_from_config(cfg: dict):
 
     t = cfg["training"]
     p1, p2, p3 = t["phase1"], t["phase2"], t["phase3"]
+    monitor = {"tpr_at_fap": "miss_rate_at_fap", "classification_loss": "classification_loss"}[t["select_on"]]
     phases = [
         Phase("cpc", "CPC pre-training", ("encoder",), {"cpc": 1.0, "classification": 0.0}, p1["epochs"],
               p1["learning_rate"], p1["schedule"], p1["warmup_steps"], None),
         Phase("phase2", "SNN training (encoder frozen)", ("bridge", "snn"), {"cpc": 0.0, "classification": 1.0},
-              p2["epochs"], p2["learning_rate"], p2["schedule"], p2["warmup_steps"], "classification_loss"),
+              p2["epochs"], p2["learning_rate"], p2["schedule"], p2["warmup_steps"], monitor),
     ]
     if p3["enabled"]:
         phases.append(Phase("phase3", "joint fine-tuning", ("encoder", "bridge", "snn"),
                             {"cpc": t["cpc_weight"], "classification": t["classification_weight"]}, p3["epochs"],
-                            p3["learning_rate"], p3["schedule"], p3["warmup_steps"], "classification_loss"))
+                            p3["learning_rate"], p3["schedule"], p3["warmup_steps"], monitor))
     return phases
 
 

@@ -1,6 +1,9 @@
 """E-I RNN analysis: per-neuron metrics, noise ceiling, Fano factors, PCA, ground truth.
 
-``metrics/`` (all [N]): per_neuron_correlation (condition-resolved validation PSTH, model vs
+Everything is computed on the test trials (``outputs/test_*``), which training, early stopping
+and the choice of the best checkpoint never saw.
+
+``metrics/`` (all [N]): per_neuron_correlation (condition-resolved test PSTH, model vs
 target), per_neuron_mean_rate_model/target (spikes/s), per_neuron_variance_model/target
 (temporal variance of each condition's PSTH, averaged over conditions, (spikes/s)^2), per_neuron_fano_model/target,
 neuron_ei_labels (0=E, 1=I), noise_ceiling (sqrt of the Spearman-Brown split-half
@@ -45,20 +48,20 @@ def analyze(cfg: dict, run_dir: str, data_path: str, truth_path: str | None = No
                               f"{a['fano_window_bins']} bins is longer than a trial ({data['spikes'].shape[1]} bins in {data_path})")
     o = lambda name: load_npy(run / "outputs" / f"{name}.npy")  # noqa: E731
     w = lambda name: load_npy(run / "weights" / f"{name}.npy")  # noqa: E731
-    model_c, target_c = o("val_model_psth_by_condition"), o("val_target_psth_by_condition")
-    cond = o("val_trial_conditions")
-    model_rates = o("val_model_rates")
+    model_c, target_c = o("test_model_psth_by_condition"), o("test_target_psth_by_condition")
+    cond = o("test_trial_conditions")
+    model_rates = o("test_model_rates")
     e_mask = w("E_mask")
     labels = (~e_mask).astype(np.int8)
     dt = data["dt"]
-    val_counts = data["spikes"][data["val_idx"]]
+    test_counts = data["spikes"][data["test_idx"]]
 
     corr = stats.per_neuron_correlation(model_c, target_c)
-    ceiling = stats.split_half_reliability(val_counts, cond, a["noise_ceiling_splits"], seed=cfg["training"]["seed"])
+    ceiling = stats.split_half_reliability(test_counts, cond, a["noise_ceiling_splits"], seed=cfg["training"]["seed"])
     rng = np.random.default_rng(cfg["training"]["seed"])
     model_counts = rng.poisson(np.clip(model_rates, 0, None) * dt)
     fano_m = stats.fano_factor(model_counts, cond, a["fano_window_bins"])
-    fano_t = stats.fano_factor(val_counts, cond, a["fano_window_bins"])
+    fano_t = stats.fano_factor(test_counts, cond, a["fano_window_bins"])
     w_rec = w("W_rec")
     metrics = {
         "per_neuron_correlation": corr,
@@ -86,8 +89,8 @@ def analyze(cfg: dict, run_dir: str, data_path: str, truth_path: str | None = No
     n_pcs = min(a["n_pcs"], target_c.shape[-1])
     pca = stats.pca_fit(target_c.reshape(-1, target_c.shape[-1]), n_pcs)
     population = {
-        "pca_real": stats.pca_project(o("val_target_psth"), pca),
-        "pca_model": stats.pca_project(o("val_model_psth"), pca),
+        "pca_real": stats.pca_project(o("test_target_psth"), pca),
+        "pca_model": stats.pca_project(o("test_model_psth"), pca),
         "pca_components": pca["components"],
         "pca_explained_variance": pca["explained_variance_ratio"],
         "pca_real_by_condition": stats.pca_project(target_c, pca),
@@ -103,16 +106,16 @@ def analyze(cfg: dict, run_dir: str, data_path: str, truth_path: str | None = No
     mean_corr = float(corr.mean())
     mean_ceiling = float(ceiling["ceiling"].mean())
     frac = mean_corr / mean_ceiling if mean_ceiling > 0 else float("nan")  # NaN: no ceiling
-    init_path = run / "outputs" / "val_model_psth_by_condition_init.npy"
+    init_path = run / "outputs" / "test_model_psth_by_condition_init.npy"
     frac_init = (float(np.nanmean(stats.per_neuron_correlation(load_npy(init_path), target_c))) / mean_ceiling
                  if init_path.exists() and mean_ceiling > 0 else None)
     if not np.isfinite(mean_ceiling):
-        log.warning("No noise ceiling: every condition has a single validation trial (%s)", data_path)
+        log.warning("No noise ceiling: every condition has a single test trial (%s)", data_path)
     violations = dale_violations(w_rec, e_mask)
     summary = {
         "simulated": bool(truth_path),  # the embedded teacher's trials (ground truth known), else a recording
         "n_neurons": int(len(labels)), "n_exc": int(e_mask.sum()), "n_inh": int((~e_mask).sum()),
-        "n_val_trials": int(len(cond)), "n_conditions": int(model_c.shape[0]), "n_time": int(model_c.shape[1]),
+        "n_test_trials": int(len(cond)), "n_val_trials": int(len(data["val_idx"])), "n_conditions": int(model_c.shape[0]), "n_time": int(model_c.shape[1]),
         "mean_correlation": mean_corr, "median_correlation": float(np.median(corr)),
         "E_mean_correlation": float(corr[e_mask].mean()), "I_mean_correlation": float(corr[~e_mask].mean()),
         "noise_ceiling": mean_ceiling, "split_half_reliability": float(ceiling["reliability"].mean()),
@@ -132,7 +135,7 @@ def analyze(cfg: dict, run_dir: str, data_path: str, truth_path: str | None = No
     from neurotrain.quality import bar
 
     summary["quality"]["bars"] = [
-        bar("validation PSTH correlation, fraction of the noise ceiling", frac, f">= {a['quality_fraction']:g}",
+        bar("test-trial PSTH correlation, fraction of the noise ceiling", frac, f">= {a['quality_fraction']:g}",
             summary["quality"]["correlation_passes"], frac - a["quality_fraction"], frac_init,
             "untrained network; 1 is the noise ceiling"),
         bar("Dale's-law sign violations in W_rec", violations, "0", violations == 0, -violations)]

@@ -22,7 +22,8 @@ Processed HDF5 (``data/processed/ei_rnn.h5``): ``spikes`` float32 [trials, time,
 ``inputs`` float32 [trials, time, inputs], ``outputs`` float32 [trials, time, outputs] (outputs
 may be 0), ``conditions`` int64 [trials] (0-based), ``condition_values`` [conditions] (the file's
 labels, sorted: int64 for numbers, UTF-8 strings for text labels),
-``ei_labels`` int8 [neurons], ``train_idx``/``val_idx`` int64; attributes ``dt`` (s),
+``ei_labels`` int8 [neurons], ``train_idx``/``val_idx``/``test_idx`` int64 (training; validation,
+which early stopping and the best checkpoint use; test, which only the analysis reads); attributes ``dt`` (s),
 ``source``, ``source_sha256``.
 """
 
@@ -251,30 +252,37 @@ def load_mat_dataset(path: str | Path, cfg: dict) -> dict:
             raise NeurotrainError(path, f"{v['conditions']!r} must hold integer labels")
         values, cond = np.unique(conditions.astype(np.int64), return_inverse=True)
     counts = np.bincount(cond)
-    if counts.min() < 2:
+    if counts.min() < 3:
         label = values[counts.argmin()]
         label = repr(str(label)) if values.dtype.kind == "U" else label
-        raise NeurotrainError(path, f"condition {label} has {counts.min()} trial(s); every condition needs at least 2")
+        raise NeurotrainError(path, f"condition {label} has {counts.min()} trial(s); every condition needs at least 3 "
+                                    "(training, validation and test trials)")
     return {"spikes": spikes, "inputs": inputs, "outputs": outputs, "conditions": cond.astype(np.int64),
             "condition_values": values, "ei_labels": labels.astype(np.int8), "dt": float(dt[0])}
 
 
-def stratified_split(conditions: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Train/validation trial indices with every condition in both (at least one trial each)."""
+def stratified_split(conditions: np.ndarray, val_fraction: float, test_fraction: float,
+                     seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train/validation/test trial indices, stratified by condition: every condition has at
+    least one trial in each (``conditions`` [trials] needs 3 or more trials per condition). The
+    test trials are drawn first, so a change of ``val_fraction`` leaves them as they are."""
     rng = np.random.default_rng(seed)
-    train, val = [], []
+    train, val, test = [], [], []
     for c in np.unique(conditions):
         idx = rng.permutation(np.flatnonzero(conditions == c))
-        n_val = min(max(1, int(round(val_fraction * len(idx)))), len(idx) - 1)
-        val.extend(idx[:n_val])
-        train.extend(idx[n_val:])
-    return np.sort(np.array(train, np.int64)), np.sort(np.array(val, np.int64))
+        n_test = min(max(1, int(round(test_fraction * len(idx)))), len(idx) - 2)
+        n_val = min(max(1, int(round(val_fraction * len(idx)))), len(idx) - n_test - 1)
+        test.extend(idx[:n_test])
+        val.extend(idx[n_test:n_test + n_val])
+        train.extend(idx[n_test + n_val:])
+    return tuple(np.sort(np.array(x, np.int64)) for x in (train, val, test))
 
 
 def preprocess(raw: str | Path, cfg: dict, out: str | Path) -> dict:
     """Check a ``.mat`` export and write the processed HDF5 (layout in the module docstring)."""
     d = load_mat_dataset(raw, cfg)
-    train_idx, val_idx = stratified_split(d["conditions"], cfg["val_fraction"], cfg["split_seed"])
+    train_idx, val_idx, test_idx = stratified_split(d["conditions"], cfg["val_fraction"], cfg["test_fraction"],
+                                                    cfg["split_seed"])
     with atomic_path(out) as tmp:
         with h5py.File(tmp, "w") as fh:
             for key in ("spikes", "inputs", "outputs"):
@@ -291,11 +299,13 @@ def preprocess(raw: str | Path, cfg: dict, out: str | Path) -> dict:
             fh.create_dataset("ei_labels", data=d["ei_labels"])
             fh.create_dataset("train_idx", data=train_idx)
             fh.create_dataset("val_idx", data=val_idx)
+            fh.create_dataset("test_idx", data=test_idx)
             fh.attrs["dt"] = d["dt"]
             fh.attrs["source"] = str(raw)
             fh.attrs["source_sha256"] = sha256_file(raw)
     n_trials, n_time, n_neurons = d["spikes"].shape
-    return {"n_trials": n_trials, "n_time": n_time, "n_neurons": n_neurons, "n_train": len(train_idx), "n_val": len(val_idx)}
+    return {"n_trials": n_trials, "n_time": n_time, "n_neurons": n_neurons, "n_train": len(train_idx), "n_val": len(val_idx),
+            "n_test": len(test_idx)}
 
 
 def load_processed(path: str | Path) -> dict:
@@ -309,12 +319,12 @@ def load_processed(path: str | Path) -> dict:
         return out
 
     out = read_hdf5(path, read, "processed ei_rnn dataset")
-    missing = {"spikes", "inputs", "outputs", "conditions", "ei_labels", "train_idx", "val_idx"} - set(out)
+    missing = {"spikes", "inputs", "outputs", "conditions", "ei_labels", "train_idx", "val_idx", "test_idx"} - set(out)
     if missing:
         raise NeurotrainError(path, f"not a processed ei_rnn dataset (missing {', '.join(sorted(missing))})")
     n = len(out["spikes"])
     check_arrays(path, out, finite=("spikes", "inputs", "outputs"),
-                 indices={"train_idx": n, "val_idx": n, "conditions": n}, codes={"ei_labels": (0, 1)})
+                 indices={"train_idx": n, "val_idx": n, "test_idx": n, "conditions": n}, codes={"ei_labels": (0, 1)})
     return out
 
 

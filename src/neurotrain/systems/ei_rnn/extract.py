@@ -1,4 +1,4 @@
-"""Extract the E-I RNN's weights and validation outputs from ``model_best.pt``.
+"""Extract the E-I RNN's weights and its outputs on the validation and test trials from ``model_best.pt``.
 
 ``weights/`` (N neurons, n_exc excitatory, E = embed_dim, H heads, d head size):
 
@@ -16,7 +16,9 @@ attention_maps.npy         [H, n_inputs, n_inputs]       mean attention (query x
 E_mask.npy, I_mask.npy     [N] bool                      excitatory / inhibitory units
 =========================  ============================  =======================================
 
-``outputs/`` (validation trials; rates in spikes/s):
+``outputs/`` (rates in spikes/s): ``val_*`` on the validation trials (the seed's files; early
+stopping and the best checkpoint use these trials) and the same files ``test_*`` on the test
+trials, which no training choice saw and the analysis scores:
 
 ===============================  ==================================  ======================================
 file                             shape                               content
@@ -24,8 +26,9 @@ file                             shape                               content
 val_model_rates.npy              [n_val_trials, n_time, N]           model rates (one noisy run per trial)
 val_target_rates.npy             [n_val_trials, n_time, N]           spike counts / dt
 val_model_psth.npy               [n_time, N]                         model rates averaged over all trials
-val_model_psth_by_condition_init.npy [C, n_time, N]                  the untrained network's (the training run's
-                                                                     seeded initial weights), the bars' reference
+test_model_psth_by_condition_init.npy [C, n_time, N]                 the untrained network's on the test trials
+                                                                     (the training run's seeded initial weights),
+                                                                     the bars' reference
 val_target_psth.npy              [n_time, N]                         target averaged over all trials
 val_trial_conditions.npy         [n_val_trials]                      condition index (0-based)
 condition_values.npy             [n_conditions]                      the data file's label of each index
@@ -98,27 +101,30 @@ def extract(cfg: dict, model_dir: str, data_path: str, out_dir: str) -> None:
     seed_everything(ck["config"]["training"]["seed"])
     task = EIRNNTask(data, ck["config"], torch.device("cpu"), eval_seed=ck["config"]["training"]["seed"] + 1)
     task.model.eval()
+    test_idx = np.asarray(data["test_idx"])
     with torch.no_grad():
-        rates_init, _ = task.simulate(task.val_idx, task.eval_seed)
+        rates_init, _ = task.simulate(test_idx, task.eval_seed)
     task.model.load_state_dict(ck["model"])
     task.model.eval()
-    with torch.no_grad():
-        rates, outputs = task.simulate(task.val_idx, task.eval_seed)
     dt = data["dt"]
-    val_idx = task.val_idx
-    cond = data["conditions"][val_idx]
     C = int(data["conditions"].max()) + 1
-    model_rates = rates.numpy() / dt
-    target_rates = data["spikes"][val_idx] / dt
     with atomic_dir(out / "outputs") as o:
-        save_npy(o / "val_model_rates.npy", model_rates.astype(np.float32))
-        save_npy(o / "val_target_rates.npy", target_rates.astype(np.float32))
-        save_npy(o / "val_model_psth.npy", model_rates.mean(0))
-        save_npy(o / "val_target_psth.npy", target_rates.mean(0))
-        save_npy(o / "val_trial_conditions.npy", cond)
         save_npy(o / "condition_values.npy", data["condition_values"])
-        save_npy(o / "val_model_psth_by_condition.npy", psth_by_condition(model_rates, cond, C))
-        save_npy(o / "val_model_psth_by_condition_init.npy",
-                 psth_by_condition(rates_init.numpy() / dt, cond, C).astype(np.float32))
-        save_npy(o / "val_target_psth_by_condition.npy", psth_by_condition(target_rates, cond, C))
-        save_npy(o / "val_model_outputs.npy", outputs.numpy())
+        # validation trials (early stopping and the best checkpoint; the seed's files) and test
+        # trials (held out from every choice: what the analysis scores), the same set of files
+        for split, idx in (("val", task.val_idx), ("test", test_idx)):
+            with torch.no_grad():
+                rates, outputs = task.simulate(idx, task.eval_seed)
+            cond = data["conditions"][idx]
+            model_rates = rates.numpy() / dt
+            target_rates = data["spikes"][idx] / dt
+            save_npy(o / f"{split}_model_rates.npy", model_rates.astype(np.float32))
+            save_npy(o / f"{split}_target_rates.npy", target_rates.astype(np.float32))
+            save_npy(o / f"{split}_model_psth.npy", model_rates.mean(0))
+            save_npy(o / f"{split}_target_psth.npy", target_rates.mean(0))
+            save_npy(o / f"{split}_trial_conditions.npy", cond)
+            save_npy(o / f"{split}_model_psth_by_condition.npy", psth_by_condition(model_rates, cond, C))
+            save_npy(o / f"{split}_target_psth_by_condition.npy", psth_by_condition(target_rates, cond, C))
+            save_npy(o / f"{split}_model_outputs.npy", outputs.numpy())
+        save_npy(o / "test_model_psth_by_condition_init.npy",
+                 psth_by_condition(rates_init.numpy() / dt, data["conditions"][test_idx], C).astype(np.float32))

@@ -30,7 +30,7 @@ def render(cfg: dict, run_dir: str) -> None:
         _training_curves(log, out / "training_curves.png")
         _corr_hist(corr, e, out / "per_neuron_correlation_histogram.png")
         _corr_scatter(corr, ld("metrics", "per_neuron_mean_rate_target"), e, out / "per_neuron_correlation_scatter.png")
-        _best_worst(corr, ld("outputs", "val_model_psth_by_condition"), ld("outputs", "val_target_psth_by_condition"),
+        _best_worst(corr, ld("outputs", "test_model_psth_by_condition"), ld("outputs", "test_target_psth_by_condition"),
                     dt, out / "best_worst_neurons.png")
         _weights(ld("weights", "W_rec"), ld("weights", "W_in"), e, out / "weight_matrices.png")
         _h0(ld("weights", "h0"), e, out / "h0_distribution.png")
@@ -74,7 +74,7 @@ def _corr_hist(corr, e, path):
     bins = np.linspace(min(corr.min(), 0), 1, 26)
     ax.hist(corr[e], bins=bins, alpha=0.7, color=E_COLOR, label=f"E (n={e.sum()}, mean {corr[e].mean():.3f})")
     ax.hist(corr[~e], bins=bins, alpha=0.7, color=I_COLOR, label=f"I (n={(~e).sum()}, mean {corr[~e].mean():.3f})")
-    ax.set_xlabel("PSTH correlation (validation)"); ax.set_ylabel("neurons"); ax.legend()
+    ax.set_xlabel("PSTH correlation (test trials)"); ax.set_ylabel("neurons"); ax.legend()
     save_figure(fig, path)
 
 
@@ -177,7 +177,7 @@ def _pca_space(real_c, model_c, path):
         col = plt.cm.hsv(c / real_c.shape[0])
         ax[0].plot(real_c[c, :, 0], real_c[c, :, 1], color=col); ax[0].scatter(*real_c[c, 0, :2], color=col, s=12)
         ax[1].plot(model_c[c, :, 0], model_c[c, :, 1], color=col); ax[1].scatter(*model_c[c, 0, :2], color=col, s=12)
-    ax[0].set_title("real (validation PSTH per condition)"); ax[1].set_title("model")
+    ax[0].set_title("real (test-trial PSTH per condition)"); ax[1].set_title("model")
     for a in ax:
         a.set_xlabel("PC1"); a.set_ylabel("PC2")
     fig.tight_layout()

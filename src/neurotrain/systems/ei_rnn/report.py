@@ -9,7 +9,7 @@ def headline(m: Metrics) -> list[dict]:
     """Rows from ``metrics.json``; rows needing ground truth or annotations are left out on real data."""
     need = m["quality.required_fraction_of_noise_ceiling"]
     ok = m["quality.correlation_passes"]
-    rows = [row("PSTH correlation, validation trials", m["mean_correlation"], f">= {need:g} x noise ceiling",
+    rows = [row("PSTH correlation, test trials", m["mean_correlation"], f">= {need:g} x noise ceiling",
                  f"noise ceiling {m['noise_ceiling']:.3f} (split-half)", ok),
             row("fraction of the noise ceiling", m["fraction_of_noise_ceiling"], f">= {need:g}", "1 = ceiling", ok)]
     if m.has("mean_correlation_with_true_rates"):  # embedded data: the teacher's rates
