@@ -11,7 +11,7 @@ TEST_WORKERS ?= 2
 # Rules call `python -m neurotrain...`: put the venv first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: venv run test smoke bench verify lint fmt docs clean
+.PHONY: venv run replicates test smoke bench verify lint fmt docs clean
 
 venv: $(STAMP)
 
@@ -33,6 +33,11 @@ $(STAMP): requirements.lock requirements-reference.txt pyproject.toml
 run: $(STAMP)
 	$(BIN)/python -m neurotrain.workflow_lock --configfile config/config.yaml
 	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml
+
+# Every system's default run with 3 training seeds, pooled per run (docs/runs.md)
+replicates: $(STAMP)
+	$(BIN)/python -m neurotrain.workflow_lock --configfile config/config.yaml config/replicates.yaml
+	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml config/replicates.yaml
 
 smoke: $(STAMP)
 	$(BIN)/python -m neurotrain.workflow_lock --configfile config/smoke.yaml

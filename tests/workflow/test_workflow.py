@@ -265,7 +265,7 @@ def test_an_edit_then_a_killed_job_is_rebuilt_with_what_follows(finished, system
     want = {STAGE_RULE[st] for st in after | {stage}}
     if system == "cpc_snn" and "train_model" in want:
         want = (want - {"train_model"}) | {"train_model_jax"}
-    planned = set(re.findall(rf"^(?:local)?rule (\w+):\n(?:    .*\n)*?    wildcards: system={system}\n", out, re.M))
+    planned = set(re.findall(rf"^(?:local)?rule (\w+):\n(?:    .*\n)*?    wildcards: system={system}\b.*\n", out, re.M))
     assert want <= planned, (want - planned, planned)
 
 
@@ -586,7 +586,7 @@ def test_cpc_snn_contract_files(finished):
     run = finished / seed_dir("cpc_snn")
     m = json.loads((run / "metrics.json").read_text())["metrics"]
     n = m["n_test"]
-    assert n == 72 and m["n_test_noise"] + m["n_test_chirps"] == n
+    assert n == 60 and m["n_test_noise"] + m["n_test_chirps"] == n  # 0.25 of 240 segments
     assert np.load(run / "outputs" / "scores.npy").shape == (n,)
     for layer, units in enumerate([32, 32, 16, 8]):
         assert np.load(run / "outputs" / f"spike_counts_layer{layer}.npy").shape == (n, units)
