@@ -27,3 +27,17 @@ def test_unknown_system_lists_the_systems_that_exist(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip() == "error: system 'foo': unknown system (known: cebra, cpc_snn, ei_rnn, lisbet, ring_attractor)"
     assert not (tmp_path / "m").exists()
+
+
+def test_apply_takes_one_file_per_name_where_the_schema_says_so(tmp_path):
+    """`neurotrain apply --inputs a b`: refused in one line, before anything is read or written,
+    for every system whose apply.inputs name one file each (all but LISBET, whose name may hold
+    the recordings of one cage)."""
+    for name in ("a.npy", "b.npy"):
+        (tmp_path / name).write_bytes(b"")
+    for system in ("ei_rnn", "cebra", "ring_attractor", "cpc_snn"):
+        r = _run("apply", "--system", system, "--run-dir", "run", "--data", "d.h5", "--inputs", "a.npy", "b.npy",
+                 "--out-dir", "out", cwd=tmp_path)
+        assert r.returncode == 2 and r.stderr.strip() == (
+            f"error: a.npy, b.npy: give one file per name (config key {system}.apply.inputs names one file each)"), r.stderr
+        assert not (tmp_path / "out").exists()

@@ -32,7 +32,7 @@ def _generate(p):
 
 def _train(p):
     p.add_argument("--data", required=True, help="processed HDF5")
-    p.add_argument("--out-dir", required=True, help="model folder, e.g. results/ei_rnn/model")
+    p.add_argument("--out-dir", required=True, help="model folder, e.g. results/ei_rnn/default/seed42/model")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = library default)")
 
 
@@ -58,10 +58,10 @@ def _report(p):
 
 
 def _apply(p):
-    p.add_argument("--run-dir", required=True, help="the trained system's folder, e.g. results/cebra")
+    p.add_argument("--run-dir", required=True, help="the trained replicate's folder, e.g. results/cebra/default/seed42")
     p.add_argument("--data", required=True, help="the processed HDF5 the model was trained on")
     p.add_argument("--inputs", required=True, nargs="+", help="new input file(s) to apply the model to")
-    p.add_argument("--out-dir", required=True, help="folder to create, e.g. results/cebra/apply/<input name>")
+    p.add_argument("--out-dir", required=True, help="folder to create, e.g. results/cebra/default/seed42/apply/<input name>")
 
 
 def _call(stage: str, fn: Callable, cfg, args, files: list[str]):
@@ -97,12 +97,24 @@ def _call(stage: str, fn: Callable, cfg, args, files: list[str]):
     if stage == "apply":  # the folder appears whole, or not at all (an earlier one stays)
         from neurotrain.io import atomic_dir
 
+        if len(args.inputs) > 1 and not _several_files_per_input(args.system):
+            raise NeurotrainError(", ".join(args.inputs), f"give one file per name (config key "
+                                                          f"{args.system}.apply.inputs names one file each)")
         for f in args.inputs:
             if not os.path.exists(f):
                 raise NeurotrainError(f, "input file not found")
         with atomic_dir(args.out_dir) as tmp:
             return fn(cfg, args.run_dir, args.data, args.inputs, tmp)
     raise AssertionError(stage)
+
+
+def _several_files_per_input(system: str) -> bool:
+    """Whether the system's schema lets one name of ``apply.inputs`` hold a list of files
+    (LISBET: the recordings of one cage); the others name one file each."""
+    from neurotrain.config import load_schema
+
+    value = load_schema()["properties"][system]["properties"]["apply"]["properties"]["inputs"]["additionalProperties"]
+    return any(v.get("type") == "array" for v in value.get("anyOf", [value]))
 
 
 def _say_raw_overrides(system: str, cfg, raw: list[str]) -> None:

@@ -20,7 +20,7 @@ Stage entry functions (``cfg`` is the stage's strict config slice, see
     report                                     the system's ``report.md.j2`` (rendered by
                                                neurotrain.reports.render with ``cfg``)
     apply(cfg, run_dir, data, inputs, out_dir) optional: the trained model on new input files
-                                               (``<system>.apply.inputs``) -> results/<system>/apply/<name>/
+                                               (``<system>.apply.inputs``) -> results/<system>/<run>/seed<k>/apply/<name>/
 """
 
 from __future__ import annotations

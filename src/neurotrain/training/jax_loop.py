@@ -6,7 +6,7 @@ with ``optax.chain(clip_by_global_norm(clip), adam(schedule))``, where the sched
 linear warm-up then cosine decay (or constant) over the phase's steps. One optimizer step
 averages the gradients of ``accumulate`` micro-batches (unrolled inside the jitted step).
 
-Files under ``out_dir`` (``results/<system>/model``)::
+Files under ``out_dir`` (``results/<system>/<run>/seed<k>/model``)::
 
     model_best.npz, model_final.npz   parameters (one array per pytree path) + JSON metadata
     training_log.json                 {"history": [per-epoch rows], "summary": {...}}

@@ -5,7 +5,7 @@ A system supplies a *task* object (see :class:`TorchTask`); this loop owns the o
 (best, final, every N epochs), resume after an interruption, SIGINT/SIGTERM handling, the
 per-epoch log and the console output.
 
-Files under ``out_dir`` (``results/<system>/model``)::
+Files under ``out_dir`` (``results/<system>/<run>/seed<k>/model``)::
 
     model_best.pt, model_final.pt   declared outputs: {"model", "model_config", "epoch", ...}
     training_log.json               {"history": [per-epoch dicts], "summary": {...}}; rewritten at

@@ -16,7 +16,7 @@ sessions and retrain (a new encoder, aligned to the others by multi-session trai
 The model is the exported ``export/cebra_model.pt``, loaded with ``cebra.CEBRA.load`` and
 applied with its ``transform(spikes, session_id)``, as a CEBRA user would.
 
-Output (``results/cebra/apply/<name>/``):
+Output (``results/cebra/<run>/seed<k>/apply/<name>/``):
   embedding.npy  [T, D] float32  the embedding
   decoded.npy    [T, B] float32  behaviour decoded from it with the kNN decoder of the analysis
                                  (fitted on the chosen session's training part, its behaviour
@@ -102,8 +102,6 @@ def apply(cfg: dict, run_dir: str, data_path: str, inputs: list[str], out_dir: s
     from neurotrain.systems.cebra.analyze import decode_columns, knn_predict
     from neurotrain.systems.cebra.data import load_processed
 
-    if len(inputs) != 1:
-        raise NeurotrainError(", ".join(inputs), "give one session file per name (config key cebra.apply.inputs)")
     path, run = Path(inputs[0]), Path(run_dir)
     data = load_processed(data_path)
     names, columns, discrete = data["names"], data["behavior_names"], list(data["behavior_discrete"])

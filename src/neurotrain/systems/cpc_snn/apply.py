@@ -13,7 +13,7 @@ analysis (the optimal detector in Gaussian noise). Each gets the threshold that 
 false-alarm probability of ``apply.fap`` (default ``analysis.bar_fap``) per window on the test
 split's noise segments; windows above it closer than ``apply.cluster`` s form one trigger.
 
-Output (``results/cpc_snn/apply/<name>/``), m windows:
+Output (``results/cpc_snn/<run>/seed<k>/apply/<name>/``), m windows:
   gps_start.npy  [m] float64  GPS start of each window (s)
   statistic.npy  [m] float32  SNN detection statistic
   mf_snr.npy     [m] float32  matched-filter SNR (bank maximum)
@@ -67,8 +67,6 @@ def apply(cfg: dict, run_dir: str, data_path: str, inputs: list[str], out_dir: s
     from neurotrain.systems.cpc_snn.data import load_processed
     from neurotrain.systems.cpc_snn.network import load_detector
 
-    if len(inputs) != 1:
-        raise NeurotrainError(", ".join(inputs), "give one strain file per name (config key cpc_snn.apply.inputs)")
     path, run = Path(inputs[0]), Path(run_dir)
     d, a = cfg["data"], cfg["apply"]
     det, params, config = load_detector(run / "export")

@@ -376,7 +376,7 @@ def save_detector(folder, model_config: dict, params, data_attrs: dict) -> None:
 
 def load_detector(folder):
     """``(detector, params, config)`` from a folder :func:`save_detector` wrote, e.g.
-    ``results/cpc_snn/export``. ``detector.forward(params, x)`` takes whitened strain segments
+    ``results/cpc_snn/<run>/seed<k>/export``. ``detector.forward(params, x)`` takes whitened strain segments
     ``x`` [n, config["data"]["segment_samples"]] at ``config["data"]["sample_rate"]`` Hz and returns
     (logits [n, 2], CPC latents, spike trains); ``logits[:, 1] - logits[:, 0]`` is the detection
     statistic. Raises NeurotrainError naming the folder when a file or parameter is missing."""

@@ -6,7 +6,7 @@ the variable ``apply.variable``. The inputs are what the training data's ``input
 held: same number of input channels, same time bin (``dt`` of the processed data); the number of
 time bins may differ.
 
-Output (``results/ei_rnn/apply/<name>/``):
+Output (``results/ei_rnn/<run>/seed<k>/apply/<name>/``):
   rates.npy    [conditions, time, N] float32  the network's noise-free rates (spikes/s: the
                                               rate per bin divided by dt)
   outputs.npy  [conditions, time, n_outputs]  its read-out (empty last axis without outputs)
@@ -66,9 +66,6 @@ def apply(cfg: dict, run_dir: str, data_path: str, inputs: list[str], out_dir: s
     from neurotrain.systems.ei_rnn.network import build_model
     from neurotrain.training.checkpoint import load_checkpoint
 
-    if len(inputs) != 1:
-        raise NeurotrainError(", ".join(inputs), "give one file of input conditions per name "
-                                                 "(config key ei_rnn.apply.inputs)")
     ck = load_checkpoint(Path(run_dir) / "model" / "model_best.pt")
     mc = ck["model_config"]
     u = read_inputs(inputs[0], cfg["apply"]["variable"], int(mc["n_inputs"]))

@@ -20,12 +20,12 @@ For every recording:
 - where the recording has annotations (CalMS21 task 1): the macro F1 of the predicted behaviour
   and the adjusted mutual information between motifs and annotated behaviours.
 
-Output (``results/lisbet/apply/<name>/<recording>/``), T frames at the model's rate:
+Output (``results/lisbet/<run>/seed<k>/apply/<name>/<recording>/``), T frames at the model's rate:
   embedding.npy   [T, emb_dim] float32
   behavior.npy    [T] int16   predicted behaviour index (``apply.json`` lists the names)
   motifs.npy      [T] int16   HMM state
   annotations.npy [T] int16   the file's own labels (-1 none), when it has any
-``results/lisbet/apply/<name>/``: ``ethogram.png`` (predicted behaviour, motifs and annotations
+``results/lisbet/<run>/seed<k>/apply/<name>/``: ``ethogram.png`` (predicted behaviour, motifs and annotations
 over time, first recordings) and ``apply.json`` (per recording: file, frames, scores).
 """
 

@@ -12,7 +12,7 @@ Input (``ring_attractor.apply.inputs.<name>``), one file:
 Each gap-free stretch starts with the landmark shown at the true direction for
 ``apply.cue_duration`` s, then the network gets the angular velocity only (darkness), noise-free.
 
-Output (``results/ring_attractor/apply/<name>/``), T = steps of all stretches together:
+Output (``results/ring_attractor/<run>/seed<k>/apply/<name>/``), T = steps of all stretches together:
   decoded.npy   [T] float32   population-vector direction of the network (rad, (-pi, pi])
   theta.npy     [T] float32   true direction (rad, wrapped)
   omega.npy     [T] float32   angular velocity given to the network (rad/s)
@@ -92,8 +92,6 @@ def apply(cfg: dict, run_dir: str, data_path: str, inputs: list[str], out_dir: s
     from neurotrain.systems.ring_attractor.train import build_model
     from neurotrain.training.checkpoint import load_checkpoint
 
-    if len(inputs) != 1:
-        raise NeurotrainError(", ".join(inputs), "give one trace per name (config key ring_attractor.apply.inputs)")
     path = Path(inputs[0])
     ck = load_checkpoint(Path(run_dir) / "model" / "model_best.pt")
     model = build_model(ck["model_config"])
