@@ -42,22 +42,12 @@ from neurotrain.io import load_json, load_npy, save_json, save_npy
 def read_recordings(paths: list[Path], d: dict, keypoints: list[str]):
     """The recordings of the new files, with the model's ``keypoints``, one at a time."""
     from neurotrain.systems.lisbet.data import KEYPOINTS
-    from neurotrain.systems.lisbet.poses import (_json_sequences, calms21_recording, read_calms21_zip,
-                                                 read_pose_file, select_keypoints)
+    from neurotrain.systems.lisbet.poses import read_calms21, read_pose_file, select_keypoints
 
     c = d["calms21"]
     for path in paths:
-        suffix = path.suffix.lower()
-        if suffix in (".zip", ".json"):
-            if suffix == ".zip":
-                recs = read_calms21_zip(path, c["frame_width"], c["fps"])
-            else:
-                def from_json(p=path):
-                    with open(p, "rb") as fh:
-                        for key, seq in _json_sequences(fh, str(p)):
-                            yield calms21_recording(key, seq, str(p), c["frame_width"], c["fps"])
-                recs = from_json()
-            for rec in recs:
+        if path.suffix.lower() in (".zip", ".json"):  # CalMS21's layout, read as preprocessing reads it
+            for rec in read_calms21(path, c["frame_width"], c["fps"]):
                 rec.keypoints = select_keypoints(rec.keypoints, list(KEYPOINTS), keypoints, str(path))
                 yield rec
         else:

@@ -34,7 +34,7 @@ import numpy as np
 from neurotrain.errors import NeurotrainError
 from neurotrain.io import atomic_path, check_arrays, read_hdf5
 from neurotrain.fetch import verify_md5
-from neurotrain.systems.lisbet.poses import (BEHAVIORS, CALMS21_KEYPOINTS, Recording, read_calms21_zip,
+from neurotrain.systems.lisbet.poses import (BEHAVIORS, CALMS21_KEYPOINTS, Recording, read_calms21,
                                              read_pose_file, resample, select_keypoints)
 
 KEYPOINTS = CALMS21_KEYPOINTS  # the generator's and CalMS21's keypoints (lisbet.data.keypoints picks from them)
@@ -214,7 +214,7 @@ def recordings(d: dict, raw: list[Path]) -> Iterator[Recording]:
             except NeurotrainError as exc:  # the archive's role comes from its published file name
                 raise NeurotrainError(r, f"{exc.what} (taken as the {kind} archive from its file name; CalMS21 names "
                                          "them task1_classic_classification.zip and unlabeled_videos.zip)") from None
-            for rec in read_calms21_zip(r, c["frame_width"], c["fps"]):
+            for rec in read_calms21(r, c["frame_width"], c["fps"]):
                 rec.keypoints = select_keypoints(rec.keypoints, list(KEYPOINTS), want, "lisbet.data.keypoints")
                 yield rec
     else:

@@ -145,6 +145,18 @@ def read_calms21_zip(path: str | Path, frame_width: float, fps: float,
                     yield rec
 
 
+def read_calms21(path: str | Path, frame_width: float, fps: float) -> Iterator[Recording]:
+    """Every sequence of a CalMS21 file: a published zip (:func:`read_calms21_zip`) or one of the
+    JSON files inside it, read the same way. Raises NeurotrainError naming the file."""
+    path = Path(path)
+    if path.suffix.lower() != ".json":
+        yield from read_calms21_zip(path, frame_width, fps)
+        return
+    with open(path, "rb") as fh:
+        for key, seq in _json_sequences(fh, str(path)):
+            yield calms21_recording(key, seq, str(path), frame_width, fps)
+
+
 def select_keypoints(kp: np.ndarray, have: list[str], want: list[str], where: str) -> np.ndarray:
     """``kp`` [T, 2, len(have), 2] reduced to the keypoints ``want`` (``lisbet.data.keypoints``)."""
     missing = [k for k in want if k not in have]
