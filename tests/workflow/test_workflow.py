@@ -995,6 +995,10 @@ def test_named_runs_and_seeds_are_targets_pooled_and_compared(tmp_path):
     assert bar["trained"]["mean"] == pytest.approx(np.mean(fracs)) and bar["trained"]["sd"] == pytest.approx(np.std(fracs, ddof=1))
     assert bar["trained"]["ci95"] == pytest.approx(list(stats.t.interval(0.95, 1, loc=np.mean(fracs), scale=stats.sem(fracs))))
     assert bar["passes"] == (bar["margin"]["mean"] >= 0) and a["passes"] is False  # four epochs do not pass
+    # what chose each seed's checkpoint, pooled: the validation measure runs are tuned on
+    best = [json.loads((wd / f"results/ei_rnn/default/seed{k}/model/training_log.json").read_text())["summary"]
+            ["best_val_correlation"] for k in (42, 7)]
+    assert a["validation"]["measure"] == "val_correlation" and a["validation"]["mean"] == pytest.approx(np.mean(best))
     report = (wd / "results/ei_rnn/default/run_report.md").read_text()
     assert "2 seeds" in report and "[seed7/training_report.md](seed7/training_report.md)" in report
     assert f"{np.mean(fracs):.3f} ± {np.std(fracs, ddof=1):.3f}" in report
@@ -1004,7 +1008,8 @@ def test_named_runs_and_seeds_are_targets_pooled_and_compared(tmp_path):
     wide = json.loads((wd / "results/ei_rnn/wide/seed3/model/config.json").read_text())
     assert wide["config"]["model"]["attention_dim"] == 8 and wide["config"]["training"]["seed"] == 3
     runs_md = (wd / "results/ei_rnn/runs.md").read_text()
-    assert "[`default`](default/run_report.md) | 42, 7 |" in runs_md and "[`wide`](wide/run_report.md) | 3 |" in runs_md
+    assert "[`default`](default/run_report.md) | 42, 7 | val_correlation " in runs_md
+    assert "[`wide`](wide/run_report.md) | 3 | val_correlation " in runs_md
     index = (wd / "results/report.md").read_text()
     links = re.findall(r"\]\(([^)]+)\)", index)
     assert {"ei_rnn/default/run_report.md", "ei_rnn/wide/run_report.md", "ei_rnn/runs.md"} <= set(links)

@@ -88,7 +88,7 @@ def aggregate_run(system: str, run: str, seed_dirs: list[str], out_dir: str | Pa
         raise NeurotrainError(f"run {system}/{run}", "has no seeds")
     seeds = [_seed_of(f) for f in folders]
     report = registry.report_module(system)
-    metrics, rows, times = [], [], []
+    metrics, rows, times, logs = [], [], [], []
     for f in folders:
         for need in ("metrics.json", "model/training_log.json", "training_report.md"):
             if not (f / need).is_file():
@@ -96,7 +96,8 @@ def aggregate_run(system: str, run: str, seed_dirs: list[str], out_dir: str | Pa
         m = Metrics(f / "metrics.json")
         metrics.append(m)
         rows.append(report.headline(m))
-        times.append(load_json(f / "model" / "training_log.json").get("summary", {}).get("training_time_s"))
+        logs.append(load_json(f / "model" / "training_log.json").get("summary", {}))
+        times.append(logs[-1].get("training_time_s"))
     headline = []
     for i, r in enumerate(rows[0]):
         col = [seed_rows[i] if i < len(seed_rows) and seed_rows[i]["metric"] == r["metric"] else None
@@ -116,7 +117,7 @@ def aggregate_run(system: str, run: str, seed_dirs: list[str], out_dir: str | Pa
                                "passes": v, "training_time_s": t}
                               for k, f, v, t in zip(seeds, folders, verdicts, times)],
                "headline": headline, "bars": bars, "passes": all(scored) if scored else None,
-               "training_time_s": pooled(times),
+               "training_time_s": pooled(times), "validation": _validation(logs),
                "method": "mean over seeds; SD with ddof 1; 95% interval of the mean from Student's t with n - 1 "
                          "degrees of freedom; a bar passes when the mean of its per-seed margins is >= 0"}
     curves = getattr(report, "curves", None)
@@ -132,6 +133,18 @@ def aggregate_run(system: str, run: str, seed_dirs: list[str], out_dir: str | Pa
     text = environment().get_template("run_report.md.j2").render(a=summary)
     save_text(out / "run_report.md", text)
     return summary
+
+
+def _validation(summaries: list[dict]) -> dict | None:
+    """The validation measure that chose each seed's ``model_best`` (the training log's
+    ``monitor`` and its best value), pooled: what to compare runs on while tuning, without the
+    test part. None for a system that chooses nothing (CEBRA trains a fixed number of steps)."""
+    names = {s.get("monitor") for s in summaries}
+    if len(names) != 1 or None in names:
+        return None
+    name = names.pop()
+    values = [s.get(f"best_{name}", s.get("best_monitor")) for s in summaries]
+    return {"measure": name, "values": values, **pooled(values)}
 
 
 def _pool_curves(per_seed: list[dict], seeds: list[int]) -> dict:

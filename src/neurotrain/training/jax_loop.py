@@ -328,6 +328,7 @@ class PhaseTrainer:
         save_npz(out / "model_best.npz", flatten(best), {**meta, "kind": "best", "best_epoch": st["best_epoch"]})
         summary = {"phases": [p.name for p in self.phases], "epochs_per_phase": [p.epochs for p in self.phases],
                    "total_epochs": len(history), "global_steps": st["global_step"], "best_epoch": st["best_epoch"],
+                   "monitor": next((p.monitor for p in reversed(self.phases) if p.monitor), None),
                    "best_monitor": st["best"], "final_loss": final.get("train_loss"), "training_time_s": total_time,
                    "resumed_from": st["resumed_from"]}
         save_json(out / "training_log.json", {"history": history, "summary": summary})
