@@ -103,7 +103,9 @@ def aggregate_run(system: str, run: str, seed_dirs: list[str], out_dir: str | Pa
         col = [seed_rows[i] if i < len(seed_rows) and seed_rows[i]["metric"] == r["metric"] else None
                for seed_rows in rows]
         values = [c["number"] if c else None for c in col]
-        headline.append({"metric": r["metric"], "bar": r["bar"], "reference": r["reference"], "spec": r["spec"],
+        refs = list(dict.fromkeys(c["reference"] for c in col if c is not None))
+        reference = refs[0] if len(refs) == 1 else (" / ".join(refs) if len(refs) <= 3 else "varies by seed")
+        headline.append({"metric": r["metric"], "bar": r["bar"], "reference": reference, "spec": r["spec"],
                          "values": values, **pooled(values),
                          "n_pass": sum(c is not None and c["passes"] is True for c in col),
                          "n_scored": sum(c is not None and c["passes"] is not None for c in col)})
