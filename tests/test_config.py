@@ -206,3 +206,19 @@ def test_cli_stage_config_of_a_run_and_seed(tmp_path):
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == \
         "error: run ei_rnn/fast: has no seed 7 (its seeds: 5, 6)"
     assert not (tmp_path / "m").exists()
+
+
+def test_several_config_files_merge_as_snakemake_merges_them(tmp_path):
+    """`neurotrain <stage> --config base.yaml runs.yaml --run R`: the files merge in order (a later
+    key replaces an earlier one), so a stage run by hand reads what Snakemake's
+    `--configfile base.yaml runs.yaml` gave the rule."""
+    base, sheet = tmp_path / "base.yaml", tmp_path / "runs.yaml"
+    base.write_text("ei_rnn:\n  training:\n    max_epochs: 4\n    patience: 3\n")
+    sheet.write_text("ei_rnn:\n  training:\n    patience: 2\n"
+                     "runs:\n  - {name: small, system: ei_rnn, seeds: [5], config: {model: {attention_dim: 4}}}\n")
+    cfg = stage_config("ei_rnn", "train", [base, sheet], run="small")
+    assert (cfg["training"]["max_epochs"], cfg["training"]["patience"], cfg["training"]["seed"]) == (4, 2, 5)
+    assert cfg["model"]["attention_dim"] == 4
+    r = subprocess.run([NEUROTRAIN, "train", "--system", "ei_rnn", "--config", str(base), str(sheet), "--run", "nope",
+                        "--data", "x.h5", "--out-dir", str(tmp_path / "m")], capture_output=True, text=True)
+    assert r.returncode == 2 and "run ei_rnn/nope: not in the run sheet" in r.stderr.strip().splitlines()[-1]

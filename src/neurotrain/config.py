@@ -145,11 +145,19 @@ def read_config_file(path: str | Path) -> dict:
     return data
 
 
-def load_config(path: str | Path | None) -> dict:
-    """Read a YAML config (:func:`read_config_file`), validate it and fill every default."""
+def load_config(path: str | Path | list | tuple | None) -> dict:
+    """Read a YAML config (:func:`read_config_file`), validate it and fill every default. Several
+    files merge in order, each key of a later one replacing the earlier's, as Snakemake merges
+    ``--configfile a.yaml b.yaml``."""
     if path is None:
         return validate({})
-    data = read_config_file(path)
+    paths = list(path) if isinstance(path, (list, tuple)) else [path]
+    from neurotrain.runs import merge
+
+    data: dict = {}
+    for p in paths:
+        data = merge(data, read_config_file(p))
+    path = " + ".join(map(str, paths))
     try:
         validate(data)
         from neurotrain.runs import run_sheet

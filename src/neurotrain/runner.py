@@ -211,7 +211,8 @@ def parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(stage, help=doc, description=f"Stage {stage}: {doc}.")
         sp.add_argument("--system", required=True, help="system name, e.g. ei_rnn")
         src = sp.add_mutually_exclusive_group()
-        src.add_argument("--config", help="YAML config file (the system's block is used; defaults filled)")
+        src.add_argument("--config", nargs="+", help="YAML config file(s), merged in order as Snakemake's --configfile "
+                                                      "merges them (the system's block is used; defaults filled)")
         src.add_argument("--params", help="the stage's config slice as JSON (what the Snakemake rules pass)")
         sp.add_argument("--run", help="with --config: a run of the config's run sheet (its overrides apply)")
         sp.add_argument("--seed", type=int, help="with --config: the training seed (a replicate; default: the "
@@ -237,6 +238,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--seed-dirs", required=True, help="comma-separated replicate folders, e.g. "
                                                      "results/ei_rnn/default/seed42,results/ei_rnn/default/seed43")
     g.add_argument("--out-dir", required=True, help="the run's folder, e.g. results/ei_rnn/default")
+    g.add_argument("--overrides", default="{}", help="the run's overrides of its system's config block, as JSON "
+                                                     "(shown in the pooled report)")
     i = sub.add_parser("index", help="render the project report results/report.md over the finished runs")
     i.add_argument("--runs", required=True, help="comma-separated <system>/<run>, in report order")
     i.add_argument("--results", default="results", help="results folder (results/<system>/<run>/ per run)")
@@ -262,8 +265,15 @@ def _main(args) -> int:
         return guarded(lambda: _shared("index")([s for s in args.runs.split(",") if s], args.results, args.out,
                                                 args.summaries))
     if args.stage == "aggregate":
-        return guarded(lambda: _shared("aggregate")(args.system, args.run, [d for d in args.seed_dirs.split(",") if d],
-                                                    args.out_dir))
+        def aggregate():
+            try:
+                overrides = json.loads(args.overrides)
+            except json.JSONDecodeError as exc:
+                raise NeurotrainError("--overrides", f"not valid JSON: {exc}") from None
+            _shared("aggregate")(args.system, args.run, [d for d in args.seed_dirs.split(",") if d], args.out_dir,
+                                 overrides)
+
+        return guarded(aggregate)
 
     if args.stage == "figures":
         os.environ["MPLBACKEND"] = "Agg"  # files only, no window (before any figures module imports pyplot)

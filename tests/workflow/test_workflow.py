@@ -1008,8 +1008,8 @@ def test_named_runs_and_seeds_are_targets_pooled_and_compared(tmp_path):
     wide = json.loads((wd / "results/ei_rnn/wide/seed3/model/config.json").read_text())
     assert wide["config"]["model"]["attention_dim"] == 8 and wide["config"]["training"]["seed"] == 3
     runs_md = (wd / "results/ei_rnn/runs.md").read_text()
-    assert "[`default`](default/run_report.md) | 42, 7 | val_correlation " in runs_md
-    assert "[`wide`](wide/run_report.md) | 3 | val_correlation " in runs_md
+    assert "[`default`](default/run_report.md) | - | 42, 7 | val_correlation " in runs_md
+    assert "[`wide`](wide/run_report.md) | `model.attention_dim: 8` | 3 | val_correlation " in runs_md
     index = (wd / "results/report.md").read_text()
     links = re.findall(r"\]\(([^)]+)\)", index)
     assert {"ei_rnn/default/run_report.md", "ei_rnn/wide/run_report.md", "ei_rnn/runs.md"} <= set(links)

@@ -43,6 +43,14 @@ if not any(
 shell.prefix(_PREFIX)
 
 SYSTEMS = config["systems"]
+for (
+    _run
+) in RUNS:  # a run of a system `systems` leaves out is a target, not part of `all`
+    if _run.system not in SYSTEMS:
+        logger.warning(
+            f"run {_run.system}/{_run.name}: {_run.system} is not in `systems`, so a bare "
+            f"`snakemake` does not build it (target: {_run.folder}/run_report.md)"
+        )
 
 
 # One replicate of a run: results/{system}/{run}/seed{seed}/, its logs under results/logs/ and
@@ -130,6 +138,11 @@ def seed_files(name):
 def aggregate_code(wildcards):
     """Source files behind the run's pooled report (neurotrain.registry.aggregate_code)."""
     return [str(f) for f in registry.aggregate_code(wildcards.system)]
+
+
+def run_overrides(wildcards):
+    """The run's overrides of its system's block, as JSON (shown in its pooled report)."""
+    return json.dumps(the_run(wildcards).overrides, sort_keys=True)
 
 
 def seed_folders(wildcards):

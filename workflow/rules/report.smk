@@ -97,9 +97,10 @@ rule aggregate_run:
         runtime=5,
     params:
         seeds=seed_folders,
+        overrides=run_overrides,
     shell:
         "python -m neurotrain.runner aggregate --system {wildcards.system:q} --run {wildcards.run:q}"
-        ' --seed-dirs {params.seeds:q} --out-dir "$(dirname {output.summary:q})" > {log:q} 2>&1'
+        ' --seed-dirs {params.seeds:q} --overrides {params.overrides:q} --out-dir "$(dirname {output.summary:q})" > {log:q} 2>&1'
 
 
 # The project report: every run's pooled headline metrics beside its bar and reference, and per

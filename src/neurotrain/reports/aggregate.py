@@ -74,10 +74,24 @@ def _bars(per_seed: list[list[dict]], seeds: list[int], folder: Path) -> list[di
     return out
 
 
-def aggregate_run(system: str, run: str, seed_dirs: list[str], out_dir: str | Path) -> dict:
+def flat_keys(node: dict, prefix: str = "") -> dict:
+    """``{"model": {"units": 64}}`` -> ``{"model.units": 64}``: a run's overrides as dotted keys."""
+    out = {}
+    for k, v in node.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict) and v:
+            out.update(flat_keys(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def aggregate_run(system: str, run: str, seed_dirs: list[str], out_dir: str | Path,
+                  overrides: dict | None = None) -> dict:
     """Pool the replicates in ``seed_dirs`` (``results/<system>/<run>/seed<k>``, each with
     ``metrics.json``, ``model/training_log.json`` and ``training_report.md``) into
-    ``<out_dir>/aggregate.json``, ``<out_dir>/run_report.md`` and ``<out_dir>/figures/``.
+    ``<out_dir>/aggregate.json``, ``<out_dir>/run_report.md`` and ``<out_dir>/figures/``;
+    ``overrides`` (the run's changes to its system's config block) are listed in them.
     Returns the aggregate. Raises NeurotrainError naming a missing file or key, or a seed whose
     bars differ from the first seed's."""
     from neurotrain.io import atomic_dir
@@ -115,6 +129,7 @@ def aggregate_run(system: str, run: str, seed_dirs: list[str], out_dir: str | Pa
     if not bars and all(v is not None for v in verdicts):  # a system without quality.bars: every seed must pass
         scored = verdicts
     summary = {"system": system, "run": run, "title": registry.spec(system).title, "seeds": seeds,
+               "overrides": flat_keys(overrides or {}),
                "replicates": [{"seed": k, "folder": f.name, "report": f"{f.name}/training_report.md",
                                "passes": v, "training_time_s": t}
                               for k, f, v, t in zip(seeds, folders, verdicts, times)],

@@ -71,7 +71,7 @@ def run_entry(system: str, run: str, results: Path) -> dict:
     first = a["replicates"][0]["folder"]
     return {"system": system, "run": run, "title": registry.spec(system).title, "seeds": a["seeds"], "rows": rows,
             "bars": a["bars"], "passes": a["passes"], "training_time_s": a["training_time_s"]["mean"],
-            "validation": a.get("validation"),
+            "validation": a.get("validation"), "overrides": a.get("overrides", {}),
             "report": f"{system}/{run}/run_report.md", "comparison": f"{system}/runs.md",
             "seed_reports": [f"{system}/{run}/{r['report']}" for r in a["replicates"]],
             "figures": [f"{system}/{run}/{first}/figures/{p.name}"

@@ -57,7 +57,9 @@ def analyze(cfg: dict, run_dir: str, data_path: str, truth_path: str | None = No
     test_counts = data["spikes"][data["test_idx"]]
 
     corr = stats.per_neuron_correlation(model_c, target_c)
-    ceiling = stats.split_half_reliability(test_counts, cond, a["noise_ceiling_splits"], seed=cfg["training"]["seed"])
+    # the noise ceiling is the data's: its random halves follow the data's split seed, so every
+    # training seed (a replicate) is held against the same ceiling
+    ceiling = stats.split_half_reliability(test_counts, cond, a["noise_ceiling_splits"], seed=cfg["data"]["split_seed"])
     rng = np.random.default_rng(cfg["training"]["seed"])
     model_counts = rng.poisson(np.clip(model_rates, 0, None) * dt)
     fano_m = stats.fano_factor(model_counts, cond, a["fano_window_bins"])

@@ -11,7 +11,7 @@ SPEC = SystemSpec(
         generate=("data",),
         preprocess=("data",),
         train=("data", "model", "loss", "training"),
-        analyze=("analysis", "training.seed"),
+        analyze=("analysis", "training.seed", "data.split_seed"),
         apply=("apply",),
     ),
     sources={"mat": Source(user_files=("path",))},
