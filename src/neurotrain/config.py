@@ -310,11 +310,11 @@ def stage_config(system: str, stage: str, config_path: str | Path | None = None,
         if run is not None or seed is not None:
             from neurotrain import runs
 
-            if run is not None:
-                r = runs.find(config, system, run)
+            if run is None:  # a seed of the system's block as it is
+                block = runs.merge(block, {"training": {"seed": int(seed)}})
             else:
-                r = runs.Run(system, runs.DEFAULT_RUN, (int(seed),), block)
-            block = r.config(r.seeds[0] if seed is None else seed)
+                r = runs.find(config, system, run)
+                block = r.config(r.seeds[0] if seed is None else seed)
     return StrictConfig(slice_block(block, reads), _declared_tree(reads), stage=f"{system}.{stage}", prefix=system)
 
 

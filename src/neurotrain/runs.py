@@ -16,13 +16,11 @@ seeds list sets it). No torch/jax imports: the Snakefile reads this on every job
 from __future__ import annotations
 
 import copy
-import re
 from dataclasses import dataclass, field
 
 from neurotrain.errors import NeurotrainError
 
 DEFAULT_RUN = "default"
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")  # a folder name (also the Snakemake wildcard)
 
 
 def merge(base: dict, overrides: dict) -> dict:
