@@ -313,7 +313,7 @@ def stage_config(system: str, stage: str, config_path: str | Path | None = None,
             if run is None:  # a seed of the system's block as it is
                 block = runs.merge(block, {"training": {"seed": int(seed)}})
             else:
-                r = runs.find(config, system, run)
+                r = runs.find(runs.run_sheet(config), system, run)
                 block = r.config(r.seeds[0] if seed is None else seed)
     return StrictConfig(slice_block(block, reads), _declared_tree(reads), stage=f"{system}.{stage}", prefix=system)
 

@@ -123,15 +123,16 @@ def run_sheet(config: dict) -> list[Run]:
     return runs
 
 
-def built_runs(config: dict) -> list[Run]:
-    """The runs ``rule all`` builds: those of the systems listed in ``systems``, in its order."""
-    sheet = run_sheet(config)
-    return [r for s in config["systems"] for r in sheet if r.system == s]
+def built_runs(sheet: list[Run], systems: list[str]) -> list[Run]:
+    """The runs of ``sheet`` (:func:`run_sheet`) that ``rule all`` builds: those of ``systems``,
+    in its order."""
+    return [r for s in systems for r in sheet if r.system == s]
 
 
-def find(config: dict, system: str, name: str) -> Run:
-    """The run ``name`` of ``system``; NeurotrainError listing the system's runs when absent."""
-    runs = [r for r in run_sheet(config) if r.system == system]
+def find(sheet: list[Run], system: str, name: str) -> Run:
+    """The run ``name`` of ``system`` in ``sheet`` (:func:`run_sheet`, built once); NeurotrainError
+    listing the system's runs when absent."""
+    runs = [r for r in sheet if r.system == system]
     for r in runs:
         if r.name == name:
             return r

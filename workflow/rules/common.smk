@@ -30,7 +30,7 @@ try:
     RUNS = run_sheet(config)  # the run sheet (neurotrain.runs): named runs x seeds
 except NeurotrainError as exc:
     raise WorkflowError(f"config: {exc}") from None
-BUILT = built_runs(config)
+BUILT = built_runs(RUNS, config["systems"])
 
 # Jobs import the package from this checkout (also inside conda envs and on cluster nodes).
 # Without conda, `python` in the rules is the interpreter running Snakemake (the project's
@@ -43,9 +43,8 @@ if not any(
 shell.prefix(_PREFIX)
 
 SYSTEMS = config["systems"]
-for (
-    _run
-) in RUNS:  # a run of a system `systems` leaves out is a target, not part of `all`
+# a run of a system that `systems` leaves out is a target, not part of `all`
+for _run in RUNS:
     if _run.system not in SYSTEMS:
         logger.warning(
             f"run {_run.system}/{_run.name}: {_run.system} is not in `systems`, so a bare "
@@ -74,7 +73,7 @@ def systems_of(framework):
 def the_run(wildcards):
     """The run of the wildcards (system, run); a run not in the sheet is an error listing them."""
     try:
-        return find_run(config, wildcards.system, wildcards.run)
+        return find_run(RUNS, wildcards.system, wildcards.run)
     except NeurotrainError as exc:
         raise WorkflowError(f"config: {exc}") from None
 
