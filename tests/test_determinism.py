@@ -23,7 +23,7 @@ SMOKE = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
 # from the data (the E-I RNN's network is as large as its dataset, so it keeps the default data).
 SHORT = {
     "ei_rnn": {"training": {"max_epochs": 3, "checkpoint_every": 1, "detail_every": 1000}},
-    "cebra": {"data": SMOKE["cebra"]["data"], "training": {"max_steps": 6, "checkpoint_every": 2}},
+    "cebra": {"data": SMOKE["cebra"]["data"], "training": {"max_steps": 4, "checkpoint_every": 2}},
     "ring_attractor": {"data": SMOKE["ring_attractor"]["data"],
                        "training": {"max_epochs": 4, "checkpoint_every": 1, "batch_size": 4}},
     "lisbet": {"data": SMOKE["lisbet"]["data"], "training": {"epochs": 4, "checkpoint_every": 1, "train_sample": 0.1,

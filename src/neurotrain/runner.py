@@ -235,8 +235,8 @@ def parser() -> argparse.ArgumentParser:
     g = sub.add_parser("aggregate", help="pool a run's seeds: results/<system>/<run>/aggregate.json and run_report.md")
     g.add_argument("--system", required=True, help="system name, e.g. ei_rnn")
     g.add_argument("--run", required=True, help="the run's name, e.g. default")
-    g.add_argument("--seed-dirs", required=True, help="comma-separated replicate folders, e.g. "
-                                                     "results/ei_rnn/default/seed42,results/ei_rnn/default/seed43")
+    g.add_argument("--seed-dirs", required=True, nargs="+", help="the replicate folders, e.g. "
+                                                                "results/ei_rnn/default/seed42 results/ei_rnn/default/seed43")
     g.add_argument("--out-dir", required=True, help="the run's folder, e.g. results/ei_rnn/default")
     g.add_argument("--overrides", default="{}", help="the run's overrides of its system's config block, as JSON "
                                                      "(shown in the pooled report)")
@@ -270,7 +270,7 @@ def _main(args) -> int:
                 overrides = json.loads(args.overrides)
             except json.JSONDecodeError as exc:
                 raise NeurotrainError("--overrides", f"not valid JSON: {exc}") from None
-            _shared("aggregate")(args.system, args.run, [d for d in args.seed_dirs.split(",") if d], args.out_dir,
+            _shared("aggregate")(args.system, args.run, args.seed_dirs, args.out_dir,
                                  overrides)
 
         return guarded(aggregate)

@@ -964,14 +964,18 @@ def test_apply_refuses_input_the_model_cannot_take(finished, tmp_path, system, m
         f.unlink()
 
 
-def test_named_runs_and_seeds_are_targets_pooled_and_compared(tmp_path):
+def test_named_runs_and_seeds_are_targets_pooled_and_compared(finished, tmp_path):
     """A run sheet with two runs of one system: every replicate is its own chain under
     results/<system>/<run>/seed<k>/, one seed or one run can be built alone, the run report pools
     the seeds (mean, SD, 95% t-interval, the bar judged on the mean) and the system's runs are
-    compared side by side; a run or seed not in the sheet is refused in one line."""
+    compared side by side; a run or seed not in the sheet is refused in one line. Starts from a
+    copy of the finished smoke run: its seed 42 is the default run's first seed, kept as it is."""
+    import shutil
+
     from scipy import stats
 
-    wd = workflow_copy(tmp_path)
+    wd = tmp_path / "wd"
+    shutil.copytree(finished, wd, symlinks=True)
     (wd / "config" / "runs.yaml").write_text(
         "systems: [ei_rnn]\nruns:\n"
         "  - {name: default, system: ei_rnn, seeds: [42, 7]}\n"
@@ -1015,6 +1019,23 @@ def test_named_runs_and_seeds_are_targets_pooled_and_compared(tmp_path):
     assert {"ei_rnn/default/run_report.md", "ei_rnn/wide/run_report.md", "ei_rnn/runs.md"} <= set(links)
     assert all((wd / "results" / link).is_file() for link in links)
     assert "Nothing to be done" in run("-n").stdout
+    # a run that overrides a key preprocessing reads (LISBET's model.window) cuts the raw data
+    # again for itself, with its override: the other runs keep the system's processed file
+    (wd / "config" / "prep.yaml").write_text(
+        "systems: [lisbet]\nruns:\n  - {name: long, system: lisbet, seeds: [5], config: {model: {window: 100000}}}\n"
+        "  - {name: default, system: lisbet, seeds: [1]}\n")
+    prep = lambda *args: subprocess.run(  # noqa: E731
+        ["snakemake", "--cores", "2", *args, "--configfile", "config/smoke.yaml", "config/prep.yaml"], cwd=wd,
+        capture_output=True, text=True, env=snakemake_env(), timeout=900)
+    plan = prep("-n", "results/lisbet/long/seed5/metrics.json", "results/lisbet/default/seed1/metrics.json").stdout
+    jobs = {m.group(1): m.group(2) for m in re.finditer(r"^rule (\w+):\n    input: ([^\n]*)", plan, re.M)}
+    assert "preprocess_run_dataset" in jobs and "preprocess_dataset" in jobs, plan[-2000:]
+    trains = re.findall(r"^rule train_model:\n    input: ([^,\n]*)", plan, re.M)
+    assert sorted(trains) == ["data/processed/lisbet-long.h5", "data/processed/lisbet.h5"], trains
+    bad = prep("data/processed/lisbet-long.h5")
+    assert bad.returncode != 0 and not (wd / "data/processed/lisbet-long.h5").exists()
+    log = (wd / "results/logs/lisbet/long/preprocess_dataset.log").read_text().strip().splitlines()
+    assert "fewer than one window (100000 frames, config key lisbet.model.window)" in log[-1], log[-3:]
     # targets outside the sheet: one line naming the run sheet
     for target, needle in (("results/ei_rnn/slow/run_report.md", "run ei_rnn/slow: not in the run sheet"),
                            ("results/ei_rnn/default/seed9/metrics.json", "has no seed 9 (its seeds: 42, 7)")):

@@ -144,12 +144,6 @@ def run_overrides(wildcards):
     return json.dumps(the_run(wildcards).overrides, sort_keys=True)
 
 
-def seed_folders(wildcards):
-    """The run's replicate folders, comma-separated, for the aggregate stage."""
-    run = the_run(wildcards)
-    return ",".join(run.seed_folder(k) for k in run.seeds)
-
-
 def stage_params(stage):
     """The keys of the system's config block that ``stage`` declares it reads, as JSON."""
 

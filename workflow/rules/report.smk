@@ -96,7 +96,7 @@ rule aggregate_run:
         mem_mb=1000,
         runtime=5,
     params:
-        seeds=seed_folders,
+        seeds=lambda wildcards, input: [str(Path(f).parent) for f in input.summaries],
         overrides=run_overrides,
     shell:
         "python -m neurotrain.runner aggregate --system {wildcards.system:q} --run {wildcards.run:q}"

@@ -16,7 +16,7 @@ from pathlib import Path
 from neurotrain import registry
 from neurotrain.errors import NeurotrainError
 from neurotrain.io import load_json, save_text
-from neurotrain.reports.render import environment, fmt
+from neurotrain.reports.render import environment, fmt, interval, pooled
 
 _MISSING = object()
 
@@ -64,7 +64,7 @@ def run_entry(system: str, run: str, results: Path) -> dict:
     for key in ("headline", "bars", "passes", "seeds", "replicates", "training_time_s"):
         if key not in a:
             raise NeurotrainError(folder / "aggregate.json", f"has no key {key!r}; rerun aggregate_run")
-    rows = [{"metric": h["metric"], "value": _pooled_text(h, h["spec"]), "ci95": _interval_text(h, h["spec"]),
+    rows = [{"metric": h["metric"], "value": pooled(h, h["spec"]), "ci95": interval(h, h["spec"]),
              "bar": h["bar"], "reference": h["reference"],
              "passes": None if not h["n_scored"] else h["n_pass"] == h["n_scored"],
              "seeds": "-" if not h["n_scored"] else f"{h['n_pass']} of {h['n_scored']}"} for h in a["headline"]]
@@ -77,16 +77,6 @@ def run_entry(system: str, run: str, results: Path) -> dict:
             "figures": [f"{system}/{run}/{first}/figures/{p.name}"
                         for p in sorted((folder / first / "figures").glob("*.png"))]
             + [f"{system}/{run}/figures/{f}" for f in a.get("figures", [])]}
-
-
-def _pooled_text(p: dict, spec: str = ".3f") -> str:
-    if p["mean"] is None:
-        return "n/a"
-    return fmt(p["mean"], spec) + ("" if p["sd"] is None else " ± " + fmt(p["sd"], spec))
-
-
-def _interval_text(p: dict, spec: str = ".3f") -> str:
-    return "-" if p.get("ci95") is None else f"[{fmt(p['ci95'][0], spec)}, {fmt(p['ci95'][1], spec)}]"
 
 
 def _duration(seconds: float | None) -> str:
@@ -119,7 +109,6 @@ def render_index(runs: list[str], results_dir: str | Path, out: str | Path,
     systems = list(dict.fromkeys(e["system"] for e in entries))
     env = environment()
     env.filters["duration"] = _duration
-    env.filters["pooled"] = _pooled_text
     text = env.get_template("index.md.j2").render(entries=entries, n_pass=sum(e["passes"] is True for e in entries),
                                                   n_scored=sum(e["passes"] is not None for e in entries))
     for system in systems:

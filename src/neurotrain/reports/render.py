@@ -36,6 +36,21 @@ def fmt(value, spec: str = ".3f") -> str:
     return format(value, spec) if isinstance(value, (int, float)) else str(value)
 
 
+def pooled(p: dict, spec: str = ".3f") -> str:
+    """A value pooled over seeds (``{"mean", "sd", ...}`` from
+    :func:`neurotrain.reports.aggregate.pooled`) as ``mean ± SD`` in ``spec`` (``n/a`` when no
+    seed scored it, the mean alone for one seed): the templates' ``pooled`` filter."""
+    if p.get("mean") is None:
+        return "n/a"
+    return fmt(p["mean"], spec) + ("" if p.get("sd") is None else " ± " + fmt(p["sd"], spec))
+
+
+def interval(p: dict, spec: str = ".3f") -> str:
+    """The 95% interval of a pooled value as ``[low, high]`` (``-`` for fewer than two seeds):
+    the templates' ``interval`` filter."""
+    return "-" if p.get("ci95") is None else f"[{fmt(p['ci95'][0], spec)}, {fmt(p['ci95'][1], spec)}]"
+
+
 _TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
 
 
@@ -69,7 +84,7 @@ def environment(folder: str | Path = TEMPLATES) -> jinja2.Environment:
     """The Jinja environment of every report template (in ``folder``): strict about undefined names."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(folder)), undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, finalize=inert)
-    env.filters["fmt"] = fmt
+    env.filters.update(fmt=fmt, pooled=pooled, interval=interval)
     macro = env.from_string(BARS_TABLE).module.bars_table
     env.globals["bars_table"] = lambda bars: Markup(macro(bars))
     return env
