@@ -40,12 +40,20 @@ def _module_name(path: Path) -> tuple[str, bool]:
     return ".".join(parts[:-1] if is_pkg else parts), is_pkg
 
 
-def _imports(path: Path) -> set[str]:
-    """Absolute names of every module ``path`` imports (and ``from x import y``: x and x.y)."""
+def _imports(path: Path) -> frozenset[str]:
+    """Absolute names of every module ``path`` imports (and ``from x import y``: x and x.y).
+    Each file is parsed once per process while it is unchanged (the Snakefile asks for the
+    closures of every stage of every system, which share most of their files)."""
+    st = path.stat()
+    return _parsed_imports(path, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=None)
+def _parsed_imports(path: Path, mtime_ns: int, size: int) -> frozenset[str]:
     name, is_pkg = _module_name(path)
     here = name.split(".") if is_pkg else name.split(".")[:-1]
     out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in _statements(ast.parse(path.read_text(), str(path)).body):
         if isinstance(node, ast.Import):
             out.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -56,7 +64,21 @@ def _imports(path: Path) -> set[str]:
                 mod = node.module or ""
             out.add(mod)
             out.update(f"{mod}.{a.name}" for a in node.names)
-    return out
+    return frozenset(out)
+
+
+def _statements(body: list[ast.stmt]):
+    """Every statement in ``body`` and, depth first, in the statement blocks inside it (function
+    and class bodies, branches, handlers, match cases): where an import can stand. Expressions
+    are not entered (an import is a statement), which is most of a module's nodes."""
+    for node in body:
+        yield node
+        for field in ("body", "orelse", "finalbody"):
+            block = getattr(node, field, None)
+            if isinstance(block, list):
+                yield from _statements(block)
+        for part in [*getattr(node, "handlers", ()), *getattr(node, "cases", ())]:
+            yield from _statements(part.body)
 
 
 def _parents(module: str) -> list[str]:
