@@ -3,7 +3,7 @@
 import json
 import subprocess
 
-from conftest import NEUROTRAIN
+from conftest import NEUROTRAIN, ROOT
 
 import pytest
 import yaml
@@ -185,11 +185,48 @@ def test_run_sheet_defaults_and_overrides():
     ([{"name": "a", "system": "zebra", "seeds": [1]}], "runs.0.system"),
     ([{"name": "a", "system": "ei_rnn", "seeds": []}], "runs.0.seeds"),
     ([{"name": "a", "system": "ei_rnn", "seeds": [1, 1]}], "runs.0.seeds"),
+    ([{"name": "a", "system": "ei_rnn", "seeds": [2**32]}], "runs.0.seeds.0"),  # numpy's seeds are 32-bit
+    ([{"name": "a", "system": "ei_rnn", "seeds": [1]}, {"name": "A", "system": "ei_rnn", "seeds": [2]}], "runs.1.name"),
+    ([{"name": "runs.md", "system": "ei_rnn", "seeds": [1]}], "runs.0.name"),  # the system's comparison page
+    ([{"name": "a", "system": "ei_rnn", "seeds": [1], "config": {"training": 5}}], "runs.0.config.training"),
+    ([{"name": "a", "system": "ei_rnn", "seeds": [1], "config": {"training": ["seed"]}}], "runs.0.config.training"),
+    ([{"name": "a", "system": "ei_rnn", "seeds": [1], "config": {"model.attention_dim": 8}}],
+     "runs.0.config.model.attention_dim"),
 ])
 def test_run_sheet_refusals_name_the_key(runs, key):
     with pytest.raises(NeurotrainError) as exc:
         _sheet(runs)
-    assert f"config key {key}" in str(exc.value), str(exc.value)
+    assert f"config key {key}" in str(exc.value) or f"config key {key}:" in str(exc.value), str(exc.value)
+
+
+@pytest.mark.parametrize("system", ["ei_rnn", "cebra", "ring_attractor", "lisbet", "cpc_snn"])
+@pytest.mark.parametrize("seed", [-1, 2**32])
+def test_every_seed_key_is_a_32_bit_unsigned_integer(system, seed):
+    """numpy's legacy seeding (np.random.seed, which the torch systems call) takes 0 .. 2**32 - 1:
+    a seed outside is refused with its key, not deep inside training."""
+    with pytest.raises(NeurotrainError, match=rf"config key {system}.training.seed"):
+        validate({system: {"training": {"seed": seed}}})
+
+
+def test_a_run_of_a_system_without_runs_is_named_so():
+    from neurotrain.runs import find
+
+    with pytest.raises(NeurotrainError, match="cebra has no run .it is not in `systems`"):
+        find(_sheet([]), "cebra", "default")
+
+
+def test_every_preset_is_a_named_run_of_its_own():
+    """The preset files in config/ name their own run, so running them in turn keeps each one's
+    results (none lands in the default run's folder)."""
+    presets = [p for p in sorted((ROOT / "config").glob("*.yaml")) if p.name not in ("config.yaml", "smoke.yaml",
+                                                                                     "replicates.yaml")]
+    assert len(presets) >= 6
+    from neurotrain.runs import run_sheet
+
+    for p in presets:
+        config = load_config([ROOT / "config" / "config.yaml", p])
+        built = [r for r in run_sheet(config) if r.system in config["systems"]]
+        assert built and all(r.name != "default" for r in built), (p.name, built)
 
 
 def test_cli_stage_config_of_a_run_and_seed(tmp_path):
@@ -206,6 +243,8 @@ def test_cli_stage_config_of_a_run_and_seed(tmp_path):
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == \
         "error: run ei_rnn/fast: has no seed 7 (its seeds: 5, 6)"
     assert not (tmp_path / "m").exists()
+    with pytest.raises(NeurotrainError, match="^--seed: "):  # a seed of the block as it is, still checked
+        stage_config("ei_rnn", "train", f, seed=-5)
 
 
 def test_several_config_files_merge_as_snakemake_merges_them(tmp_path):

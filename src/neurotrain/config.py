@@ -314,7 +314,10 @@ def stage_config(system: str, stage: str, config_path: str | Path | None = None,
             from neurotrain import runs
 
             if run is None:  # a seed of the system's block as it is
-                block = runs.merge(block, {"training": {"seed": int(seed)}})
+                try:
+                    block = validate_system(system, runs.merge(block, {"training": {"seed": int(seed)}}))
+                except NeurotrainError as exc:
+                    raise NeurotrainError("--seed", exc.what) from None
             else:
                 r = runs.find(runs.run_sheet(config), system, run)
                 block = r.config(r.seeds[0] if seed is None else seed)

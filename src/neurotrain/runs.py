@@ -93,14 +93,27 @@ def run_sheet(config: dict) -> list[Run]:
     from neurotrain.config import validate_system
 
     runs: list[Run] = []
-    seen: set[tuple[str, str]] = set()
+    seen: dict[tuple[str, str], str] = {}
     for i, entry in enumerate(config.get("runs") or []):
         system, name = entry["system"], entry["name"]
-        key = f"runs.{i}"
-        if (system, name) in seen:
-            raise NeurotrainError(f"config key {key}.name", f"run {name!r} of {system} is named twice")
-        seen.add((system, name))
+        key = f"runs.{i}"  # counted from 0: runs.1 is the second entry
+        if (system, name.casefold()) in seen:  # one folder on a case-insensitive file system
+            raise NeurotrainError(f"config key {key}.name", f"run {name!r} of {system} is named twice"
+                                  + ("" if seen[system, name.casefold()] == name else
+                                     f" (as {seen[system, name.casefold()]!r}: names differing in case only "
+                                     "share a folder on macOS and Windows)"))
+        if name.casefold() == "runs.md":
+            raise NeurotrainError(f"config key {key}.name", f"results/{system}/runs.md is the comparison of "
+                                                            f"{system}'s runs; choose another name")
+        seen[system, name.casefold()] = name
         overrides = entry.get("config") or {}
+        for k, v in overrides.items():
+            if "." in k:
+                raise NeurotrainError(f"config key {key}.config.{k}",
+                                      f"a dotted key; write it nested, as in the system's block "
+                                      f"({k.split('.', 1)[0]}: {{{k.split('.', 1)[1]}: ...}})")
+            if v is not None and not isinstance(v, dict) and isinstance(config[system].get(k), dict):
+                raise NeurotrainError(f"config key {key}.config.{k}", f"{v!r} is not a mapping of {system}.{k} keys")
         if "data" in overrides:
             raise NeurotrainError(f"config key {key}.config.data",
                                   f"a run shares its system's dataset; set data keys in the {system} block "
@@ -136,5 +149,8 @@ def find(sheet: list[Run], system: str, name: str) -> Run:
     for r in runs:
         if r.name == name:
             return r
-    listed = ", ".join(r.name for r in runs) or "none"
+    if not runs:
+        raise NeurotrainError(f"run {system}/{name}", f"not in the run sheet: {system} has no run (it is not in "
+                                                      "`systems`, and no entry of `runs` names it)")
+    listed = ", ".join(r.name for r in runs)
     raise NeurotrainError(f"run {system}/{name}", f"not in the run sheet (config runs; {system}'s runs: {listed})")

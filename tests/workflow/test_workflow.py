@@ -1038,6 +1038,8 @@ def test_named_runs_and_seeds_are_targets_pooled_and_compared(finished, tmp_path
     assert "fewer than one window (100000 frames, config key lisbet.model.window)" in log[-1], log[-3:]
     # targets outside the sheet: one line naming the run sheet
     for target, needle in (("results/ei_rnn/slow/run_report.md", "run ei_rnn/slow: not in the run sheet"),
-                           ("results/ei_rnn/default/seed9/metrics.json", "has no seed 9 (its seeds: 42, 7)")):
+                           ("results/ei_rnn/default/seed9/metrics.json", "has no seed 9 (its seeds: 42, 7)"),
+                           # seed 42 written another way is not another replicate of it
+                           ("results/ei_rnn/default/seed042/metrics.json", "No rule to produce")):
         bad = run("-n", target)
         assert bad.returncode != 0 and needle in bad.stdout + bad.stderr, (target, bad.stdout[-1500:] + bad.stderr[-1500:])

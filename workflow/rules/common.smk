@@ -59,7 +59,7 @@ for _run in RUNS:
 wildcard_constraints:
     system="|".join(registry.names()),
     run=r"[A-Za-z0-9][A-Za-z0-9._+-]*",
-    seed=r"\d+",
+    seed=r"0|[1-9][0-9]*",
     filename=r"[A-Za-z0-9][A-Za-z0-9._+-]*",
     name=r"[A-Za-z0-9][A-Za-z0-9._+-]*",
 
