@@ -88,8 +88,10 @@ def preprocess_slice(system: str, block: dict) -> dict:
 def run_sheet(config: dict) -> list[Run]:
     """Every run of a validated ``config``: the entries of ``runs`` in order, then a ``default``
     run for each system of ``systems`` that has none. Raises NeurotrainError naming the key
-    (``runs.<i>.<field>``) for a repeated name, overrides of the shared dataset or of
-    ``training.seed``, or overrides the system's schema refuses."""
+    (``runs.<i>.<field>``, ``i`` counted from 0) for a repeated name (also one differing in case
+    only: one folder on macOS), the name ``runs.md``, a dotted override key or a value where a
+    mapping belongs, overrides of the shared dataset or of ``training.seed``, or overrides the
+    system's schema refuses."""
     from neurotrain.config import validate_system
 
     runs: list[Run] = []
