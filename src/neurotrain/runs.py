@@ -109,13 +109,16 @@ def run_sheet(config: dict) -> list[Run]:
                                                             f"{system}'s runs; choose another name")
         seen[system, name.casefold()] = name
         overrides = entry.get("config") or {}
-        for k, v in overrides.items():
+        for k in overrides:
             if "." in k:
                 raise NeurotrainError(f"config key {key}.config.{k}",
                                       f"a dotted key; write it nested, as in the system's block "
                                       f"({k.split('.', 1)[0]}: {{{k.split('.', 1)[1]}: ...}})")
-            if v is not None and not isinstance(v, dict) and isinstance(config[system].get(k), dict):
-                raise NeurotrainError(f"config key {key}.config.{k}", f"{v!r} is not a mapping of {system}.{k} keys")
+        try:
+            block = validate_system(system, merge(config[system], overrides))
+        except NeurotrainError as exc:
+            raise NeurotrainError(exc.where.replace(f"config key {system}.", f"config key {key}.config.", 1)
+                                  .replace(f"config key {system}", f"config key {key}.config", 1), exc.what) from None
         if "data" in overrides:
             raise NeurotrainError(f"config key {key}.config.data",
                                   f"a run shares its system's dataset; set data keys in the {system} block "
@@ -123,11 +126,6 @@ def run_sheet(config: dict) -> list[Run]:
         if "seed" in (overrides.get("training") or {}):
             raise NeurotrainError(f"config key {key}.config.training.seed",
                                   f"a run's seeds are its `seeds` list ({key}.seeds)")
-        try:
-            block = validate_system(system, merge(config[system], overrides))
-        except NeurotrainError as exc:
-            raise NeurotrainError(exc.where.replace(f"config key {system}.", f"config key {key}.config.", 1)
-                                  .replace(f"config key {system}", f"config key {key}.config", 1), exc.what) from None
         own = preprocess_slice(system, block) != preprocess_slice(system, config[system])
         runs.append(Run(system, name, tuple(int(s) for s in entry["seeds"]), block, overrides, own))
     named = {r.system for r in runs}
