@@ -718,12 +718,13 @@ def index_without_reports(tmp):
 
 
 def aggregate_seed_unfinished(tmp):
-    """A run pooled while one seed's chain has not finished: named, no pooled report."""
-    run = tmp / "results" / "ei_rnn" / "default"
-    (run / "seed43").mkdir(parents=True)
+    """A run pooled while one seed's chain has not finished: named as the rule passes it (relative
+    to the working directory), no pooled report."""
+    run = Path("results") / "ei_rnn" / "default"
+    (tmp / run / "seed43").mkdir(parents=True)
     return Case(["aggregate", "--system", "ei_rnn", "--run", "default", "--seed-dirs", str(run / "seed43"),
                  "--out-dir", str(run)], str(run / "seed43" / "metrics.json"), "missing; build this replicate first",
-                absent=[run / "aggregate.json", run / "run_report.md", run / "figures"])
+                absent=[tmp / run / n for n in ("aggregate.json", "run_report.md", "figures")], cwd=tmp)
 
 
 def calms21_not_zip(tmp):

@@ -29,3 +29,16 @@ def test_pooled_mean_sd_and_t_interval():
     assert pooled([0.5]) == {"n": 1, "mean": 0.5, "sd": None, "ci95": None}
     assert pooled(["n/a", None, float("nan"), 2.0, 4.0])["n"] == 2
     assert pooled([]) == {"n": 0, "mean": None, "sd": None, "ci95": None}
+
+
+def test_reference_texts_pooled_over_seeds():
+    """A headline's reference text per seed ("mean 0.955") pools into one: the numbers that
+    differ become mean ± SD at the decimals shown, the rest stays; texts that differ in words are
+    listed."""
+    from neurotrain.reports.aggregate import pooled_text
+
+    assert pooled_text(["mean 0.955", "mean 0.983", "mean 0.970"]) == "mean 0.969 ± 0.014"
+    assert pooled_text(["raw 0.741 at FAP 1e-2", "raw 0.745 at FAP 1e-2"]) == "raw 0.743 ± 0.003 at FAP 1e-2"
+    assert pooled_text(["untrained 12 deg", "untrained 12 deg"]) == "untrained 12 deg"
+    assert pooled_text(["ground truth", "raw spikes 0.7"]) == "ground truth / raw spikes 0.7"
+    assert pooled_text([]) == ""

@@ -46,6 +46,33 @@ def pooled(values) -> dict:
     return {"n": n, "mean": mean, "sd": sd, "ci95": [mean - half, mean + half]}
 
 
+_NUMBER = re.compile(r"[-+]?\d+(?:\.(\d+))?(?:[eE][-+]?\d+)?")
+
+
+def pooled_text(texts: list[str]) -> str:
+    """The seeds' reference texts as one: the text itself when the seeds agree; when they differ
+    only in their numbers (``"mean 0.955"``, ``"mean 0.983"``), each number that differs becomes
+    the mean ± SD over seeds at the decimals shown (``"mean 0.969 ± 0.020"``); otherwise the
+    distinct texts joined by ``" / "``."""
+    distinct = list(dict.fromkeys(texts))
+    if len(distinct) <= 1:
+        return distinct[0] if distinct else ""
+    if len({_NUMBER.sub("#", t) for t in texts}) != 1:
+        return " / ".join(distinct)
+    numbers = [list(_NUMBER.finditer(t)) for t in texts]
+    pieces = _NUMBER.sub("\0", texts[0]).split("\0")  # the text around the numbers
+    out = []
+    for i, piece in enumerate(pieces[:-1]):
+        values = [float(n[i].group(0)) for n in numbers]
+        first = numbers[0][i]
+        if max(values) == min(values):
+            out.append(piece + first.group(0))
+            continue
+        p, decimals = pooled(values), len(first.group(1) or "")
+        out.append(f"{piece}{p['mean']:.{decimals}f} ± {p['sd']:.{decimals}f}")
+    return "".join(out) + pieces[-1]
+
+
 def _seed_of(folder: Path) -> int:
     match = SEED_DIR.search(folder.name)
     if not match:
@@ -117,8 +144,7 @@ def aggregate_run(system: str, run: str, seed_dirs: list[str], out_dir: str | Pa
         col = [seed_rows[i] if i < len(seed_rows) and seed_rows[i]["metric"] == r["metric"] else None
                for seed_rows in rows]
         values = [c["number"] if c else None for c in col]
-        refs = list(dict.fromkeys(c["reference"] for c in col if c is not None))
-        reference = refs[0] if len(refs) == 1 else (" / ".join(refs) if len(refs) <= 3 else "varies by seed")
+        reference = pooled_text([c["reference"] for c in col if c is not None])
         headline.append({"metric": r["metric"], "bar": r["bar"], "reference": reference, "spec": r["spec"],
                          "values": values, **pooled(values),
                          "n_pass": sum(c is not None and c["passes"] is True for c in col),

@@ -110,7 +110,7 @@ def analyze(cfg: dict, run_dir: str, data_path: str, truth: str | None) -> None:
     chance = a["bar_fap"] / bar["tpr_mf"] if bar["tpr_mf"] > 0 else float("nan")
     bar["bars"] = [quality_bar(f"SNN / matched-filter TPR at FAP {a['bar_fap']:g}", bar["ratio"],
                                f">= {a['bar_ratio']:g}", bar["passed"], bar["ratio"] - a["bar_ratio"], chance,
-                               f"chance (TPR = FAP = {a['bar_fap']:g})")]
+                               f"chance, TPR = FAP = {a['bar_fap']:g}")]
     metrics["quality_bar"] = bar
     # efficiency vs SNR at the bar's threshold
     thr_snn = stats.detection_threshold(scores[labels == 0], a["bar_fap"])
