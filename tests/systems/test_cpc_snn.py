@@ -550,6 +550,19 @@ def test_bridge_spikes_on_and_off_of_the_normalised_features():
         np.testing.assert_array_equal(s, [1, 0, 0, 0, 0, 0, 0, 1])
 
 
+def test_bridge_levels_count_the_thresholds_a_feature_crosses():
+    """With ``levels`` thresholds per polarity (threshold + i * spacing), a feature's ON units
+    spike for every threshold its normalised value exceeds (OFF units likewise below minus them):
+    a thermometer code of its size, level by level (ON then OFF of every feature per level)."""
+    b = SpikeBridge(threshold=0.1, latent_dim=4, levels=3, level_spacing=0.5)
+    assert b.thresholds == pytest.approx((0.1, 0.6, 1.1)) and b.out_dim == 24
+    u = np.array([1.5, 0.3, -0.8, -1.0])  # mean 0, SD 1: layer normalisation leaves it (to 1e-5)
+    s = np.asarray(b.apply(b.init(None), jnp.asarray(u, jnp.float32)[None, None]))[0, 0].reshape(3, 2, 4)
+    np.testing.assert_array_equal(s[:, 0].sum(0), [3, 1, 0, 0])  # ON: 1.5 crosses 0.1, 0.6 and 1.1; 0.3 only 0.1
+    np.testing.assert_array_equal(s[0, 0], [1, 1, 0, 0])
+    np.testing.assert_array_equal(s[:, 1].sum(0), [0, 0, 2, 2])  # OFF: -0.8 and -1.0 cross 0.1 and 0.6
+
+
 def test_delay_dilations_must_match_the_hidden_layers(gcfg, tmp_path):
     gcfg["model"]["snn"].update(delay_taps=3, delay_dilations=[1, 2])
     with pytest.raises(NeurotrainError, match=r"config key cpc_snn\.model: snn\.delay_dilations has 2 entries for 3 hidden layers"):

@@ -12,7 +12,9 @@ steps are plain jitted functions of (parameters, optimizer state, batch, key).
   predictable: only a signal is), scored by InfoNCE against the other sequences' frames at t+k
   and the same sequence's other frames.
 - :class:`SpikeBridge`: per-feature affine map of the layer-normalised encoder features, then
-  ON/OFF threshold spikes ``H(u - threshold)``, ``H(-u - threshold)`` per frame, [B, T, 2 D].
+  ON/OFF threshold spikes ``H(u - threshold)``, ``H(-u - threshold)`` per frame, [B, T, 2 D];
+  with ``levels`` > 1, one ON/OFF pair per threshold ``threshold + i * level_spacing``, a
+  thermometer code of each feature's size, [B, T, 2 levels D].
   The features are the GRU context c_t (``features="context"``, the default, D = context_dim),
   the representation van den Oord et al. hand to downstream tasks when context helps, or the
   latent frames z_t (``"latent"``, D = latent_dim). A chirp spans tens of frames and the
@@ -181,20 +183,28 @@ class SpikeBridge:
     surrogate_slope: float = 10.0
     latent_dim: int = 128  # size of the features it encodes (latent_dim or context_dim)
     features: str = "context"  # "context": the GRU context c_t; "latent": the latent frames z_t
+    levels: int = 1  # thresholds per polarity: threshold + i * level_spacing, i < levels
+    level_spacing: float = 0.5
 
     @property
     def out_dim(self) -> int:
-        return 2 * self.latent_dim
+        return 2 * self.levels * self.latent_dim
+
+    @property
+    def thresholds(self) -> tuple:
+        return tuple(self.threshold + i * self.level_spacing for i in range(self.levels))
 
     def init(self, key, x=None) -> dict:
         return {"gain": jnp.ones(self.latent_dim), "bias": jnp.zeros(self.latent_dim)}
 
     def apply(self, params, z):
-        """ON/OFF spikes [B, T, 2 latent_dim] of features z [B, T, latent_dim]."""
+        """ON/OFF spikes [B, T, 2 levels latent_dim] of features z [B, T, latent_dim]: for each
+        threshold (level), the ON spikes of every feature, then its OFF spikes."""
         u = _layer_norm(z) * params["gain"] + params["bias"]
-        on = spike(u - self.threshold, self.surrogate_slope)
-        off = spike(-u - self.threshold, self.surrogate_slope)
-        return jnp.concatenate([on, off], axis=-1)
+        out = []
+        for th in self.thresholds:
+            out += [spike(u - th, self.surrogate_slope), spike(-u - th, self.surrogate_slope)]
+        return jnp.concatenate(out, axis=-1)
 
 
 # --------------------------------------------------------------------------- SNN classifier
@@ -285,7 +295,8 @@ class Detector:
                          strides=tuple(e["strides"]), context_dim=c["context_dim"],
                          prediction_steps=c["prediction_steps"], norm=e["norm"])
         bridge = SpikeBridge(threshold=b["threshold"], surrogate_slope=s["surrogate_slope"],
-                             latent_dim=enc.feature_dim(b["features"]), features=b["features"])
+                             latent_dim=enc.feature_dim(b["features"]), features=b["features"], levels=b["levels"],
+                             level_spacing=b["level_spacing"])
         snn = SNNClassifier(num_classes=s["num_classes"], hidden_sizes=tuple(s["hidden_sizes"]),
                             input_dim=bridge.out_dim, beta=s["beta"], readout_beta=s["readout_beta"],
                             surrogate_slope=s["surrogate_slope"], weight_scale=s["weight_scale"], readout=s["readout"],
