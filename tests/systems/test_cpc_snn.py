@@ -550,6 +550,16 @@ def test_bridge_spikes_on_and_off_of_the_normalised_features():
         np.testing.assert_array_equal(s, [1, 0, 0, 0, 0, 0, 0, 1])
 
 
+def test_bridge_without_norm_thresholds_the_features_as_they_are():
+    """``norm="none"``: the features' own size decides (scaling them changes the spikes)."""
+    b = SpikeBridge(threshold=0.5, latent_dim=4, norm="none")
+    u = np.array([1.0, 0.2, -0.2, -1.0])
+    spikes = [np.asarray(b.apply(b.init(None), jnp.asarray(scale * u, jnp.float32)[None, None]))[0, 0]
+              for scale in (1.0, 0.1)]
+    np.testing.assert_array_equal(spikes[0], [1, 0, 0, 0, 0, 0, 0, 1])
+    np.testing.assert_array_equal(spikes[1], np.zeros(8))
+
+
 def test_bridge_levels_count_the_thresholds_a_feature_crosses():
     """With ``levels`` thresholds per polarity (threshold + i * spacing), a feature's ON units
     spike for every threshold its normalised value exceeds (OFF units likewise below minus them):

@@ -11,8 +11,8 @@ steps are plain jitted functions of (parameters, optimizer state, batch, key).
   the first frame that shares no input sample with frame t (in white noise nothing else is
   predictable: only a signal is), scored by InfoNCE against the other sequences' frames at t+k
   and the same sequence's other frames.
-- :class:`SpikeBridge`: per-feature affine map of the layer-normalised encoder features, then
-  ON/OFF threshold spikes ``H(u - threshold)``, ``H(-u - threshold)`` per frame, [B, T, 2 D];
+- :class:`SpikeBridge`: per-feature affine map of the layer-normalised (``norm="layer"``) or raw
+  (``"none"``) encoder features, then ON/OFF threshold spikes ``H(u - threshold)``, ``H(-u - threshold)`` per frame, [B, T, 2 D];
   with ``levels`` > 1, one ON/OFF pair per threshold ``threshold + i * level_spacing``, a
   thermometer code of each feature's size, [B, T, 2 levels D].
   The features are the GRU context c_t (``features="context"``, the default, D = context_dim),
@@ -185,6 +185,7 @@ class SpikeBridge:
     features: str = "context"  # "context": the GRU context c_t; "latent": the latent frames z_t
     levels: int = 1  # thresholds per polarity: threshold + i * level_spacing, i < levels
     level_spacing: float = 0.5
+    norm: str = "layer"  # "layer": layer-normalise each frame's features first; "none": the features as they are
 
     @property
     def out_dim(self) -> int:
@@ -200,7 +201,7 @@ class SpikeBridge:
     def apply(self, params, z):
         """ON/OFF spikes [B, T, 2 levels latent_dim] of features z [B, T, latent_dim]: for each
         threshold (level), the ON spikes of every feature, then its OFF spikes."""
-        u = _layer_norm(z) * params["gain"] + params["bias"]
+        u = (_layer_norm(z) if self.norm == "layer" else z) * params["gain"] + params["bias"]
         out = []
         for th in self.thresholds:
             out += [spike(u - th, self.surrogate_slope), spike(-u - th, self.surrogate_slope)]
@@ -296,7 +297,7 @@ class Detector:
                          prediction_steps=c["prediction_steps"], norm=e["norm"])
         bridge = SpikeBridge(threshold=b["threshold"], surrogate_slope=s["surrogate_slope"],
                              latent_dim=enc.feature_dim(b["features"]), features=b["features"], levels=b["levels"],
-                             level_spacing=b["level_spacing"])
+                             level_spacing=b["level_spacing"], norm=b["norm"])
         snn = SNNClassifier(num_classes=s["num_classes"], hidden_sizes=tuple(s["hidden_sizes"]),
                             input_dim=bridge.out_dim, beta=s["beta"], readout_beta=s["readout_beta"],
                             surrogate_slope=s["surrogate_slope"], weight_scale=s["weight_scale"], readout=s["readout"],

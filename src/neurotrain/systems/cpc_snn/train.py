@@ -260,7 +260,7 @@ class UnifiedTrainer:
 
         b = spike_bridge
         bridge = SpikeBridge(b.threshold, b.surrogate_slope, cpc_encoder.feature_dim(b.features), b.features, b.levels,
-                             b.level_spacing)
+                             b.level_spacing, b.norm)
         s = snn_classifier
         snn = SNNClassifier(s.num_classes, tuple(s.hidden_sizes), bridge.out_dim, s.beta, s.readout_beta,
                             s.surrogate_slope, s.weight_scale, s.readout, s.current_norm, s.delay_taps, s.delay_dilations)
