@@ -196,6 +196,17 @@ def test_encoder_latents_keep_the_signal_amplitude_unless_layer_normalised():
 
 
 # ----------------------------------------------------------------------------- training
+def test_a_phase_of_zero_epochs_is_skipped(gcfg, processed, tmp_path):
+    """``phase1.epochs: 0`` (the schema's minimum: no CPC pre-training) trains the later phases
+    from the initial encoder and finishes (it used to loop for ever on the empty phase)."""
+    gcfg["training"]["phase1"]["epochs"] = 0
+    out = tmp_path / "model"
+    summary = sc.run_training(gcfg, str(processed), str(out))
+    log = __import__("json").loads((out / "training_log.json").read_text())
+    assert [r["phase"] for r in log["history"]] == [2, 3, 3]  # no row of phase 1
+    assert summary["best_epoch"]["phase"] in (2, 3) and (out / "model_best.npz").is_file()
+
+
 def test_phases_freeze_the_encoder_then_fine_tune_and_resume_exactly(gcfg, processed, tmp_path):
     full = tmp_path / "full"
     sc.run_training(gcfg, str(processed), str(full))

@@ -239,7 +239,12 @@ class PhaseTrainer:
         with SignalGuard() as guard:
             try:
                 while self.state["phase"] < len(self.phases):
-                    self._run_phase(self.phases[self.state["phase"]], ckpt_dir, guard, t_start)
+                    phase = self.phases[self.state["phase"]]
+                    if phase.epochs == 0:  # nothing to train: the next phase starts from these parameters
+                        _say(f"\n=== Phase {self.state['phase'] + 1}: {phase.title}: 0 epochs, skipped ===")
+                        self.state.update(phase=self.state["phase"] + 1, epoch=0)
+                        continue
+                    self._run_phase(phase, ckpt_dir, guard, t_start)
             except (Interrupted, KeyboardInterrupt):
                 self.state["elapsed"] = time.perf_counter() - t_start
                 log.warning("Interrupted in phase %d at epoch %d; state saved to %s. Rerun the same target to resume.",
