@@ -256,14 +256,14 @@ class UnifiedTrainer:
 
     def __init__(self, cpc_encoder, spike_bridge, snn_classifier, learning_rate: float = 1e-4,
                  cpc_weight: float = 1.0, classification_weight: float = 1.0, batch_size: int = 32):
-        from neurotrain.systems.cpc_snn.network import Detector, SNNClassifier, SpikeBridge
+        from dataclasses import replace
 
-        b = spike_bridge
-        bridge = SpikeBridge(b.threshold, b.surrogate_slope, cpc_encoder.feature_dim(b.features), b.features, b.levels,
-                             b.level_spacing, b.norm)
-        s = snn_classifier
-        snn = SNNClassifier(s.num_classes, tuple(s.hidden_sizes), bridge.out_dim, s.beta, s.readout_beta,
-                            s.surrogate_slope, s.weight_scale, s.readout, s.current_norm, s.delay_taps, s.delay_dilations)
+        from neurotrain.systems.cpc_snn.network import Detector
+
+        # the components as given, sized to each other (the bridge to the encoder's features, the
+        # SNN's input to the bridge's spikes)
+        bridge = replace(spike_bridge, latent_dim=cpc_encoder.feature_dim(spike_bridge.features))
+        snn = replace(snn_classifier, hidden_sizes=tuple(snn_classifier.hidden_sizes), input_dim=bridge.out_dim)
         self.det = Detector(cpc_encoder, bridge, snn)
         self.learning_rate, self.batch_size = learning_rate, batch_size
         self.weights = {"cpc": cpc_weight, "classification": classification_weight}
