@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import ast
 import functools
+import json
+import os
 from pathlib import Path
 
 PACKAGE = "neurotrain"
@@ -40,12 +42,59 @@ def _module_name(path: Path) -> tuple[str, bool]:
     return ".".join(parts[:-1] if is_pkg else parts), is_pkg
 
 
+# Import lists of files parsed in earlier processes (:func:`use_cache`): path -> [mtime_ns, size, imports]
+_disk: dict[str, list] = {}
+_disk_file: Path | None = None
+_disk_dirty = False
+
+
+def use_cache(path: str | Path) -> None:
+    """Keep the files' import lists in ``path`` (JSON) between processes. Every ``snakemake`` call
+    (and every cluster job, which reads the Snakefile again) asks for the closures of every stage;
+    parsing the package's files for them was most of the Snakefile's own start-up time. An entry
+    counts only while its file's modification time and size are unchanged; an unreadable cache
+    is ignored (and rewritten)."""
+    global _disk, _disk_file
+    _disk_file = Path(path)
+    try:
+        loaded = json.loads(_disk_file.read_text())
+        _disk = loaded if isinstance(loaded, dict) else {}
+    except (OSError, ValueError):
+        _disk = {}
+
+
+def save_cache() -> None:
+    """Write the cache of :func:`use_cache` if a file was parsed since it was read (atomically: a
+    cluster job reading it meanwhile sees the old or the new file, whole)."""
+    global _disk_dirty
+    if _disk_file is None or not _disk_dirty:
+        return
+    try:
+        _disk_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _disk_file.with_name(f"{_disk_file.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(_disk, sort_keys=True))
+        os.replace(tmp, _disk_file)
+        _disk_dirty = False
+    except OSError:  # a read-only working directory: parse again next time
+        pass
+
+
 def _imports(path: Path) -> frozenset[str]:
     """Absolute names of every module ``path`` imports (and ``from x import y``: x and x.y).
     Each file is parsed once per process while it is unchanged (the Snakefile asks for the
-    closures of every stage of every system, which share most of their files)."""
+    closures of every stage of every system, which share most of their files), and once in all
+    while :func:`use_cache` keeps the results on disk."""
+    global _disk_dirty
     st = path.stat()
-    return _parsed_imports(path, st.st_mtime_ns, st.st_size)
+    key = str(path)
+    hit = _disk.get(key)
+    if isinstance(hit, list) and len(hit) == 3 and hit[:2] == [st.st_mtime_ns, st.st_size]:
+        return frozenset(hit[2])
+    found = _parsed_imports(path, st.st_mtime_ns, st.st_size)
+    if _disk_file is not None:
+        _disk[key] = [st.st_mtime_ns, st.st_size, sorted(found)]
+        _disk_dirty = True
+    return found
 
 
 @functools.lru_cache(maxsize=None)

@@ -15,7 +15,7 @@ SRC = Path(workflow.basedir) / "src"
 # this checkout's package, also on cluster nodes and in conda envs
 sys.path.insert(0, str(SRC))
 
-from neurotrain import registry
+from neurotrain import codedeps, registry
 from neurotrain.config import read_config_file, slice_block, validate as validate_config
 from neurotrain.errors import NeurotrainError
 from neurotrain.runs import run_sheet, built_runs, find as find_run
@@ -207,8 +207,12 @@ def figure_captions(wildcards):
     return registry.spec(wildcards.system).captions
 
 
+# The package's import lists, parsed once and kept in .snakemake/ (neurotrain.codedeps); the
+# project report's code below is the closure of every stage of every listed system.
+codedeps.use_cache(Path(".snakemake") / "neurotrain" / "imports.json")
 FETCH_CODE = [str(f) for f in registry.shared_code("neurotrain.fetch")]
 INDEX_CODE = [str(f) for f in registry.index_code(SYSTEMS)]
+codedeps.save_cache()
 ANALYSIS_ENV = str(Path(workflow.basedir) / "envs" / "analysis.yaml")
 
 
