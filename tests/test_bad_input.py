@@ -3,6 +3,8 @@ user (or a Snakemake rule) runs. Every row checks the exit status, that the mess
 file or config key, that there is no traceback, that no partial output is left (no file, no
 temporary sibling) and that an earlier result at the output path, or beside it, is unchanged.
 
+The command runs in the test's directory with the paths under it relative, as Snakemake's rules pass them.
+
 The table of docs/data-formats.md lists the same row ids, in the same order, as ``CATALOGUE`` (checked)."""
 
 from __future__ import annotations
@@ -958,6 +960,23 @@ def server():
     s.close()
 
 
+def _relative(text: str, tmp: Path) -> str:
+    """``text`` with the paths under ``tmp`` written relative to it."""
+    return "." if text == str(tmp) else text.replace(str(tmp) + os.sep, "")
+
+
+def _from(case: Case, tmp: Path) -> Case:
+    """The case as Snakemake's rules run it: from the working directory, with relative paths (the
+    message must then name the file as it was given). Cases with a working directory of their own
+    are left as they are."""
+    if case.cwd is not None or case.argv[0] == "snakemake":
+        return case
+    case.argv = [_relative(a, tmp) for a in case.argv]
+    case.where = _relative(case.where, tmp)
+    case.cwd = tmp
+    return case
+
+
 def _run(case: Case) -> subprocess.CompletedProcess:
     if case.argv[0] == "snakemake":
         cmd = case.argv[:1] + ["--cores", "1"] + case.argv[1:]
@@ -972,7 +991,7 @@ def _run(case: Case) -> subprocess.CompletedProcess:
 def test_bad_input(row, tmp_path, request):
     make = CATALOGUE[row][1]
     args = [request.getfixturevalue(n) for n in make.__code__.co_varnames[1:make.__code__.co_argcount]]
-    case = make(tmp_path, *args)
+    case = _from(make(tmp_path, *args), tmp_path)
     before = {p: p.read_bytes() for p in case.kept}
     try:
         r = _run(case)
