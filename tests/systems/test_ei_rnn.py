@@ -37,6 +37,40 @@ def test_dale_law_holds_after_optimizer_steps():
     assert np.all(np.diag(w) == 0)
 
 
+def _recurrence_by_steps(c, x0, w, decay):
+    """The recurrence as plain autograd operations, one step at a time (the oracle)."""
+    x, out = x0, []
+    r = torch.nn.functional.softplus(x)
+    for c_t in c.unbind(1):
+        x = torch.addmm(c_t + decay * x, r, w)
+        r = torch.nn.functional.softplus(x)
+        out.append(r)
+    return torch.stack(out, 1)
+
+
+def test_fused_recurrence_matches_autograd_through_time():
+    from neurotrain.systems.ei_rnn.network import Recurrence
+
+    g = torch.Generator().manual_seed(0)
+    B, T, N = 6, 9, 5
+    c = (3 * torch.randn(B, T, N, generator=g, dtype=torch.float64)).requires_grad_()  # some x above 20
+    c.data[0, 2, 1] = 30.0  # softplus's linear branch
+    h0 = torch.randn(N, generator=g, dtype=torch.float64, requires_grad=True)
+    w = (0.4 * torch.randn(N, N, generator=g, dtype=torch.float64)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda c, h, w: Recurrence.apply(c, h.expand(B, -1), w, 0.5), (c, h0, w))
+    # float32 at a default-like size: the same rates, and the gradients of every input to rounding
+    B, T, N = 64, 60, 50
+    c = torch.randn(B, T, N, generator=g).requires_grad_()
+    h0 = torch.randn(N, generator=g, requires_grad=True)
+    w = (0.1 * torch.randn(N, N, generator=g)).requires_grad_()
+    up = torch.randn(B, T, N, generator=g)
+    ref = _recurrence_by_steps(c, h0.expand(B, -1), w, 0.5)
+    fused = Recurrence.apply(c, h0.expand(B, -1), w, 0.5)
+    assert torch.equal(ref, fused)
+    for a, b in zip(torch.autograd.grad(ref, (c, h0, w), up), torch.autograd.grad(fused, (c, h0, w), up)):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-5 * float(b.abs().max()))
+
+
 def test_shapes_and_h0():
     m, labels = _model(input_embed_dim=56, attention_heads=4, attention_dim=16)
     rates, out = m(torch.randn(5, 7, 3))

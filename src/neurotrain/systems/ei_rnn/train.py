@@ -47,8 +47,8 @@ class EIRNNTask:
         self.val_target_psth = self._psth(self.spikes[vi], self.conditions[vi])
 
     def _psth(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        M = condition_matrix(cond, self.n_conditions)
-        return torch.einsum("cb,btn->ctn", M, x)
+        M = condition_matrix(cond, self.n_conditions)  # [C, B]
+        return (M @ x.reshape(x.shape[0], -1)).reshape(M.shape[0], *x.shape[1:])  # one [C, B] x [B, T N] product
 
     def losses(self, idx: np.ndarray) -> dict:
         """The four loss terms on the trials ``idx`` (tensor graphs, not yet weighted), and the
