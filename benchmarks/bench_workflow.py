@@ -3,8 +3,9 @@
 1. The default run: if `snakemake -n` on config/config.yaml has jobs to do, runs them
    (`snakemake --cores N`) and records the wall time; per rule, its wall time and peak memory
    (max RSS) from the `benchmark:` files of that run.
-2. Snakemake's own overhead on the finished default run: `snakemake -n` and a no-op
-   `snakemake --cores N` (medians of 3).
+2. Snakemake's own overhead on the finished default run: `snakemake -n` (median of 5,
+   alternating with `snakemake -n` on a finished three-rule workflow in the same environment, and
+   the median of the 5 pairs' ratios) and a no-op `snakemake --cores N` (median of 3).
 3. Each system's training step as a fraction of its framework's matmul rate, from the
    system benchmarks `make bench` ran just before (results/benchmarks/*.json).
 4. Scaling: each system trained for a fixed number of epochs/steps on 1x, 2x and 4x its data
@@ -45,9 +46,9 @@ def env() -> dict:
     return e
 
 
-def smk(*args, check=True) -> tuple[float, subprocess.CompletedProcess]:
+def smk(*args, check=True, cwd=ROOT) -> tuple[float, subprocess.CompletedProcess]:
     t = time.perf_counter()
-    r = subprocess.run([str(BIN / "snakemake"), *args], cwd=ROOT, capture_output=True, text=True, env=env())
+    r = subprocess.run([str(BIN / "snakemake"), *args], cwd=cwd, capture_output=True, text=True, env=env())
     dt = time.perf_counter() - t
     if check and r.returncode != 0:
         sys.exit(f"snakemake {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
@@ -69,6 +70,29 @@ def machine() -> str:
 
 
 # ------------------------------------------------------------------------------ 1-2. the default run
+DRY_PAIRS = 5
+# A finished three-rule workflow in the same environment (the same Snakemake and plugins): what
+# `snakemake -n` costs before any of this workflow's own work.
+BARE_SNAKEFILE = """
+rule all:
+    input: "c.txt"
+
+rule a:
+    output: "a.txt"
+    shell: "echo a > {output}"
+
+rule b:
+    input: "a.txt"
+    output: "b.txt"
+    shell: "cat {input} > {output}"
+
+rule c:
+    input: "b.txt"
+    output: "c.txt"
+    shell: "cat {input} > {output}"
+"""
+
+
 def default_run(cores: int) -> dict:
     _, dry = smk("-n", "--configfile", "config/config.yaml")
     record_path = OUT / "default_run.json"
@@ -85,7 +109,13 @@ def default_run(cores: int) -> dict:
         rec = json.loads(record_path.read_text())
     else:
         rec = {"wall_time_s": None, "note": "the default run was already finished; remove results/ to time it"}
-    dry_times = [smk("-n", "--configfile", "config/config.yaml")[0] for _ in range(3)]
+    dry_times, bare_times = [], []
+    with tempfile.TemporaryDirectory() as bare:  # the yardstick: Snakemake's own start-up and DAG
+        (Path(bare) / "Snakefile").write_text(BARE_SNAKEFILE)
+        smk("--cores", "1", cwd=bare)
+        for _ in range(DRY_PAIRS):  # alternating, so drift of the machine hits both alike
+            dry_times.append(smk("-n", "--configfile", "config/config.yaml")[0])
+            bare_times.append(smk("-n", cwd=bare)[0])
     noop_times = []
     for _ in range(3):
         dt, r = smk("--cores", str(cores), "--configfile", "config/config.yaml")
@@ -93,6 +123,8 @@ def default_run(cores: int) -> dict:
             sys.exit("the no-op rerun had work to do: the default run is not finished")
         noop_times.append(dt)
     rec["dry_run_s"] = statistics.median(dry_times)
+    rec["bare_dry_run_s"] = statistics.median(bare_times)
+    rec["dry_run_ratio"] = statistics.median(a / b for a, b in zip(dry_times, bare_times))
     rec["noop_rerun_s"] = statistics.median(noop_times)
     return rec
 
@@ -221,7 +253,11 @@ def summary(run: dict, rules: list[dict], steps: list[dict], scale: list[dict]) 
     else:
         what = run.get("note", "not measured")
     lines.append(f"| default run (`make run`), wall time | {what} |")
-    lines.append(f"| `snakemake -n` on the finished run (median of 3) | {run['dry_run_s']:.2f} s |")
+    lines.append(f"| `snakemake -n` on the finished run (median of {DRY_PAIRS}) | {run['dry_run_s']:.2f} s |")
+    if "bare_dry_run_s" in run:
+        lines.append(f"| `snakemake -n` on a finished 3-rule workflow, alternating with the above (median of {DRY_PAIRS}) | "
+                     f"{run['bare_dry_run_s']:.2f} s |")
+        lines.append(f"| ratio of the two (median of the {DRY_PAIRS} pairs' ratios) | {run['dry_run_ratio']:.2f}x |")
     lines.append(f"| no-op `snakemake` on the finished run (median of 3) | {run['noop_rerun_s']:.2f} s |")
     lines += ["", "## Default run per rule (Snakemake `benchmark:` files)", "",
               "| system | rule | wall time | peak memory (max RSS) |", "| --- | --- | --- | --- |"]

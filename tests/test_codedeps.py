@@ -55,7 +55,7 @@ def test_closure_of_the_runner_holds_its_imports_and_their_packages():
 
 
 def test_import_lists_kept_on_disk_are_used_while_their_file_is_unchanged(tmp_path, monkeypatch, request):
-    for cached in (codedeps.closure, codedeps._parsed_imports):  # no entry of the fake package outlives the test
+    for cached in (codedeps.closure, codedeps._parsed_imports, codedeps._module_file):  # no entry of the fake package outlives the test
         request.addfinalizer(cached.cache_clear)
     pkg = tmp_path / "src" / "neurotrain"
     pkg.mkdir(parents=True)
@@ -67,8 +67,8 @@ def test_import_lists_kept_on_disk_are_used_while_their_file_is_unchanged(tmp_pa
         monkeypatch.setattr(codedeps, name, value)
 
     def fresh_process(cache):
-        codedeps.closure.cache_clear()
-        codedeps._parsed_imports.cache_clear()
+        for cached in (codedeps.closure, codedeps._parsed_imports, codedeps._module_file):
+            cached.cache_clear()
         monkeypatch.setattr(codedeps, "_disk", {})
         codedeps.use_cache(cache)
 

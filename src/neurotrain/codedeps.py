@@ -28,8 +28,14 @@ def module_file(module: str) -> Path | None:
     """The source file of a package module (``neurotrain.x.y``), or None if there is none."""
     if module != PACKAGE and not module.startswith(PACKAGE + "."):
         return None
+    return _module_file(ROOT, module)
+
+
+@functools.lru_cache(maxsize=None)
+def _module_file(root: Path, module: str) -> Path | None:
+    # looked up once per process: the closures of every stage ask for the same names thousands of times
     rel = Path(*module.split(".")[1:])
-    for cand in (ROOT / rel / "__init__.py", (ROOT / rel).with_suffix(".py")):
+    for cand in (root / rel / "__init__.py", (root / rel).with_suffix(".py")):
         if cand.is_file():
             return cand
     return None

@@ -7,6 +7,7 @@ functions are imported only when a stage runs, so a torch system never imports J
 
 from __future__ import annotations
 
+import functools
 import importlib
 from pathlib import Path
 from typing import Callable
@@ -20,8 +21,13 @@ RUNNER = "neurotrain.runner"  # the module every rule runs (python -m neurotrain
 
 
 def names() -> list[str]:
-    """Every registered system, sorted."""
-    return sorted(p.parent.name for p in SYSTEMS_DIR.glob("*/spec.py"))
+    """Every registered system, sorted (looked up once per process: the Snakefile asks hundreds of times)."""
+    return list(_names(SYSTEMS_DIR))
+
+
+@functools.lru_cache(maxsize=None)
+def _names(folder: Path) -> tuple[str, ...]:
+    return tuple(sorted(p.parent.name for p in folder.glob("*/spec.py")))
 
 
 def spec(system: str) -> SystemSpec:
