@@ -5,7 +5,9 @@ Same data (the default embedded sessions of config/config.yaml), model, batch, l
 number of steps, 2 CPU threads, measured in one run. Both are timed as whole processes, from
 interpreter start to exit: the pipeline as the ``train_model`` job of Snakemake (its
 ``benchmark:`` file), ``cebra.CEBRA(...).fit`` as a ``python -c`` process. Also reports one
-solver step's FLOP rate against the torch matmul rate measured in the same run.
+solver step's FLOP rate against the torch matmul rate measured in the same run: CEBRA's step
+(every window encoded on its own) and the rule's (``training.batch_encoding``: with ``auto`` on
+these sessions, each session encoded once per step), with the speed-up between them.
 
 CPU time on this machine drifts by tens of percent from minute to minute (other tenants), more
 than the two paths differ, so a second comparison runs both inside this one process, in short
@@ -93,6 +95,7 @@ def main() -> int:
 
     from neurotrain.config import load_config
     from neurotrain.systems.cebra.data import load_processed
+    from neurotrain.systems.cebra.encoding import use_session_encoding
     from neurotrain.systems.cebra.train import build_models, make_datasets, make_loader, make_solver
 
     torch.set_num_threads(2)
@@ -132,23 +135,26 @@ def main() -> int:
         mc = {"architecture": m["architecture"], "num_units": m["num_units"], "output_dim": m["output_dim"],
               "sharing": "per_session", "n_features": [s["spikes"].shape[1] for s in data["sessions"]],
               "session_names": data["names"]}
-        models = build_models(mc)
-        coll = make_datasets(data["sessions"])
-        coll.configure_for(models)
-        solver = make_solver(models, cfg, tqdm_on=False)
-        loader = make_loader(coll, 8, t)
-        solver._set_fitted_params(loader)
-        batches = iter(loader)
-        solver.step(next(batches))
-        with FlopCounterMode(display=False) as fc:
+        steps = {}
+        for mode in ("windows", t["batch_encoding"]):  # CEBRA's step, then the rule's (the config's batch_encoding)
+            models = build_models(mc)
+            coll = make_datasets(data["sessions"])
+            coll.configure_for(models)
+            solver = make_solver(models, cfg, tqdm_on=False)
+            used = use_session_encoding(mode, solver, coll, models, t["batch_size"])
+            loader = make_loader(coll, 8, t)
+            solver._set_fitted_params(loader)
+            batches = iter(loader)
             solver.step(next(batches))
-        flops = fc.get_total_flops()
-        times = []
-        for batch in batches:
-            t1 = time.perf_counter()
-            solver.step(batch)
-            times.append(time.perf_counter() - t1)
-        step_s = statistics.median(times)
+            with FlopCounterMode(display=False) as fc:
+                solver.step(next(batches))
+            times = []
+            for batch in batches:
+                t1 = time.perf_counter()
+                solver.step(batch)
+                times.append(time.perf_counter() - t1)
+            steps["session" if used else "windows"] = (fc.get_total_flops(), statistics.median(times))
+        flops, step_s = steps["windows"]
         shapes = ", ".join(f"{len(s['train_idx'])}x{s['spikes'].shape[1]}" for s in data["sessions"])
     peak = matmul_rate()
     p, s = STEPS / rule_s, STEPS / skl_s
@@ -178,9 +184,19 @@ def main() -> int:
         f"| median cebra.CEBRA time | {statistics.median(pairs['sklearn']):.2f} s |",
         f"| median of per-pair speed ratios (pipeline / cebra.CEBRA, steps/s) | {statistics.median(pairs['ratios']):.3f} |",
         f"| pairs where the pipeline was faster | {sum(r > 1 for r in pairs['ratios'])} of {PAIRS} |", "",
-        "| one solver step | value |", "| --- | --- |",
+        "| one solver step, window by window (CEBRA's step) | value |", "| --- | --- |",
         *flop_rows(flops, step_s, peak, "solver step"), ""])
-    write_report("cebra_train.md", text, [step_record("cebra", "solver step (3 sessions x 512)", "torch", flops, step_s, peak)])
+    records = [step_record("cebra", "solver step, windows (3 sessions x 512)", "torch", flops, step_s, peak)]
+    if "session" in steps:
+        sf, ss = steps["session"]
+        text += "\n".join([
+            "", "| one solver step, each session encoded once (the rule's `batch_encoding`) | value |", "| --- | --- |",
+            *flop_rows(sf, ss, peak, "solver step"),
+            f"| window-by-window FLOPs per second of this step (the same embeddings) | {flops / ss / 1e9:.1f} GFLOP/s, "
+            f"{flops / ss / peak:.3f} of the matmul rate |",
+            f"| speed-up of the step over window by window | {step_s / ss:.2f}x |", ""])
+        records.append(step_record("cebra", "solver step, session encoding (3 sessions x 512)", "torch", sf, ss, peak))
+    write_report("cebra_train.md", text, records)
     return 0
 
 

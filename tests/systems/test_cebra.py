@@ -722,3 +722,67 @@ def test_nwb_spike_times_in_milliseconds_and_discrete_flags(tmp_path):
     assert set(np.unique(beh[:, 1])) == {0.0, 1.0} and d["behavior_discrete"] == [False, True]
     centres = t[0] + 0.0125 + 0.025 * np.arange(len(beh))
     assert np.array_equal(beh[:, 1], flag[np.searchsorted(t, centres, side="right") - 1])
+
+
+def _solver_steps(ccfg, mode: str, n_steps: int):
+    """Losses and final parameters of ``n_steps`` solver steps on two sessions (from one seed)."""
+    import cebra.data
+
+    from neurotrain.systems.cebra.encoding import use_session_encoding
+    from neurotrain.systems.cebra.train import build_models, make_loader, make_solver
+    from neurotrain.training.checkpoint import seed_everything
+
+    rng = np.random.default_rng(0)
+    behaviour = torch.as_tensor(rng.uniform(0, 6.3, (300, 1)).astype(np.float32))
+    data = [torch.as_tensor(rng.poisson(1.0, (300, n)).astype(np.float32)) for n in (5, 7)]
+    seed_everything(3)
+    mc = {"architecture": "offset10-model", "num_units": 16, "output_dim": 3, "sharing": "per_session",
+          "n_features": [5, 7]}
+    models = build_models(mc)
+    coll = cebra.data.DatasetCollection(*[cebra.data.TensorDataset(x, continuous=behaviour) for x in data])
+    coll.configure_for(models)
+    solver = make_solver(models, ccfg, tqdm_on=False)
+    used = use_session_encoding(mode, solver, coll, models, ccfg["training"]["batch_size"])
+    loader = make_loader(coll, n_steps, ccfg["training"])
+    solver.fit(loader)
+    return used, list(solver.log["total"]), [p.detach().clone() for p in models.parameters()]
+
+
+def test_session_encoding_trains_what_window_encoding_trains(ccfg):
+    """Encoding each session once per step reads the same embeddings as CEBRA's window by window
+    step: the first step's InfoNCE is the same number, and after 5 steps the weights agree to
+    float32 rounding (the gradients sum the same terms in another order)."""
+    used_w, loss_w, par_w = _solver_steps(ccfg, "windows", 5)
+    used_s, loss_s, par_s = _solver_steps(ccfg, "session", 5)
+    assert (used_w, used_s) == (False, True)
+    assert loss_s[0] == loss_w[0]
+    np.testing.assert_allclose(loss_s, loss_w, rtol=1e-5)
+    for a, b in zip(par_s, par_w):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    # auto: 300 bins <= 4 x (3 x 64) windows -> session; a batch of 16 (192 bins at most) -> windows
+    assert _solver_steps(ccfg, "auto", 1)[0]
+    ccfg["training"]["batch_size"] = 16
+    assert not _solver_steps(ccfg, "auto", 1)[0]
+
+
+def test_session_encoding_refused_for_an_encoder_with_batch_statistics(ccfg):
+    """An encoder whose output over a sequence is not its output window by window (here a batch
+    norm) is refused for 'session', naming the key, and left to CEBRA's step by 'auto'."""
+    import cebra.data
+
+    from neurotrain.systems.cebra.encoding import reproduces_windows, use_session_encoding
+    from neurotrain.systems.cebra.train import build_models, make_solver
+
+    mc = {"architecture": "offset10-model", "num_units": 16, "output_dim": 3, "sharing": "per_session",
+          "n_features": [5, 7]}
+    models = build_models(mc)
+    assert all(reproduces_windows(m, n) for m, n in zip(models, (5, 7)))
+    models[1].net.insert(1, torch.nn.BatchNorm1d(16))
+    assert not reproduces_windows(models[1], 7)
+    coll = cebra.data.DatasetCollection(*[cebra.data.TensorDataset(torch.randn(300, n), continuous=torch.randn(300, 1))
+                                          for n in (5, 7)])
+    solver = make_solver(models, ccfg, tqdm_on=False)
+    with pytest.raises(NeurotrainError, match="cebra.training.batch_encoding"):
+        use_session_encoding("session", solver, coll, models, 64)
+    assert not use_session_encoding("auto", solver, coll, models, 64)
+    assert type(solver).__name__ == "MultiSessionSolver" and type(coll) is cebra.data.DatasetCollection

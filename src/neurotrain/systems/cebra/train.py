@@ -1,6 +1,9 @@
 """CEBRA multi-session contrastive embedding (seed: cebra-multisession-training.md), run with
 the ``cebra`` package's own model, datasets, loader, criterion and solver. One session is a
-valid dataset too: it is trained with CEBRA's single-session solver and loader.
+valid dataset too: it is trained with CEBRA's single-session solver and loader. With
+``training.batch_encoding`` ``auto`` or ``session``, the solver's step encodes each session once
+and reads the sampled windows' embeddings from it (:mod:`neurotrain.systems.cebra.encoding`):
+the same embeddings, about twice as fast on sessions the batch covers.
 
 ``model.sharing``:
   ``shared``       one ``offset10-model`` for every session (the seed); its input dimension is
@@ -32,6 +35,7 @@ import cebra.solver
 
 from neurotrain.training import torch_numerics  # noqa: F401  (sets up MKL's vector math before any threaded call)
 from neurotrain.errors import Interrupted, NeurotrainError
+from neurotrain.systems.cebra.encoding import use_session_encoding
 from neurotrain.io import save_json, sha256_file
 from neurotrain.training.checkpoint import (load_checkpoint, rng_state, run_preamble, save_checkpoint,
                                            set_rng_state)
@@ -148,6 +152,7 @@ def run_training(cfg: dict, data_path: str, out_dir: str, threads: int = 0) -> d
             raise NeurotrainError(data_path, f"session {name}: {len(s['train_idx'])} training bins, not more than the "
                                              f"model's receptive field ({receptive} bins)")
     solver = make_solver(models, cfg, tqdm_on=True)
+    use_session_encoding(t["batch_encoding"], solver, collection, models, t["batch_size"])
     np_rng = np.random.default_rng(t["seed"])  # unused by CEBRA; kept so rng_state has one format
 
     out = Path(out_dir)
