@@ -759,7 +759,7 @@ def test_session_encoding_trains_what_window_encoding_trains(ccfg):
     np.testing.assert_allclose(loss_s, loss_w, rtol=1e-5)
     for a, b in zip(par_s, par_w):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
-    # auto: 300 bins <= 4 x (3 x 64) windows -> session; a batch of 16 (192 bins at most) -> windows
+    # auto: 300 bins <= 6 x (3 x 64) windows -> session; a batch of 16 (288 bins at most) -> windows
     assert _solver_steps(ccfg, "auto", 1)[0]
     ccfg["training"]["batch_size"] = 16
     assert not _solver_steps(ccfg, "auto", 1)[0]

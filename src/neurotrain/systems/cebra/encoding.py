@@ -10,8 +10,9 @@ training sequence through its encoder once per step and reads the sampled time p
 the same embeddings (bit for bit in the forward pass; the gradients sum the same terms in
 another order) at a cost set by the session's length rather than by the number of windows.
 It pays off when the samples cover most of the session: with the default 3 x 512 windows per
-session and the ``offset10-model``, a session of 4800 bins is encoded 2.6x faster, one of
-12 000 bins 1.2x slower (one measurement on 2 CPU threads).
+session and the ``offset10-model``, a session of 3000 bins is encoded 3.5x faster, one of 6000
+bins 1.9x, one of 10 000 bins as fast, one of 12 000 bins 1.2x slower (measurements on 2 CPU
+threads, :data:`AUTO_BINS_PER_WINDOW`).
 
 - ``windows``: CEBRA's own solver step.
 - ``session``: as above; refused (config key named) for an encoder whose sequence output does
@@ -36,7 +37,10 @@ from neurotrain.errors import NeurotrainError
 
 log = logging.getLogger("neurotrain.train.cebra")
 
-AUTO_BINS_PER_WINDOW = 4  # session encoding pays off below about 6.5 bins per window (one measurement)
+# One session's encoder forward and backward, 3 x 512 windows of the offset10-model with 256 units, 2
+# threads (AMD EPYC): window by window 250-285 ms at any length; the whole session 74 ms at 3000
+# bins, 148 at 6000, 188 at 8000, 255 at 10 000. Break-even near 6.5 bins per window.
+AUTO_BINS_PER_WINDOW = 6
 
 
 def _index_batch(index, session: int | None = None) -> cebra.data.Batch:
