@@ -9,7 +9,8 @@
 3. Each system's training step as a fraction of its framework's matmul rate, from the
    system benchmarks `make bench` ran just before (results/benchmarks/*.json).
 4. Scaling: each system trained for a fixed number of epochs/steps on 1x, 2x and 4x its data
-   (trials, sessions, trajectories, sequences, segments), wall time of the training.
+   (trials; CEBRA's session length and, apart, its number of sessions, whose multi-session
+   InfoNCE grows with their square; trajectories, sequences, segments), wall time of the training.
 
 Writes results/benchmarks/summary.md (tables) and summary.png (per-rule times; scaling), and
 prints the tables. Not part of `make test`.
@@ -148,22 +149,28 @@ def rule_benchmarks() -> list[dict]:
 
 
 # ------------------------------------------------------------------------------ 4. scaling
-SCALING = {
-    # what grows, the override at size k, the fixed amount of training
-    "ei_rnn": ("trials", lambda k: {"data": {"embedded": {"trials_per_condition": 60 * k}},
-                                   "training": {"max_epochs": 100, "patience": 1000, "checkpoint_every": 1000,
-                                                "detail_every": 1000, "log_every": 1000}}, "100 epochs (full batch)"),
-    "cebra": ("sessions", lambda k: {"data": {"embedded": {"n_neurons": [40, 50, 60] * k, "n_time": 2000}},
+SCALING = [
+    # system, what grows, the override at size k, the fixed amount of training
+    ("ei_rnn", "trials", lambda k: {"data": {"embedded": {"trials_per_condition": 60 * k}},
+                                    "training": {"max_epochs": 100, "patience": 1000, "checkpoint_every": 1000,
+                                                 "detail_every": 1000, "log_every": 1000}}, "100 epochs (full batch)"),
+    # CEBRA's multi-session InfoNCE compares every reference with the negatives of every session, a
+    # [S B x S B] similarity matrix: its cost grows with the square of the number of sessions at a
+    # fixed batch per session, by the method's design. More data of the same sessions is longer
+    # sessions; both are measured.
+    ("cebra", "session length", lambda k: {"data": {"embedded": {"n_time": 2000 * k}},
+                                           "training": {"max_steps": 20, "checkpoint_every": 1000}}, "20 steps"),
+    ("cebra", "sessions", lambda k: {"data": {"embedded": {"n_neurons": [40, 50, 60] * k, "n_time": 2000}},
                                      "training": {"max_steps": 20, "checkpoint_every": 1000}}, "20 steps"),
-    "ring_attractor": ("trajectories", lambda k: {"data": {"embedded": {"n_trajectories": 96 * k}},
+    ("ring_attractor", "trajectories", lambda k: {"data": {"embedded": {"n_trajectories": 96 * k}},
                                                   "training": {"max_epochs": 5, "checkpoint_every": 1000}}, "5 epochs"),
-    "lisbet": ("sequences", lambda k: {"data": {"embedded": {"n_sequences": 10 * k}}, "training": {"epochs": 5}},
-               "5 epochs"),
-    "cpc_snn": ("segments", lambda k: {"data": {"embedded": {"n_segments": 3000 * k}},
+    ("lisbet", "sequences", lambda k: {"data": {"embedded": {"n_sequences": 10 * k}}, "training": {"epochs": 5}},
+     "5 epochs"),
+    ("cpc_snn", "segments", lambda k: {"data": {"embedded": {"n_segments": 3000 * k}},
                                        "training": {"phase1": {"epochs": 1}, "phase2": {"epochs": 1, "steps_per_epoch": 10},
                                                     "phase3": {"enabled": False}}},
-                "phase 1 for 1 epoch + 10 SNN steps (incl. JIT compile)"),
-}
+     "phase 1 for 1 epoch + 10 SNN steps (incl. JIT compile)"),
+]
 
 
 def _merge(a: dict, b: dict) -> dict:
@@ -179,7 +186,7 @@ def scaling(sizes=(1, 2, 4)) -> list[dict]:
     base = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     rows = []
     nt = str(BIN / "neurotrain")
-    for system, (unit, override, amount) in SCALING.items():
+    for system, unit, override, amount in SCALING:
         for k in sizes:
             with tempfile.TemporaryDirectory(prefix=f"scale_{system}_") as d:
                 d = Path(d)
@@ -198,11 +205,16 @@ def scaling(sizes=(1, 2, 4)) -> list[dict]:
                 summary = json.loads((d / "m" / "training_log.json").read_text())["summary"]
                 rows.append({"system": system, "unit": unit, "size": k, "amount": amount, "wall_s": wall,
                              "train_s": summary.get("training_time_s")})
-                print(f"scaling {system} x{k}: training {rows[-1]['train_s']:.1f} s (process {wall:.1f} s)", flush=True)
+                print(f"scaling {system} ({unit}) x{k}: training {rows[-1]['train_s']:.1f} s (process {wall:.1f} s)", flush=True)
     return rows
 
 
 # ------------------------------------------------------------------------------ summary
+def _series(scale: list[dict]) -> list[tuple[str, str]]:
+    """(system, what grows) of the scaling rows, in the order they were measured."""
+    return list(dict.fromkeys((r["system"], r["unit"]) for r in scale))
+
+
 def figure(rules: list[dict], scale: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -224,11 +236,10 @@ def figure(rules: list[dict], scale: list[dict], path: Path) -> None:
     ax.legend(fontsize=7)
     ax.tick_params(axis="x", rotation=20)
     ax = axes[1]
-    for system in SYSTEMS:
-        pts = [(r["size"], r["train_s"]) for r in scale if r["system"] == system]
-        if pts:
-            t1 = pts[0][1]
-            ax.plot([p[0] for p in pts], [p[1] / t1 for p in pts], marker="o", label=system)
+    for system, unit in _series(scale):
+        pts = [(r["size"], r["train_s"]) for r in scale if (r["system"], r["unit"]) == (system, unit)]
+        t1 = pts[0][1]
+        ax.plot([p[0] for p in pts], [p[1] / t1 for p in pts], marker="o", label=f"{system} ({unit})")
     ax.plot([1, 4], [1, 4], "k--", lw=1, label="proportional")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log", base=2)
@@ -271,10 +282,8 @@ def summary(run: dict, rules: list[dict], steps: list[dict], scale: list[dict]) 
                      f"{s['matmul_gflops']:.0f} GFLOP/s | {s['fraction']:.3f} |")
     lines += ["", "## Training time against data size", "",
               "| system | grows | fixed training | 1x | 2x | 4x | 4x / 1x |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    for system in SYSTEMS:
-        pts = {r["size"]: r for r in scale if r["system"] == system}
-        if not pts:
-            continue
+    for system, unit in _series(scale):
+        pts = {r["size"]: r for r in scale if (r["system"], r["unit"]) == (system, unit)}
         one = pts[1]
         cells = [f"{pts[k]['train_s']:.1f} s" if k in pts else "-" for k in (1, 2, 4)]
         ratio = f"{pts[4]['train_s'] / one['train_s']:.2f}" if 4 in pts else "-"
