@@ -75,7 +75,7 @@ def save_cache() -> None:
     global _disk_dirty
     if _disk_file is None or not _disk_dirty:
         return
-    try:
+    try:  # not neurotrain.io.atomic_path: it imports numpy, which the Snakefile otherwise never loads
         _disk_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = _disk_file.with_name(f"{_disk_file.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(_disk, sort_keys=True))

@@ -26,6 +26,7 @@ the datasets hand them over instead of gathering windows (:func:`use_session_enc
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import torch
@@ -65,15 +66,14 @@ class _IndexSession(cebra.data.TensorDataset):
         return _index_batch(index)
 
 
-def _encode(model: torch.nn.Module, sequence: torch.Tensor, batch: cebra.data.Batch) -> tuple[torch.Tensor, ...]:
+def _encode(model: torch.nn.Module, session, batch: cebra.data.Batch) -> tuple[torch.Tensor, ...]:
     """Embeddings [n, D] of the windows around the reference, positive and negative time indices
-    of ``batch``, from one pass of ``model`` over ``sequence`` [1, C, T]."""
-    out = model(sequence)[0].t()  # [T - len(offset) + 1, D]: row j is the window around j + offset.left
-    off = model.get_offset()
-    hi = sequence.shape[-1] - off.right
+    of ``batch``, from one pass of ``model`` over the ``(dataset, sequence [1, C, T])`` of a session."""
+    dataset, sequence = session
+    out = model(sequence)[0].t()  # [T - len(offset) + 1, D]: row j is the window starting at bin j
 
-    def rows(times):  # CEBRA's datasets clamp a time index to [left, T - right] before cutting its window
-        return out.index_select(0, times.to(out.device).clamp(off.left, hi) - off.left)  # deterministic backward
+    def rows(times):  # the first bin of each window as CEBRA's dataset cuts it (it clamps the index)
+        return out.index_select(0, dataset.expand_index(times.to(out.device))[:, 0])  # deterministic backward
 
     return rows(batch.reference), rows(batch.positive), rows(batch.negative)
 
@@ -81,12 +81,12 @@ def _encode(model: torch.nn.Module, sequence: torch.Tensor, batch: cebra.data.Ba
 class SessionMultiSessionSolver(cebra.solver.MultiSessionSolver):
     """CEBRA's multi-session solver, each session encoded once per step (see the module)."""
 
-    sequences: list  # per session [1, C, T], set by use_session_encoding
+    sessions: list  # per session (dataset, its sequence [1, C, T]), set by use_session_encoding
 
     def _inference(self, batches):
         refs, poss, negs = [], [], []
-        for batch, model, seq in zip(batches, self.model, self.sequences):
-            ref, pos, neg = _encode(model, seq, batch)
+        for batch, model, session in zip(batches, self.model, self.sessions):
+            ref, pos, neg = _encode(model, session, batch)
             refs.append(ref)
             poss.append(pos)
             negs.append(neg)
@@ -99,10 +99,10 @@ class SessionMultiSessionSolver(cebra.solver.MultiSessionSolver):
 class SessionSingleSessionSolver(cebra.solver.SingleSessionSolver):
     """CEBRA's single-session solver, the session encoded once per step (see the module)."""
 
-    sequences: list
+    sessions: list
 
     def _inference(self, batch):
-        return cebra.data.Batch(*_encode(self.model, self.sequences[0], batch))
+        return cebra.data.Batch(*_encode(self.model, self.sessions[0], batch))
 
 
 def reproduces_windows(model: torch.nn.Module, n_features: int, length: int = 64) -> bool:
@@ -110,8 +110,6 @@ def reproduces_windows(model: torch.nn.Module, n_features: int, length: int = 64
     for the window there (checked on a random sequence of ``length`` bins, on a copy: a batch
     norm's running statistics or a dropout's draws do not touch the model). Batch statistics,
     dropout, strides and padding all fail it."""
-    import copy
-
     offset = model.get_offset()
     width = len(offset)
     if length < width + 2:
@@ -138,18 +136,17 @@ def use_session_encoding(mode: str, solver, collection, models, batch_size: int)
         return False
     single = collection.num_sessions == 1
     sessions = [collection.get_session(i) for i in range(collection.num_sessions)]
-    fits = all(reproduces_windows(m, s.neural.shape[1]) for m, s in zip(models, sessions))
-    if not fits:
+    windows = 3 * batch_size
+    if mode == "auto" and any(len(s.neural) > AUTO_BINS_PER_WINDOW * windows for s in sessions):
+        return False
+    if not all(reproduces_windows(m, s.neural.shape[1]) for m, s in zip(models, sessions)):
         if mode == "session":
             raise NeurotrainError("config key cebra.training.batch_encoding",
                                   "'session' needs an encoder whose output over a whole sequence equals its output "
                                   "window by window (no batch statistics, stride or padding); use 'windows'")
         return False
-    windows = 3 * batch_size
-    if mode == "auto" and any(len(s.neural) > AUTO_BINS_PER_WINDOW * windows for s in sessions):
-        return False
     solver.__class__ = SessionSingleSessionSolver if single else SessionMultiSessionSolver
-    solver.sequences = [s.neural.t()[None].contiguous() for s in sessions]  # [1, C, T]
+    solver.sessions = [(s, s.neural.t()[None].contiguous()) for s in sessions]  # (dataset, [1, C, T])
     if single:
         sessions[0].__class__ = _IndexSession
     else:

@@ -13,8 +13,9 @@ steps are plain jitted functions of (parameters, optimizer state, batch, key).
   and the same sequence's other frames.
 - :class:`SpikeBridge`: per-feature affine map of the layer-normalised (``norm="layer"``) or raw
   (``"none"``) encoder features, then ON/OFF threshold spikes ``H(u - threshold)``,
-  ``H(-u - threshold)`` per frame, [B, T, 2 D]; with ``levels`` > 1, one ON/OFF pair per threshold ``threshold + i * level_spacing``, a
-  thermometer code of each feature's size, [B, T, 2 levels D].
+  ``H(-u - threshold)`` per frame, [B, T, 2 D]; with ``levels`` > 1, one ON/OFF pair per
+  threshold ``threshold + i * level_spacing``, a thermometer code of each feature's size,
+  [B, T, 2 levels D].
   The features are the GRU context c_t (``features="context"``, the default, D = context_dim),
   the representation van den Oord et al. hand to downstream tasks when context helps, or the
   latent frames z_t (``"latent"``, D = latent_dim). A chirp spans tens of frames and the

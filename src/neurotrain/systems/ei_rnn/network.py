@@ -69,9 +69,9 @@ class Recurrence(torch.autograd.Function):
     r_0 = softplus(x0). It computes what the step-by-step autograd loop computes, but records no
     graph per step: the forward pass is one ``addmm`` and one softplus per step, written into the
     saved buffers, the backward pass one ``addmm`` and two element-wise operations per step and a
-    single product for the weight gradient
-    (sum_t r_{t-1}^T dL/dx_t). A 60-step recurrence of [B, 50] states is bound by per-operation
-    overhead, so fewer operations are what makes it faster. Not twice differentiable.
+    single product for the weight gradient (sum_t r_{t-1}^T dL/dx_t). A 60-step recurrence of
+    [B, 50] states is bound by per-operation overhead, so fewer operations are what makes it
+    faster. Not twice differentiable.
     """
 
     @staticmethod
