@@ -40,10 +40,11 @@ def _merge(a, b):
     return a
 
 
-def _run(*args, **kw):
+def _run(cwd, *args):
+    """The CLI from ``cwd`` with the paths relative to it, as the rules run it."""
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     return subprocess.Popen([NEUROTRAIN, *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, env=env, **kw)
+                            text=True, env=env, cwd=cwd)
 
 
 @pytest.mark.parametrize("system", sorted(SHORT))
@@ -51,14 +52,13 @@ def test_default_size_identical_through_and_after_sigterm(system, tmp_path):
     block = _merge(copy.deepcopy(DEFAULT.get(system, {})), SHORT[system])
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({system: block}))
-    for stage, args in (("generate", ["--out-dir", tmp_path / "raw"]),
-                        ("preprocess", ["--raw", tmp_path / "raw", "--out", tmp_path / "p.h5"])):
-        p = _run(stage, "--system", system, "--config", cfg, *args)
+    for stage, args in (("generate", ["--out-dir", "raw"]), ("preprocess", ["--raw", "raw", "--out", "p.h5"])):
+        p = _run(tmp_path, stage, "--system", system, "--config", cfg.name, *args)
         assert p.wait() == 0, p.stderr.read()
-    train = ["train", "--system", system, "--config", cfg, "--data", tmp_path / "p.h5", "--threads", "2", "--out-dir"]
-    through = _run(*train, tmp_path / "a")
+    train = ["train", "--system", system, "--config", cfg.name, "--data", "p.h5", "--threads", "2", "--out-dir"]
+    through = _run(tmp_path, *train, "a")
     assert through.wait(timeout=900) == 0, through.stderr.read()[-3000:]
-    cut = _run(*train, tmp_path / "b")
+    cut = _run(tmp_path, *train, "b")
     ckpts = tmp_path / "b" / "checkpoints"
     deadline = time.time() + 600
     while time.time() < deadline and cut.poll() is None and not any(ckpts.glob("*.*")):
@@ -68,7 +68,7 @@ def test_default_size_identical_through_and_after_sigterm(system, tmp_path):
     code = cut.wait(timeout=600)
     assert code in (0, 128 + signal.SIGTERM), cut.stderr.read()[-3000:]
     if code:
-        rerun = _run(*train, tmp_path / "b")
+        rerun = _run(tmp_path, *train, "b")
         assert rerun.wait(timeout=900) == 0, rerun.stderr.read()[-3000:]
     ext = "npz" if system == "cpc_snn" else "pt"
     for kind in ("best", "final"):

@@ -724,6 +724,10 @@ def test_nwb_spike_times_in_milliseconds_and_discrete_flags(tmp_path):
     assert np.array_equal(beh[:, 1], flag[np.searchsorted(t, centres, side="right") - 1])
 
 
+TWO_SESSIONS = {"architecture": "offset10-model", "num_units": 16, "output_dim": 3, "sharing": "per_session",
+                "n_features": [5, 7]}
+
+
 def _solver_steps(ccfg, mode: str, n_steps: int):
     """Losses and final parameters of ``n_steps`` solver steps on two sessions (from one seed)."""
     import cebra.data
@@ -736,9 +740,7 @@ def _solver_steps(ccfg, mode: str, n_steps: int):
     behaviour = torch.as_tensor(rng.uniform(0, 6.3, (300, 1)).astype(np.float32))
     data = [torch.as_tensor(rng.poisson(1.0, (300, n)).astype(np.float32)) for n in (5, 7)]
     seed_everything(3)
-    mc = {"architecture": "offset10-model", "num_units": 16, "output_dim": 3, "sharing": "per_session",
-          "n_features": [5, 7]}
-    models = build_models(mc)
+    models = build_models(TWO_SESSIONS)
     coll = cebra.data.DatasetCollection(*[cebra.data.TensorDataset(x, continuous=behaviour) for x in data])
     coll.configure_for(models)
     solver = make_solver(models, ccfg, tqdm_on=False)
@@ -773,9 +775,7 @@ def test_session_encoding_refused_for_an_encoder_with_batch_statistics(ccfg):
     from neurotrain.systems.cebra.encoding import reproduces_windows, use_session_encoding
     from neurotrain.systems.cebra.train import build_models, make_solver
 
-    mc = {"architecture": "offset10-model", "num_units": 16, "output_dim": 3, "sharing": "per_session",
-          "n_features": [5, 7]}
-    models = build_models(mc)
+    models = build_models(TWO_SESSIONS)
     assert all(reproduces_windows(m, n) for m, n in zip(models, (5, 7)))
     models[1].net.insert(1, torch.nn.BatchNorm1d(16))
     assert not reproduces_windows(models[1], 7)

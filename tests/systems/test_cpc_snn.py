@@ -5,6 +5,7 @@ loopback download, the seed's API, bad input."""
 import copy
 import hashlib
 import io
+import json
 import os
 import signal
 
@@ -202,7 +203,7 @@ def test_a_phase_of_zero_epochs_is_skipped(gcfg, processed, tmp_path):
     gcfg["training"]["phase1"]["epochs"] = 0
     out = tmp_path / "model"
     summary = sc.run_training(gcfg, str(processed), str(out))
-    log = __import__("json").loads((out / "training_log.json").read_text())
+    log = json.loads((out / "training_log.json").read_text())
     assert [r["phase"] for r in log["history"]] == [2, 3, 3]  # no row of phase 1
     assert summary["best_epoch"]["phase"] in (2, 3) and (out / "model_best.npz").is_file()
 
@@ -218,7 +219,7 @@ def test_phases_freeze_the_encoder_then_fine_tune_and_resume_exactly(gcfg, proce
     assert any(not np.array_equal(p1[k], p2[k]) for k in p1 if k.startswith("['snn']"))
     assert any(not np.array_equal(p2[k], p3[k]) for k in enc)  # phase 3: encoder trains
     assert all(not k.startswith("['encoder']") or np.array_equal(p1[k], p2[k]) for k in p1)
-    log = __import__("json").loads((full / "training_log.json").read_text())
+    log = json.loads((full / "training_log.json").read_text())
     assert [r["phase"] for r in log["history"]] == [1, 2, 3, 3]
     assert not (full / "checkpoints" / "last.npz").exists()
 
