@@ -71,8 +71,9 @@ def test_cli_rejects_unknown_key(tmp_path, tiny_dataset):
     bad = tmp_path / "c.yaml"
     bad.write_text(yaml.safe_dump({"ei_rnn": {"training": {"epochz": 3}}}))
     out = tmp_path / "p.h5"
-    r = subprocess.run([NEUROTRAIN, "preprocess", "--system", "ei_rnn", "--config", str(bad), "--raw",
-                        str(tiny_dataset["raw"]), "--out", str(out)], capture_output=True, text=True)
+    (tmp_path / "raw").symlink_to(tiny_dataset["raw"])
+    r = subprocess.run([NEUROTRAIN, "preprocess", "--system", "ei_rnn", "--config", "c.yaml", "--raw", "raw",
+                        "--out", "p.h5"], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 2
     assert "ei_rnn.training.epochz" in r.stderr and "Traceback" not in r.stderr
     assert not out.exists()
@@ -238,8 +239,8 @@ def test_cli_stage_config_of_a_run_and_seed(tmp_path):
     assert stage_config("ei_rnn", "train", f, run="fast")["training"]["seed"] == 5
     with pytest.raises(NeurotrainError, match=r"run ei_rnn/slow: not in the run sheet .*runs: fast"):
         stage_config("ei_rnn", "train", f, run="slow")
-    r = subprocess.run([NEUROTRAIN, "train", "--system", "ei_rnn", "--config", str(f), "--run", "fast", "--seed", "7",
-                        "--data", "x.h5", "--out-dir", str(tmp_path / "m")], capture_output=True, text=True)
+    r = subprocess.run([NEUROTRAIN, "train", "--system", "ei_rnn", "--config", "c.yaml", "--run", "fast", "--seed", "7",
+                        "--data", "x.h5", "--out-dir", "m"], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == \
         "error: run ei_rnn/fast: has no seed 7 (its seeds: 5, 6)"
     assert not (tmp_path / "m").exists()
@@ -258,6 +259,6 @@ def test_several_config_files_merge_as_snakemake_merges_them(tmp_path):
     cfg = stage_config("ei_rnn", "train", [base, sheet], run="small")
     assert (cfg["training"]["max_epochs"], cfg["training"]["patience"], cfg["training"]["seed"]) == (4, 2, 5)
     assert cfg["model"]["attention_dim"] == 4
-    r = subprocess.run([NEUROTRAIN, "train", "--system", "ei_rnn", "--config", str(base), str(sheet), "--run", "nope",
-                        "--data", "x.h5", "--out-dir", str(tmp_path / "m")], capture_output=True, text=True)
+    r = subprocess.run([NEUROTRAIN, "train", "--system", "ei_rnn", "--config", "base.yaml", "runs.yaml", "--run", "nope",
+                        "--data", "x.h5", "--out-dir", "m"], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 2 and "run ei_rnn/nope: not in the run sheet" in r.stderr.strip().splitlines()[-1]

@@ -172,6 +172,7 @@ def test_learning_rate_logged_is_the_one_used(tiny_dataset, cfg, tmp_path):
 
 
 def test_two_processes_give_identical_weights(tiny_dataset, tmp_path):
+    import shutil
     import subprocess
 
     from conftest import NEUROTRAIN
@@ -180,9 +181,10 @@ def test_two_processes_give_identical_weights(tiny_dataset, tmp_path):
                          "data": {"embedded": {"n_exc": 8, "n_inh": 4, "n_conditions": 3, "trials_per_condition": 8,
                                                "n_time": 16}},
                          "model": {"input_embed_dim": 8, "attention_dim": 4}})
+    shutil.copy(tiny_dataset["h5"], tmp_path / "processed.h5")
     for name in ("a", "b"):
-        r = subprocess.run([NEUROTRAIN, "train", "--system", "ei_rnn", "--params", params, "--data",
-                            str(tiny_dataset["h5"]), "--out-dir", str(tmp_path / name)], capture_output=True, text=True)
+        r = subprocess.run([NEUROTRAIN, "train", "--system", "ei_rnn", "--params", params, "--data", "processed.h5",
+                            "--out-dir", name], cwd=tmp_path, capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
     a, b = load_checkpoint(tmp_path / "a" / "model_final.pt"), load_checkpoint(tmp_path / "b" / "model_final.pt")
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])

@@ -515,8 +515,8 @@ def test_nwb_unsorted_timestamps_and_missing_series_refused(tmp_path):
 ])
 def test_out_of_range_model_config_named(tmp_path, key, value, needle):
     params = json.dumps({"model": {key: value}})
-    r = subprocess.run([NEUROTRAIN, "train", "--system", "ring_attractor", "--params", params, "--data",
-                        str(tmp_path / "none.h5"), "--out-dir", str(tmp_path / "model")], capture_output=True, text=True)
+    r = subprocess.run([NEUROTRAIN, "train", "--system", "ring_attractor", "--params", params, "--data", "none.h5",
+                        "--out-dir", "model"], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 2 and needle in r.stderr, r.stderr
     assert not (tmp_path / "model").exists()
 
@@ -534,7 +534,7 @@ def test_nan_loss_stops_with_a_clear_error_and_no_model(rcfg, tmp_path):
     params["model"]["tonic_e"] = 1e39  # overflows float32: inf drive, NaN rates, NaN loss
     out = tmp_path / "model"
     r = subprocess.run([NEUROTRAIN, "train", "--system", "ring_attractor", "--params", json.dumps(params), "--data",
-                        str(tmp_path / "p.h5"), "--out-dir", str(out)], capture_output=True, text=True)
+                        "p.h5", "--out-dir", "model"], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 3 and "diverged" in r.stderr, r.stderr
     assert not (out / "model_best.pt").exists() and not (out / "model_final.pt").exists()
 

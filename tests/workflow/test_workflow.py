@@ -490,8 +490,8 @@ def test_cli_analysis_bad_window_keeps_earlier_results(finished):
     run = finished / seed_dir("ei_rnn")
     before = (run / "metrics.json").read_bytes()
     r = subprocess.run([NEUROTRAIN, "analyze", "--system", "ei_rnn", "--params", '{"analysis": {"fano_window_bins": 99}}',
-                        "--run-dir", str(run), "--data", str(finished / "data" / "processed" / "ei_rnn.h5")],
-                       capture_output=True, text=True)
+                        "--run-dir", seed_dir("ei_rnn"), "--data", "data/processed/ei_rnn.h5"],
+                       cwd=finished, capture_output=True, text=True)
     assert r.returncode == 2 and "ei_rnn.analysis.fano_window_bins" in r.stderr and "Traceback" not in r.stderr
     assert (run / "metrics.json").read_bytes() == before
 
