@@ -197,7 +197,7 @@ def scaling(sizes=(1, 2, 4)) -> list[dict]:
                              ["preprocess", *c, "--raw", str(d / "raw"), "--out", str(d / "p.h5")]):
                     subprocess.run([nt, *args], check=True, capture_output=True, env=env())
                 t = time.perf_counter()
-                r = subprocess.run([nt, "train", *c, "--data", str(d / "p.h5"), "--out-dir", str(d / "m"), "--threads", "2"],
+                r = subprocess.run([nt, "train", *c, "--data", str(d / "p.h5"), "--out-dir", str(d / "m")],
                                    capture_output=True, text=True, env=env())
                 wall = time.perf_counter() - t
                 if r.returncode != 0:

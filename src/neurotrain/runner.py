@@ -33,7 +33,6 @@ def _generate(p):
 def _train(p):
     p.add_argument("--data", required=True, help="processed HDF5")
     p.add_argument("--out-dir", required=True, help="model folder, e.g. results/ei_rnn/default/seed42/model")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = library default)")
 
 
 def _extract(p):
@@ -81,7 +80,7 @@ def _call(stage: str, fn: Callable, cfg, args, files: list[str]):
             _say_raw_overrides(args.system, cfg, args.raw)
         return fn(cfg, args.raw, args.out)
     if stage == "train":
-        return fn(cfg, args.data, args.out_dir, args.threads)
+        return fn(cfg, args.data, args.out_dir, cfg["training"]["threads"])
     if stage == "extract":  # weights/ and outputs/ replace the earlier ones together, or not at all
         from neurotrain.io import staged
 
@@ -287,9 +286,22 @@ def _main(args) -> int:
             raise NeurotrainError("--run/--seed", "need --config (the rules pass the replicate's own --params)")
         cfg = stage_config(args.system, args.stage, args.config, args.params, reads=st["reads"],
                            run=args.run, seed=args.seed)
+        _limit_threads(args.system, args.stage, cfg)
         _call(args.stage, registry.load_entry(args.system, st["entry"]), cfg, args, st["files"])
 
     return guarded(run)
+
+
+def _limit_threads(system: str, stage: str, cfg) -> None:
+    """A training job uses ``<system>.training.threads`` CPU threads, every other stage one, the
+    same on any machine and under any ``--cores`` (neurotrain.training.threads); a JAX system's
+    stages that load JAX start its CPU client with that many threads."""
+    from neurotrain import registry
+    from neurotrain.training.threads import limit_threads
+
+    spec = registry.spec(system)
+    limit_threads(cfg["training"]["threads"] if stage == "train" else 1,
+                  jax_backend=spec.framework == "jax" and stage in spec.framework_stages)
 
 
 def _record_imports(args) -> None:

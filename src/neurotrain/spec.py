@@ -112,6 +112,9 @@ class SystemSpec:
     # stages that load the model or the framework's libraries, so run in the framework's conda env
     # (envs/<framework>.yaml); the others run in envs/analysis.yaml
     framework_stages: tuple[str, ...] = ("train", "extract", "apply")
+    # minutes the default config's training takes on one thread of a 2-core AMD EPYC (measured
+    # 2026-11-30); only orders jobs: the workflow starts the longest chains first
+    train_minutes: int = 1
 
     def __post_init__(self):
         if self.framework not in FRAMEWORKS:

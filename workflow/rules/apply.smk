@@ -17,7 +17,7 @@ rule apply_model:
         "results/benchmarks/{system}/{run}/seed{seed}/apply_{name}.tsv"
     conda:
         stage_env("apply")
-    threads: 2
+    threads: 1
     resources:
         mem_mb=8000,
         runtime=60,

@@ -107,6 +107,18 @@ def model_file(kind):
     return path
 
 
+def train_threads(wildcards):
+    """The training job's CPU threads: the replicate's <system>.training.threads, which the job
+    uses whatever Snakemake allots (neurotrain.training.threads)."""
+    return block(wildcards)["training"]["threads"]
+
+
+def chain_priority(wildcards):
+    """Jobs of the systems with the longest training first (SystemSpec.train_minutes), so the
+    longest chain starts at once and the short ones fill the other cores."""
+    return registry.spec(wildcards.system).train_minutes
+
+
 def train_gpus(wildcards):
     """GPUs the training job asks the cluster for (config cluster.train_gpus; 0 = none)."""
     return config["cluster"]["train_gpus"].get(wildcards.system, 0)

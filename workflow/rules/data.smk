@@ -16,6 +16,7 @@ rule generate_dataset:
         "results/logs/{system}/generate_dataset.log",
     benchmark:
         "results/benchmarks/{system}/generate_dataset.tsv"
+    priority: chain_priority
     conda:
         stage_env("generate")
     threads: 1
@@ -40,6 +41,7 @@ rule preprocess_dataset:
         "results/logs/{system}/preprocess_dataset.log",
     benchmark:
         "results/benchmarks/{system}/preprocess_dataset.tsv"
+    priority: chain_priority
     conda:
         stage_env("preprocess")
     threads: 1

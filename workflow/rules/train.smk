@@ -17,9 +17,10 @@ rule train_model:
         "results/benchmarks/{system}/{run}/seed{seed}/train_model.tsv"
     wildcard_constraints:
         system=systems_of("torch"),
+    priority: chain_priority
     conda:
         stage_env("train")
-    threads: 2
+    threads: train_threads
     resources:
         mem_mb=8000,
         runtime=240,
@@ -31,7 +32,7 @@ rule train_model:
         upstream=upstream_params("train"),
     shell:
         "python -m neurotrain.runner train --system {wildcards.system:q} --params {params.cfg:q} --stage-spec {params.stage:q}"
-        ' --data {input.data:q} --out-dir "$(dirname {output.best:q})" --threads {threads:q} > {log:q} 2>&1'
+        ' --data {input.data:q} --out-dir "$(dirname {output.best:q})" > {log:q} 2>&1'
 
 
 # JAX systems: the same job; parameters are saved as .npz (arrays + JSON metadata, no pickle).

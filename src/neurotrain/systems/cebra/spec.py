@@ -19,6 +19,7 @@ SPEC = SystemSpec(
     title="CEBRA multi-session embedding",
     seed="cebra-multisession-training.md",
     framework="torch",
+    train_minutes=12,
     stages=conventional_stages(
         generate=("data.embedded",),
         preprocess=("data.source", "data.test_fraction", "data.split_gap", "data.behavior_columns",

@@ -18,6 +18,7 @@ SPEC = SystemSpec(
     title="CPC + spiking gravitational-wave detector",
     seed="cpc-snn-unified-trainer.md",
     framework="jax",
+    train_minutes=17,
     stages=conventional_stages(
         generate=("data",),
         preprocess=("data", "model.encoder", "model.cpc.prediction_steps", "analysis.bar_fap"),

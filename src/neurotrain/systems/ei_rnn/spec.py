@@ -7,6 +7,7 @@ SPEC = SystemSpec(
     title="Dale's-law E-I RNN fitted to PSTHs",
     seed="ei-rnn-final-training-plan.md",
     framework="torch",
+    train_minutes=1,
     stages=conventional_stages(
         generate=("data",),
         preprocess=("data",),

@@ -4,7 +4,8 @@ from neurotrain.spec import Source, SystemSpec, conventional_stages
 
 # Every training key but embed_batch (the inference batch of extraction, which must not retrain).
 TRAINING_KEYS = ("task_ids", "run_id", "seed", "epochs", "train_sample", "batch_size", "learning_rate", "gradient_clip",
-                 "val_examples", "delay_min", "delay_max", "speed_fast", "speed_slow", "device", "checkpoint_every")
+                 "val_examples", "delay_min", "delay_max", "speed_fast", "speed_slow", "device", "threads",
+                 "checkpoint_every")
 CALMS21_ARCHIVES = {"unlabeled": "unlabeled_videos.zip", "task1": "task1_classic_classification.zip"}
 
 
@@ -21,6 +22,7 @@ SPEC = SystemSpec(
     title="LISBET social-behaviour transformer",
     seed="lisbet-self-supervised-training.rst",
     framework="torch",
+    train_minutes=2,
     stages=conventional_stages(
         generate=("data.embedded",),
         preprocess=("data", "model.window"),

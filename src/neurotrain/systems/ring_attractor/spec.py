@@ -22,6 +22,7 @@ SPEC = SystemSpec(
     title="Ring-attractor head-direction network",
     seed="ring-attractor-enhanced-training.md",
     framework="torch",
+    train_minutes=10,
     stages=conventional_stages(
         generate=("data.embedded",),
         preprocess=("data.source", "data.val_fraction", "data.test_fraction",

@@ -1,0 +1,59 @@
+"""The CPU threads of one stage, the same whatever Snakemake or the machine allots.
+
+A training job uses exactly ``<system>.training.threads`` threads; every other stage one. The
+count is part of the config, not of the machine, because in some kernels it decides the order
+of floating-point sums: measured here, the E-I RNN and LISBET weights after a few epochs differ
+in the 7th-8th significant digit between 1 and 2 threads, while the CEBRA, ring-attractor and
+CPC+SNN runs are bit-identical at either count. A run's numbers therefore do not depend on
+``snakemake --cores`` or on the number of cores of the machine.
+
+- torch: ``torch.set_num_threads``, and ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` for libraries
+  imported later.
+- JAX (XLA's CPU client) has no setting for it: it sizes its thread pool from the CPUs the
+  process may run on when the client starts (the affinity mask; jax-ml/jax#1539). The client is
+  started with the mask cut to ``n`` CPUs, and then every thread of the process gets the whole
+  mask back: the pool keeps ``n`` threads, which the operating system places on any CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def limit_threads(n: int, jax_backend: bool = False) -> None:
+    """Use ``n`` (>= 1) CPU threads from here on. ``jax_backend``: also start JAX's CPU client
+    now, with a pool of ``n`` threads (only before anything else has started it; afterwards its
+    pool keeps the size it has). Raises ValueError for ``n < 1``."""
+    if n < 1:
+        raise ValueError(f"threads must be at least 1, got {n}")
+    for k in _ENV:
+        os.environ[k] = str(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+    if jax_backend:
+        _start_jax(n)
+
+
+def _start_jax(n: int) -> None:
+    if not hasattr(os, "sched_setaffinity"):  # not Linux: JAX's own default
+        return
+    allowed = os.sched_getaffinity(0)
+    if n >= len(allowed):
+        import jax
+
+        jax.devices("cpu")
+        return
+    os.sched_setaffinity(0, sorted(allowed)[:n])
+    try:
+        import jax
+
+        jax.devices("cpu")  # starts the client: its pool is sized from the mask now
+    finally:
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                os.sched_setaffinity(int(tid), allowed)
+            except OSError:  # a thread that ended meanwhile
+                pass
