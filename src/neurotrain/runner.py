@@ -80,7 +80,9 @@ def _call(stage: str, fn: Callable, cfg, args, files: list[str]):
             _say_raw_overrides(args.system, cfg, args.raw)
         return fn(cfg, args.raw, args.out)
     if stage == "train":
-        return fn(cfg, args.data, args.out_dir, cfg["training"]["threads"])
+        from neurotrain.training.threads import training_threads
+
+        return fn(cfg, args.data, args.out_dir, training_threads(cfg))
     if stage == "extract":  # weights/ and outputs/ replace the earlier ones together, or not at all
         from neurotrain.io import staged
 
@@ -297,10 +299,10 @@ def _limit_threads(system: str, stage: str, cfg) -> None:
     same on any machine and under any ``--cores`` (neurotrain.training.threads); a JAX system's
     stages that load JAX start its CPU client with that many threads."""
     from neurotrain import registry
-    from neurotrain.training.threads import limit_threads
+    from neurotrain.training.threads import limit_threads, training_threads
 
     spec = registry.spec(system)
-    limit_threads(cfg["training"]["threads"] if stage == "train" else 1,
+    limit_threads(training_threads(cfg) if stage == "train" else 1,
                   jax_backend=spec.framework == "jax" and stage in spec.framework_stages)
 
 

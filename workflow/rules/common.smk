@@ -20,6 +20,7 @@ from neurotrain.config import read_config_file, slice_block, validate as validat
 from neurotrain.errors import NeurotrainError
 from neurotrain.runs import run_sheet, built_runs, find as find_run
 from neurotrain.spec import FRAMEWORKS, lineage
+from neurotrain.training.threads import training_threads
 
 # Every config file strictly (UTF-8, no key given twice), then the merged config against the
 # schema (every default filled): one line naming the file or key.
@@ -110,7 +111,7 @@ def model_file(kind):
 def train_threads(wildcards):
     """The training job's CPU threads: the replicate's <system>.training.threads, which the job
     uses whatever Snakemake allots (neurotrain.training.threads)."""
-    return block(wildcards)["training"]["threads"]
+    return training_threads(block(wildcards))
 
 
 def chain_priority(wildcards):

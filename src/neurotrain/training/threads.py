@@ -23,6 +23,12 @@ import sys
 _ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
+def training_threads(block) -> int:
+    """The CPU threads of a system's training job: its config block's ``training.threads``; 1 for
+    a system whose schema has no such key."""
+    return int((block.get("training") or {}).get("threads", 1))
+
+
 def limit_threads(n: int, jax_backend: bool = False) -> None:
     """Use ``n`` (>= 1) CPU threads from here on. ``jax_backend``: also start JAX's CPU client
     now, with a pool of ``n`` threads (only before anything else has started it; afterwards its
