@@ -65,12 +65,21 @@ def test_runner_sets_training_threads_for_train_and_one_thread_for_other_stages(
         from neurotrain.config import stage_config
         from neurotrain.runner import _limit_threads
         cfg = stage_config("ring_attractor", "train", params_json='{"training": {"threads": 3}}')
-        _limit_threads("ring_attractor", "train", cfg)
+        _limit_threads("train", cfg, {"jax": False})
         a = torch.get_num_threads()
-        _limit_threads("ring_attractor", "extract", stage_config("ring_attractor", "extract", params_json="{}"))
+        _limit_threads("extract", stage_config("ring_attractor", "extract", params_json="{}"), {"jax": False})
         print(json.dumps([a, torch.get_num_threads()]))
     """)
     assert out == [3, 1]
+
+
+def test_stage_spec_says_which_stages_start_jax():
+    """The rules pass it (--stage-spec), so the runner need not import the system's spec."""
+    from neurotrain import registry
+
+    assert [registry.stage_spec("cpc_snn", s)["jax"] for s in ("train", "extract", "figures", "report")] == \
+        [True, True, False, False]
+    assert not any(registry.stage_spec("cebra", s)["jax"] for s in ("train", "extract", "analyze"))
 
 
 def test_bad_thread_count_is_refused_with_its_key(tmp_path):
@@ -127,5 +136,9 @@ def test_training_rule_asks_snakemake_for_the_configured_threads(tmp_path):
                         "--configfile", "config/smoke.yaml", "extra.yaml"],
                        cwd=wd, capture_output=True, text=True, env=snakemake_env(), timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    job = r.stdout[r.stdout.index("rule train_model:"):]
-    assert "threads: 3" in job.split("\n\n")[0], job[:2000]
+    job = r.stdout[r.stdout.index("rule train_model:"):].split("\n\n")[0]
+    assert "threads: 3" in job, job
+    # the longest chains start first: the job's priority is the system's train_minutes
+    from neurotrain import registry
+
+    assert f"priority: {registry.spec('ring_attractor').train_minutes}" in job, job

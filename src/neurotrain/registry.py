@@ -91,9 +91,11 @@ def shared_code(module: str) -> list[Path]:
 
 def stage_spec(system: str, stage: str) -> dict:
     """What the runner takes from the spec, as the rule passes it (``--stage-spec``)."""
-    st = spec(system).stages[stage]
+    sp = spec(system)
+    st = sp.stages[stage]
     return {"entry": st.entry, "reads": list(st.reads),
-            "files": [str(SYSTEMS_DIR / system / f) for f in st.files]}
+            "files": [str(SYSTEMS_DIR / system / f) for f in st.files],
+            "jax": sp.framework == "jax" and stage in sp.framework_stages}  # the stage starts JAX's CPU client
 
 
 def report_module(system: str):

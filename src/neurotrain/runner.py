@@ -288,22 +288,19 @@ def _main(args) -> int:
             raise NeurotrainError("--run/--seed", "need --config (the rules pass the replicate's own --params)")
         cfg = stage_config(args.system, args.stage, args.config, args.params, reads=st["reads"],
                            run=args.run, seed=args.seed)
-        _limit_threads(args.system, args.stage, cfg)
+        _limit_threads(args.stage, cfg, st)
         _call(args.stage, registry.load_entry(args.system, st["entry"]), cfg, args, st["files"])
 
     return guarded(run)
 
 
-def _limit_threads(system: str, stage: str, cfg) -> None:
+def _limit_threads(stage: str, cfg, stage_spec: dict) -> None:
     """A training job uses ``<system>.training.threads`` CPU threads, every other stage one, the
-    same on any machine and under any ``--cores`` (neurotrain.training.threads); a JAX system's
-    stages that load JAX start its CPU client with that many threads."""
-    from neurotrain import registry
+    same on any machine and under any ``--cores`` (neurotrain.training.threads); a stage that
+    loads JAX (``stage_spec["jax"]``) starts its CPU client with that many threads."""
     from neurotrain.training.threads import limit_threads, training_threads
 
-    spec = registry.spec(system)
-    limit_threads(training_threads(cfg) if stage == "train" else 1,
-                  jax_backend=spec.framework == "jax" and stage in spec.framework_stages)
+    limit_threads(training_threads(cfg) if stage == "train" else 1, jax_backend=bool(stage_spec.get("jax")))
 
 
 def _record_imports(args) -> None:

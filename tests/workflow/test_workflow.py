@@ -368,7 +368,7 @@ def test_gpu_model_only_for_jobs_that_ask_for_gpus(tmp_path):
     r = subprocess.run(["snakemake", "-n", "--configfile", "config/smoke.yaml", "config/gpu.yaml"], cwd=wd,
                        capture_output=True, text=True, env=snakemake_env(), timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    jobs = re.findall(r"^rule (train_model\w*):\n(?:    .*\n)*?    wildcards: system=(\w+).*\n    resources: (.*)$",
+    jobs = re.findall(r"^rule (train_model\w*):\n(?:    .*\n)*?    wildcards: system=(\w+).*\n(?:    priority: .*\n)?    resources: (.*)$",
                       r.stdout, re.M)
     assert {system for _, system, _ in jobs} == set(SMOKE_SYSTEMS)
     for _, system, res in jobs:

@@ -2,7 +2,7 @@
 
 A training job uses exactly ``<system>.training.threads`` threads; every other stage one. The
 count is part of the config, not of the machine, because in some kernels it decides the order
-of floating-point sums: measured here, the E-I RNN and LISBET weights after a few epochs differ
+of floating-point sums: measured on an AMD EPYC, the E-I RNN and LISBET weights after a few epochs differ
 in the 7th-8th significant digit between 1 and 2 threads, while the CEBRA, ring-attractor and
 CPC+SNN runs are bit-identical at either count. A run's numbers therefore do not depend on
 ``snakemake --cores`` or on the number of cores of the machine.
@@ -17,6 +17,7 @@ CPC+SNN runs are bit-identical at either count. A run's numbers therefore do not
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
@@ -46,17 +47,15 @@ def limit_threads(n: int, jax_backend: bool = False) -> None:
 def _start_jax(n: int) -> None:
     if not hasattr(os, "sched_setaffinity"):  # not Linux: JAX's own default
         return
+    # by name: a static import here would count JAX among the imports of every stage (the rules'
+    # code inputs and conda envs); only JAX systems' stages get here, and they import it anyway
     allowed = os.sched_getaffinity(0)
     if n >= len(allowed):
-        import jax
-
-        jax.devices("cpu")
+        importlib.import_module("jax").devices("cpu")
         return
     os.sched_setaffinity(0, sorted(allowed)[:n])
     try:
-        import jax
-
-        jax.devices("cpu")  # starts the client: its pool is sized from the mask now
+        importlib.import_module("jax").devices("cpu")  # starts the client: its pool is sized from the mask now
     finally:
         for tid in os.listdir("/proc/self/task"):
             try:
