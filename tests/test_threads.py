@@ -59,6 +59,17 @@ def test_jax_pool_of_one_thread_and_every_thread_keeps_all_cpus():
     assert all(m == out["allowed"] for m in out["masks"].values()), out["masks"]
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux (taskset)")
+def test_jax_on_fewer_cpus_than_its_threads_says_so():
+    """XLA's pool cannot outgrow the CPUs the process may use, so a JAX job given fewer CPUs than
+    training.threads computes with fewer threads (other numbers): the job warns."""
+    r = subprocess.run(["taskset", "-c", "0", sys.executable, "-c",
+                        "from neurotrain.training.threads import limit_threads; limit_threads(2, jax_backend=True)"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "training.threads is 2 but this process may use 1 CPU(s)" in r.stderr, r.stderr
+
+
 def test_runner_sets_training_threads_for_train_and_one_thread_for_other_stages():
     out = _python("""
         import json, torch
