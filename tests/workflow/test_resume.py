@@ -22,10 +22,11 @@ from conftest import log_dir, model_digests, seed_dir, snakemake_env, workflow_c
 pytestmark = pytest.mark.slow
 
 # smoke sizes, with training long enough to be killed in the middle: the kill comes up to 1.5 s
-# after the first checkpoint (ei_rnn: 120 epochs took about 1.5 s in all, and once finished first)
+# after the first checkpoint (ei_rnn: 120 epochs took about 1.5 s in all, and once finished first;
+# CEBRA: 80 steps on one thread once finished first, so 240)
 LONGER = {
     "ei_rnn": "ei_rnn:\n  training:\n    max_epochs: 400\n    patience: 400\n    checkpoint_every: 10\n    detail_every: 60\n",
-    "cebra": "cebra:\n  training:\n    max_steps: 80\n    checkpoint_every: 8\n",
+    "cebra": "cebra:\n  training:\n    max_steps: 240\n    checkpoint_every: 8\n",
     "ring_attractor": "ring_attractor:\n  training:\n    max_epochs: 60\n    checkpoint_every: 2\n    patience: 60\n",
     "lisbet": "lisbet:\n  training:\n    epochs: 16\n    checkpoint_every: 1\n",
     "cpc_snn": "cpc_snn:\n  training:\n    phase3:\n      epochs: 12\n      steps_per_epoch: 3\n      warmup_steps: 1\n",
