@@ -1,7 +1,7 @@
 """Byte-identical at the real model size: every system's default model (the default run's
-config, with small data and a few epochs or steps), trained with 2 threads (`training.threads: 2`; the default is 1) in fresh
-processes, gives the same weights whether it runs through or is stopped by SIGTERM after its
-first checkpoint and rerun. (Smoke-size tensors stay under the sizes at which torch splits an
+config, with small data and a few epochs or steps), trained with 2 threads (`training.threads:
+2`; the default is 1) in fresh processes, gives the same weights whether it runs through or is
+stopped by SIGTERM after its first checkpoint and rerun. (Smoke-size tensors stay under the sizes at which torch splits an
 operation across threads, so the smoke runs alone would not show a thread-order dependence.)"""
 
 import copy

@@ -2,7 +2,6 @@
 (neurotrain.training.threads): training uses <system>.training.threads, every other stage one."""
 
 import copy
-import hashlib
 import json
 import os
 import subprocess
@@ -12,7 +11,7 @@ import textwrap
 import pytest
 import yaml
 
-from conftest import BIN, NEUROTRAIN, ROOT, snakemake_env
+from conftest import BIN, NEUROTRAIN, ROOT, model_digests, snakemake_env
 
 DEFAULT = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 
@@ -101,16 +100,6 @@ def test_bad_thread_count_is_refused_with_its_key(tmp_path):
     assert not (tmp_path / "m").exists()
 
 
-def _digest(path) -> str:
-    import torch
-
-    state = torch.load(path, weights_only=True)["model"]
-    h = hashlib.sha256()
-    for k in sorted(state):
-        h.update(k.encode() + state[k].numpy().tobytes())
-    return h.hexdigest()
-
-
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux (taskset)")
 def test_weights_depend_on_training_threads_not_on_the_cpus_the_job_gets(tmp_path):
     """The E-I RNN at its default size, whose weights differ in their last digits between 1 and 2
@@ -133,7 +122,7 @@ def test_weights_depend_on_training_threads_not_on_the_cpus_the_job_gets(tmp_pat
                             "p.h5", "--out-dir", name], cwd=tmp_path, capture_output=True, text=True, env=env,
                            timeout=600)
         assert r.returncode == 0, r.stderr[-3000:]
-        digests[name] = _digest(tmp_path / name / "model_final.pt")
+        digests[name] = model_digests(tmp_path / name / "model_final.pt")
     assert digests["two"] == digests["two_on_one_cpu"]
     assert digests["two"] != digests["one"]  # the count matters for this model, so it is a config key
 
