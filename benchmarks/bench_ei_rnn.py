@@ -1,7 +1,8 @@
 """Benchmark of the E-I RNN training step (run by `make bench`; not a test).
 
 Measures, in one run: the machine's torch fp32 matmul rate, the median wall time of one
-training epoch on the default embedded dataset (config/config.yaml), the FLOPs of that epoch
+training epoch on the default embedded dataset (config/config.yaml) at 2 threads and at 1 (the
+training default), the FLOPs of that epoch
 (torch.utils.flop_counter.FlopCounterMode) and so the achieved fraction of the matmul rate.
 Writes results/benchmarks/ei_rnn_train_step.md and prints it.
 """
@@ -40,20 +41,27 @@ def main() -> int:
     with FlopCounterMode(display=False) as fc:
         task.train_epoch(rng, opt.step)
     flops = fc.get_total_flops()
-    times = []
-    for _ in range(15):
-        t = time.perf_counter()
-        task.train_epoch(rng, opt.step)
-        times.append(time.perf_counter() - t)
-    epoch_s = statistics.median(times)
+    def epoch_time(threads: int) -> float:
+        torch.set_num_threads(threads)
+        times = []
+        for _ in range(15):
+            t = time.perf_counter()
+            task.train_epoch(rng, opt.step)
+            times.append(time.perf_counter() - t)
+        return statistics.median(times)
+
+    epoch_s = epoch_time(2)
     peak = matmul_rate()
+    epoch_1 = epoch_time(1)  # training.threads' default
+    torch.set_num_threads(2)
     n_trials, n_time, n_neurons = data["spikes"].shape
     text = "\n".join([
         "# E-I RNN training step benchmark", "",
         f"Dataset: {n_trials} trials x {n_time} bins x {n_neurons} neurons ({len(data['train_idx'])} training trials, one full-batch step per epoch).",
         "", "| quantity | value |", "| --- | --- |",
         f"| torch threads | {torch.get_num_threads()} |",
-        *flop_rows(flops, epoch_s, peak, "epoch"), "",
+        *flop_rows(flops, epoch_s, peak, "epoch"),
+        f"| wall time per epoch at 1 thread (`training.threads`' default; median) | {epoch_1 * 1000:.1f} ms |", "",
         "The step is a 60-step recurrence of small [batch x N] x [N x N] products: it is bound by",
         "per-operation overhead, not arithmetic, so the fraction of the matmul rate is small.", ""])
     write_report("ei_rnn_train_step.md", text, [step_record("ei_rnn", "epoch (full batch)", "torch", flops, epoch_s, peak)])

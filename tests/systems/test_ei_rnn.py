@@ -115,6 +115,68 @@ def test_task_losses_and_grad_balancing(tiny_dataset, cfg):
     assert rebuilt.w_rec.shape == task.model.w_rec.shape
 
 
+def _plain_losses(task, idx):
+    """The four loss terms as first written (the oracle): advanced indexing, the PSTH as a plain
+    [C, B] x [B, T N] product differentiated by autograd, L_trial's data side recomputed."""
+    from neurotrain.systems.ei_rnn.network import (Recurrence, condition_matrix, neuron_loss, output_loss,
+                                                   reg_loss, trial_loss)
+
+    m, i = task.model, torch.as_tensor(idx)
+    table = m.input_drive(task.input_table)
+    drive = table.index_select(0, task.input_index[i].reshape(-1)).reshape(len(idx), -1, table.shape[-1])
+    B, T, N = drive.shape
+    c = m.alpha * (drive + m.bias) + (2 * m.alpha) ** 0.5 * m.noise_scale * torch.randn((B, T, N))
+    rates = Recurrence.apply(c, m.h0.expand(B, -1), m.alpha * m.w_rec.t(), 1.0 - m.alpha)
+    outputs = m.w_out(rates[..., m.exc_index])
+    spikes, cond = task.spikes[i], task.conditions[i]
+    M = condition_matrix(cond, task.n_conditions)
+    pm = (M @ rates.reshape(B, -1)).reshape(-1, T, N)
+    pd = (M @ spikes.reshape(B, -1)).reshape(-1, T, N)
+    lc = task.loss_cfg
+    return {"L_neuron": neuron_loss(pm, pd), "L_trial": trial_loss(rates, spikes, cond, task.n_conditions),
+            "L_reg": reg_loss(m, pm, pd, lc["lambda_reg"], lc["lambda_scale"], lc["lambda_var"]),
+            "L_output": output_loss(outputs, task.outputs[i])}
+
+
+def test_fast_losses_match_the_plain_formulas_to_the_bit(tiny_dataset, cfg):
+    """The training step's shortcuts (cached batch tensors and L_trial targets, the PSTH's
+    gather backward, the E units gathered from the time-major buffer) are speed only: the loss
+    values and every parameter gradient equal the plain formulas' bit for bit, twice in a row
+    (the second call uses the cache)."""
+    from neurotrain.systems.ei_rnn.data import load_processed
+
+    torch.manual_seed(0)
+    task = EIRNNTask(load_processed(tiny_dataset["h5"]), cfg, torch.device("cpu"))
+    idx = np.sort(task.train_idx)
+    params = [p for p in task.model.parameters() if p.requires_grad]
+    for _ in range(2):
+        torch.manual_seed(1)
+        fast, _ = task.losses(idx)
+        fast_grads = torch.autograd.grad(sum(fast.values()), params, allow_unused=True)
+        torch.manual_seed(1)
+        plain = _plain_losses(task, idx)
+        plain_grads = torch.autograd.grad(sum(plain.values()), params, allow_unused=True)
+        for k in plain:
+            assert torch.equal(fast[k], plain[k]), k
+        for a, b in zip(fast_grads, plain_grads):
+            assert (a is None and b is None) or torch.equal(a, b)
+
+
+def test_condition_mean_gradient_is_the_products():
+    from neurotrain.systems.ei_rnn.network import ConditionMean, condition_matrix
+
+    g = torch.Generator().manual_seed(0)
+    cond = torch.tensor([2, 0, 2, 1, 0, 2, 4])  # condition 3 has no trials
+    x = torch.randn(7, 5, 3, generator=g, requires_grad=True)
+    M = condition_matrix(cond, 5)
+    up = torch.randn(5, 5, 3, generator=g)
+    ref = (M @ x.reshape(7, -1)).reshape(5, 5, 3)
+    out = ConditionMean.apply(x, cond, M)
+    assert torch.equal(ref, out)
+    assert torch.equal(*(torch.autograd.grad(y, x, up)[0] for y in (ref, out)))
+    assert torch.equal(out[3], torch.zeros(5, 3))
+
+
 def test_trials_split_whole_with_every_condition_on_every_side(tiny_dataset):
     """Trials are the independent items: each is wholly training, validation or test (no trial
     index in two parts), every trial is used, and every condition is seen in each part; the

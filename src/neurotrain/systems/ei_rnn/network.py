@@ -81,10 +81,11 @@ class Recurrence(torch.autograd.Function):
         rs = c.new_empty(T + 1, B, N)
         xs[0] = x0
         rs[0] = F.softplus(x0)
-        ct = c.transpose(0, 1)
-        for t in range(T):  # written in place into the saved buffers: no copies
-            torch.addmm(torch.add(ct[t], xs[t], alpha=decay), rs[t], w, out=xs[t + 1])
-            torch.ops.aten.softplus.out(xs[t + 1], 1, 20, out=rs[t + 1])  # F.softplus(x), beta 1, threshold 20
+        ct = c.transpose(0, 1).contiguous()  # time-major: each step reads one contiguous [B, N] block
+        for t in range(T):  # written in place into the saved buffers: no copies, no temporaries
+            x = torch.add(ct[t], xs[t], alpha=decay, out=xs[t + 1])
+            x.addmm_(rs[t], w)
+            torch.ops.aten.softplus.out(x, 1, 20, out=rs[t + 1])  # F.softplus(x), beta 1, threshold 20
         ctx.save_for_backward(xs, rs, w)
         ctx.decay = decay
         return rs[1:].transpose(0, 1)
@@ -98,13 +99,14 @@ class Recurrence(torch.autograd.Function):
         # d softplus / dx = sigmoid(x); F.softplus is linear (slope 1) above x = 20, where
         # sigmoid(x) is 1 to within 2e-9 (exactly 1 in float32)
         slope = torch.sigmoid(xs)
-        gt = g.transpose(0, 1)
+        B = xs.shape[1]
+        gxs = g.new_empty(T, B, N).copy_(g.transpose(0, 1))  # dL/dr_t, time-major (a copy: g is not ours
+        # to change), overwritten step by step with dL/dx_t, t = 1..T
         wt = w.t()
-        gxs = torch.empty_like(xs[1:])  # dL/dx_t, t = 1..T
-        gx = torch.mul(gt[T - 1], slope[T], out=gxs[T - 1])
+        gx = gxs[T - 1].mul_(slope[T])
         for t in range(T - 1, 0, -1):
-            gr = torch.addmm(gt[t - 1], gx, wt).mul_(slope[t])  # r_t feeds x_{t+1}
-            gx = torch.add(gr, gx, alpha=decay, out=gxs[t - 1])
+            gr = gxs[t - 1].addmm_(gx, wt).mul_(slope[t])  # r_t feeds x_{t+1}
+            gx = gr.add_(gx, alpha=decay)
         gx0 = (gx @ wt).mul_(slope[0]).add_(gx, alpha=decay)
         gw = rs[:-1].reshape(-1, N).t() @ gxs.reshape(-1, N)
         return gxs.transpose(0, 1), gx0, gw, None
@@ -176,14 +178,54 @@ class EIRNN(nn.Module):
             c = c + sd * torch.randn((B, T, N), generator=generator, device=drive_in.device)
         w_rec_scaled = a * self.w_rec.t()
         rates = Recurrence.apply(c, self.h0.expand(B, -1), w_rec_scaled, 1.0 - a)
-        outputs = self.w_out(rates[..., self.exc_index]) if self.w_out is not None else rates[..., :0]
-        return rates, outputs
+        if self.w_out is None:
+            return rates, rates[..., :0]
+        # The E units' rates are gathered from the recurrence's time-major buffer as one
+        # contiguous [T B, N] matrix, then laid out [B, T, E] for W_out (whose weight gradient
+        # then sums over trials and time in the same order as before). The same numbers and
+        # gradients as rates[..., exc_index]; measured at the default size: 0.35 ms against
+        # 1.2 ms for index_select on the [B, T, N] view, and the advanced index's backward
+        # took 2.3 ms more.
+        exc = rates.transpose(0, 1).reshape(T * B, N).index_select(1, self.exc_index)
+        return rates, self.w_out(exc.view(T, B, -1).transpose(0, 1).contiguous())
 
 
 def condition_matrix(conditions: torch.Tensor, n_conditions: int) -> torch.Tensor:
     """[C, B] averaging matrix: row c averages the trials of condition c."""
     onehot = F.one_hot(conditions, n_conditions).t().float()
     return onehot / onehot.sum(1, keepdim=True).clamp_min(1.0)
+
+
+class ConditionMean(torch.autograd.Function):
+    """PSTH per condition: ``ConditionMean.apply(x, conditions, M)`` with trials x [B, T, N],
+    condition labels [B] (int64) and ``M = condition_matrix(conditions, C)`` returns [C, T, N],
+    the mean over each condition's trials, as one [C, B] x [B, T N] product.
+
+    The backward pass gathers instead of multiplying by M^T: every trial belongs to one condition,
+    so row b of M^T g is M[c_b, b] g[c_b] plus exact zeros, the same numbers as the product
+    (scaled per condition first, then gathered: one pass over [B, T, N]).
+    The product's transpose has an inner dimension of C (a few conditions), which runs far
+    below the matmul rate (measured: 1.9 ms for 264 trials x 3000 values, the gather 0.2 ms).
+    """
+
+    @staticmethod
+    def forward(ctx, x, conditions, M):
+        ctx.save_for_backward(conditions, M)
+        return (M @ x.reshape(x.shape[0], -1)).reshape(M.shape[0], *x.shape[1:])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        conditions, M = ctx.saved_tensors
+        weight = M.amax(1)  # [C]: 1 / trials of condition c (the one non-zero value of row c)
+        gx = (g * weight.view(-1, *([1] * (g.dim() - 1)))).reshape(g.shape[0], -1).index_select(0, conditions)
+        return gx.view(conditions.shape[0], *g.shape[1:]), None, None
+
+
+def condition_psth(x: torch.Tensor, conditions: torch.Tensor, n_conditions: int) -> torch.Tensor:
+    """Trials x [B, T, N] and their conditions [B] -> PSTH [C, T, N] (mean over each condition's
+    trials; a condition without trials gives zeros). Differentiable in x (``ConditionMean``)."""
+    return ConditionMean.apply(x, conditions, condition_matrix(conditions, n_conditions))
 
 
 def neuron_loss(model_psth: torch.Tensor, target_psth: torch.Tensor) -> torch.Tensor:
@@ -193,22 +235,35 @@ def neuron_loss(model_psth: torch.Tensor, target_psth: torch.Tensor) -> torch.Te
     return (((model_psth - target_psth) ** 2).mean(dim=(0, 1)) / var).mean()
 
 
-def trial_loss(rates: torch.Tensor, spikes: torch.Tensor, conditions: torch.Tensor, n_conditions: int) -> torch.Tensor:
+def trial_targets(spikes: torch.Tensor, conditions: torch.Tensor, n_conditions: int) -> list[tuple]:
+    """The data side of L_trial, which does not change during training: per condition with at
+    least two trials, its trials' indices [n_c], their sorted single-trial mean counts [n_c, N]
+    and the across-trial variance of those means [N] (floored at 1e-4). spikes [B, T, N]."""
+    s_d = spikes.mean(1)
+    targets = []
+    for c in range(n_conditions):
+        index = torch.nonzero(conditions == c).flatten()
+        if index.numel() < 2:
+            continue
+        d = torch.sort(s_d.index_select(0, index), 0).values
+        targets.append((index, d, d.var(0).clamp_min(1e-4)))
+    return targets
+
+
+def trial_loss(rates: torch.Tensor, spikes: torch.Tensor, conditions: torch.Tensor, n_conditions: int,
+               targets: list[tuple] | None = None) -> torch.Tensor:
     """L_trial: trial matching. Per condition and neuron, the sorted single-trial mean counts of
     the model (with Poisson averaging noise added by reparameterisation) are matched to the
     sorted single-trial mean counts of the data (a 1-D optimal transport), normalised by the
-    data's across-trial variance. rates, spikes [B, T, N]."""
+    data's across-trial variance. rates, spikes [B, T, N]; ``targets``, if given, is
+    ``trial_targets(spikes, conditions, n_conditions)`` computed once."""
+    if targets is None:
+        targets = trial_targets(spikes, conditions, n_conditions)
     T = rates.shape[1]
     s_m = rates.mean(1)
     s_m = s_m + torch.sqrt(s_m.detach().clamp_min(1e-6) / T) * torch.randn_like(s_m)
-    s_d = spikes.mean(1)
-    losses = []
-    for c in range(n_conditions):
-        sel = conditions == c
-        if int(sel.sum()) < 2:
-            continue
-        m, d = torch.sort(s_m[sel], 0).values, torch.sort(s_d[sel], 0).values
-        losses.append((((m - d) ** 2).mean(0) / d.var(0).clamp_min(1e-4)).mean())
+    losses = [(((torch.sort(s_m.index_select(0, index), 0).values - d) ** 2).mean(0) / var_d).mean()
+              for index, d, var_d in targets]
     return torch.stack(losses).mean() if losses else rates.sum() * 0.0
 
 

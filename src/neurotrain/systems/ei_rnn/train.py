@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from neurotrain.systems.ei_rnn.network import (EIRNN, MODEL_KEYS, build_model, condition_matrix, neuron_loss,  # noqa: F401
-                                               output_loss, reg_loss, trial_loss)
+from neurotrain.systems.ei_rnn.network import (EIRNN, MODEL_KEYS, build_model, condition_psth, neuron_loss,  # noqa: F401
+                                               output_loss, reg_loss, trial_loss, trial_targets)
 
 MONITOR_FANO_WINDOW_S = 0.1
 
@@ -43,25 +43,36 @@ class EIRNNTask:
                              "ei_labels": [int(x) for x in self.ei_labels],
                              **{k: cfg["model"][k] for k in MODEL_KEYS}}
         self.model = build_model(self.model_config).to(device)
+        self._last_batch = None
         vi = torch.as_tensor(self.val_idx, device=device)
         self.val_target_psth = self._psth(self.spikes[vi], self.conditions[vi])
 
     def _psth(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        M = condition_matrix(cond, self.n_conditions)  # [C, B]
-        return (M @ x.reshape(x.shape[0], -1)).reshape(M.shape[0], *x.shape[1:])  # one [C, B] x [B, T N] product
+        return condition_psth(x, cond, self.n_conditions)
+
+    def _batch(self, idx: np.ndarray) -> tuple:
+        """The trials ``idx`` as tensors: index, spike counts, conditions, target outputs, the
+        target PSTH and the data side of L_trial. Full-batch training asks for the same trials
+        every epoch: the last batch is kept and reused when ``idx`` is the same."""
+        key = np.asarray(idx).tobytes()
+        if self._last_batch is None or self._last_batch[0] != key:
+            i = torch.as_tensor(idx, device=self.device)
+            spikes, cond = self.spikes.index_select(0, i), self.conditions.index_select(0, i)
+            self._last_batch = (key, (i, spikes, cond, self.outputs.index_select(0, i), self._psth(spikes, cond),
+                                      trial_targets(spikes, cond, self.n_conditions)))
+        return self._last_batch[1]
 
     def losses(self, idx: np.ndarray) -> dict:
         """The four loss terms on the trials ``idx`` (tensor graphs, not yet weighted), and the
         model's rates [B, T, N] they were computed from."""
-        i = torch.as_tensor(idx, device=self.device)
+        i, spikes, cond, outputs_target, pd, targets = self._batch(idx)
         rates, outputs = self._run(i)
-        spikes, cond = self.spikes[i], self.conditions[i]
-        pm, pd = self._psth(rates, cond), self._psth(spikes, cond)
+        pm = self._psth(rates, cond)
         lc = self.loss_cfg
         return {"L_neuron": neuron_loss(pm, pd),
-                "L_trial": trial_loss(rates, spikes, cond, self.n_conditions),
+                "L_trial": trial_loss(rates, spikes, cond, self.n_conditions, targets),
                 "L_reg": reg_loss(self.model, pm, pd, lc["lambda_reg"], lc["lambda_scale"], lc["lambda_var"]),
-                "L_output": output_loss(outputs, self.outputs[i])}, rates
+                "L_output": output_loss(outputs, outputs_target)}, rates
 
     def train_epoch(self, np_rng: np.random.Generator, step) -> dict:
         order = np_rng.permutation(self.train_idx)
