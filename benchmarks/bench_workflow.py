@@ -38,6 +38,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "benchmarks"
+LOGS = ROOT / "results" / "logs"
 BIN = Path(sys.executable).parent
 SYSTEMS = ["ei_rnn", "cebra", "ring_attractor", "lisbet", "cpc_snn"]
 
@@ -145,8 +146,17 @@ def rule_benchmarks() -> list[dict]:
                 r = next(csv.DictReader(fh, delimiter="\t"))
             rss = r.get("max_rss", "NA")
             rows.append({"system": system, "rule": tsv.stem, "s": float(r["s"]),
-                         "max_rss_mb": float(rss) if rss not in ("NA", "-", "") else None})
+                         "max_rss_mb": float(rss) if rss not in ("NA", "-", "") else None,
+                         "peak_mb": logged_peak(LOGS / tsv.relative_to(OUT).with_suffix(".log"))})
     return rows
+
+
+def logged_peak(log: Path) -> float | None:
+    """The exact peak memory the stage logged at its end (``neurotrain.runner``), or None."""
+    if not log.is_file():
+        return None
+    found = re.findall(r"^peak memory: (\d+) MB", log.read_text(errors="replace"), re.M)
+    return float(found[-1]) if found else None
 
 
 # ------------------------------------------------------------------------------ 4. scaling
@@ -253,7 +263,7 @@ def figure(rules: list[dict], scale: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def summary(run: dict, rules: list[dict], steps: list[dict], scale: list[dict]) -> str:
+def summary(run: dict, rules: list[dict], steps: list[dict], scale: list[dict], previous: dict | None = None) -> str:
     lines = ["# Benchmark summary", "",
              f"Machine: {machine()}. Measured {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by `make bench`; "
              "CPU timings are noisy (another process may share the cores): medians, and ratios measured in one run.", "",
@@ -271,11 +281,23 @@ def summary(run: dict, rules: list[dict], steps: list[dict], scale: list[dict]) 
                      f"{run['bare_dry_run_s']:.2f} s |")
         lines.append(f"| ratio of the two (median of the {DRY_PAIRS} pairs' ratios) | {run['dry_run_ratio']:.2f}x |")
     lines.append(f"| no-op `snakemake` on the finished run (median of 3) | {run['noop_rerun_s']:.2f} s |")
-    lines += ["", "## Default run per rule (Snakemake `benchmark:` files)", "",
-              "| system | rule | wall time | peak memory (max RSS) |", "| --- | --- | --- | --- |"]
+    lines += ["", "## Default run per rule (Snakemake `benchmark:` files; peak memory from each stage's log)", "",
+              "| system | rule | wall time | peak memory (max RSS) | max RSS sampled by Snakemake | peak in the table this replaces |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    mb = lambda v: f"{v:.0f} MB" if v is not None else "-"  # noqa: E731
+    grown = []
     for r in rules:
-        mem = f"{r['max_rss_mb']:.0f} MB" if r["max_rss_mb"] is not None else "-"
-        lines.append(f"| {r['system']} | {r['rule']} | {r['s']:.1f} s | {mem} |")
+        before = (previous or {}).get((r["system"], r["rule"]))
+        change = ""
+        if before is not None and r.get("peak_mb") is not None:
+            change = f" ({r['peak_mb'] / before - 1:+.0%})"
+            if r["peak_mb"] > 1.2 * before:
+                grown.append(f"{r['system']} {r['rule']}")
+        lines.append(f"| {r['system']} | {r['rule']} | {r['s']:.1f} s | {mb(r.get('peak_mb'))} | {mb(r['max_rss_mb'])} | "
+                     f"{mb(before)}{change} |")
+    if previous is not None:
+        lines += ["", "Peak memory more than 20% above the table this replaces: "
+                  + (", ".join(grown) if grown else "none") + "."]
     lines += ["", "## Training step against the machine's matmul rate (same process)", ""]
     if not steps:
         lines.append("Not in this summary: no system benchmark wrote results/benchmarks/<system>*.json before it.")
@@ -298,6 +320,19 @@ def summary(run: dict, rules: list[dict], steps: list[dict], scale: list[dict]) 
         lines.append(f"| {system} | {one['unit']} | {one['amount']} | {' | '.join(cells)} | {ratio} |")
     lines += ["", "![per-rule times and scaling](summary.png)", ""]
     return "\n".join(lines)
+
+
+def previous_peaks() -> dict | None:
+    """(system, rule) -> the peak memory (MB) in the per-rule table docs/benchmarks.md shows now,
+    which this run replaces: its exact (logged) column, or, in a table from before that column
+    existed, Snakemake's sampled one. None without such a table."""
+    doc = ROOT / "docs" / "benchmarks.md"
+    if not doc.is_file():
+        return None
+    peaks = {}
+    for m in re.finditer(r"^\| (\w+) \| (\w+) \| [\d.]+ s \| (\d+) MB \|", doc.read_text(), re.M):
+        peaks[(m.group(1), m.group(2))] = float(m.group(3))
+    return peaks or None
 
 
 def update_docs(text: str) -> None:
@@ -327,7 +362,7 @@ def main(argv=None) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "summary.json").write_text(json.dumps({"run": run, "rules": rules, "steps": steps, "scaling": scale}, indent=1))
     figure(rules, scale, OUT / "summary.png")
-    text = summary(run, rules, steps, scale)
+    text = summary(run, rules, steps, scale, previous_peaks())
     (OUT / "summary.md").write_text(text)
     update_docs(text)
     print(text)

@@ -253,9 +253,22 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
-        return _main(args)
+        code = _main(args)
     finally:
         _record_imports(args)
+    if code == 0:
+        print(f"peak memory: {peak_rss_mb():.0f} MB (max RSS of this stage)", file=sys.stderr)
+    return code
+
+
+def peak_rss_mb() -> float:
+    """The largest resident set this process or any child it waited for reached, in MB (the
+    kernel's exact maximum, ``getrusage``; Snakemake's ``benchmark:`` files sample it every
+    0.5 s or more and miss short peaks). Each rule's log ends with it."""
+    import resource
+
+    kb = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return kb / 1024.0  # Linux reports kilobytes
 
 
 def _main(args) -> int:

@@ -64,6 +64,21 @@ def test_velocity_moves_the_bump_at_g_av_times_omega(rcfg):
     assert (length[:, -1] > 0.5).all(), "a bump, not uniform activity"
 
 
+def test_forward_without_autograd_gives_the_same_numbers(rcfg):
+    """Without autograd (extraction, drift checks) the inputs are built in place, for memory:
+    the rates are the ones the training-mode forward pass computes, bit for bit."""
+    m = _model(rcfg, n_exc=200, n_inh=50, landmark_strength=0.7, landmark_kappa=3.3)
+    g = torch.Generator().manual_seed(3)
+    B, T = 4, 30
+    omega, theta = torch.randn(B, T, generator=g), torch.rand(B, T, generator=g) * 6 - 3
+    light = torch.rand(B, T, generator=g)  # dimmed landmark: every product's rounding shows
+    with_grad, _ = m(omega, theta, light, generator=torch.Generator().manual_seed(1))
+    assert with_grad.requires_grad
+    with torch.no_grad():
+        without, _ = m(omega, theta, light, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(with_grad.detach(), without)
+
+
 def test_handwritten_backward_matches_autograd():
     """The recurrence's backward pass (weight gradient as one product) is exact: gradcheck in
     double precision, and the same gradients as a plain autograd loop in float32."""

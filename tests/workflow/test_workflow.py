@@ -90,6 +90,17 @@ def test_contract_files_and_shapes(finished):
     assert (finished / seed_dir("ei_rnn").replace("results/", "results/benchmarks/", 1) / "train_model.tsv").exists()
 
 
+def test_every_stage_log_ends_with_its_peak_memory(finished):
+    """Each rule's log ends with the stage's exact peak memory (getrusage), which the benchmark
+    summary reads: Snakemake's benchmark files only sample it."""
+    logs = sorted((finished / "results" / "logs").rglob("*.log"))
+    assert len(logs) >= 35
+    for log in logs:
+        last = log.read_text().strip().splitlines()[-1]
+        m = re.fullmatch(r"peak memory: (\d+) MB \(max RSS of this stage\)", last)
+        assert m and 20 < int(m.group(1)) < 24 * 1024, (log, last)
+
+
 def test_noop_rerun(finished):
     assert planned_jobs(finished) == {}
 

@@ -199,8 +199,12 @@ class RingAttractorNetwork(nn.Module):
         """Von Mises bump at the true direction ``theta`` [B, T] while ``light`` [B, T] is 1, in
         the recurrence's unit-major layout [T, n_exc, B]."""
         th, li = theta.t(), light.t()  # [T, B]
-        bump = torch.exp(self.landmark_kappa * (torch.cos(self.preferred[None, :, None] - th[:, None, :]) - 1.0))
-        return self.landmark_strength * li[:, None, :] * bump
+        bump = self.preferred[None, :, None] - th[:, None, :]
+        gain = self.landmark_strength * li[:, None, :]  # [T, 1, B]
+        if torch.is_grad_enabled():
+            return gain * torch.exp(self.landmark_kappa * (torch.cos(bump) - 1.0))
+        # without autograd, in place: the same operations on one [T, n_exc, B] buffer
+        return bump.cos_().sub_(1.0).mul_(self.landmark_kappa).exp_().mul_(gain)
 
     def forward(self, omega: torch.Tensor, theta: torch.Tensor, light: torch.Tensor, noise: bool = True,
                 generator: torch.Generator | None = None, state: torch.Tensor | None = None):
@@ -215,10 +219,16 @@ class RingAttractorNetwork(nn.Module):
         # the recurrence's unit-major layout [T, N, B]: tonic drive, landmark, noise.
         land = self.landmark_input(theta, light)  # [T, ne, B]
         tonic = omega.new_tensor([self.tonic_e] * ne + [self.tonic_i] * ni)[:, None]
-        ext = torch.nn.functional.pad(land, (0, 0, 0, ni)) + tonic
+        # In place where no backward pass needs the overwritten values (the padded copy is ours):
+        # the same numbers with fewer [T, N, B] buffers alive (the extraction's peak memory)
+        ext = torch.nn.functional.pad(land, (0, 0, 0, ni))
+        del land
+        ext.add_(tonic)
         if noise:
             sd = self.noise_scale * torch.sqrt(torch.cat([self.noise_rate_e.expand(ne), self.noise_rate_i.expand(ni)]) / 10.0)
-            ext = ext + sd[:, None] * torch.randn(T, N, B, generator=generator, device=omega.device, dtype=omega.dtype)
+            z = torch.randn(T, N, B, generator=generator, device=omega.device, dtype=omega.dtype)
+            ext.add_(sd[:, None] * z if torch.is_grad_enabled() else z.mul_(sd[:, None]))
+            del z
         alpha = omega.new_tensor([self.alpha_e] * ne + [self.alpha_i] * ni)
         u0 = omega.new_zeros(B, N) if state is None else state
         rates, u = _Recurrence.apply(M, ext, omega.t().contiguous(), u0, alpha, ne)
