@@ -1,5 +1,5 @@
-"""Shared pieces of the benchmark scripts: the matmul reference rate, the FLOP-rate rows, and
-writing a result table to results/benchmarks/."""
+"""Shared pieces of the benchmark scripts: the matmul reference rate, the FLOP-rate rows, the
+profiler's table of where a step's time goes, and writing a result table to results/benchmarks/."""
 
 from __future__ import annotations
 
@@ -43,6 +43,25 @@ def flop_rows(flops: float, seconds: float, peak: float, what: str) -> list[str]
             f"| achieved rate | {rate / 1e9:.2f} GFLOP/s |",
             f"| torch fp32 matmul rate (1024^3, same run) | {peak / 1e9:.1f} GFLOP/s |",
             f"| fraction of matmul rate | {rate / peak:.4f} |"]
+
+
+def profile_rows(fn, what: str, reps: int = 3, top: int = 12) -> list[str]:
+    """Where the time of ``fn`` goes: a markdown table of the ``top`` torch operations by self CPU
+    time (``torch.profiler``, ``reps`` calls after the caller's warm-up), per call of ``fn``, with
+    their share of all operations' time. The profiler's own overhead inflates short operations."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(reps):
+            fn()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    rows = [f"Where the time of one {what} goes (torch.profiler, {reps} calls; self CPU time per call):", "",
+            "| operation | calls | self CPU time | share |", "| --- | --- | --- | --- |"]
+    for e in events[:top]:
+        rows.append(f"| `{e.key}` | {e.count / reps:g} | {e.self_cpu_time_total / reps / 1000:.2f} ms | "
+                    f"{e.self_cpu_time_total / total:.1%} |")
+    return rows + [""]
 
 
 def write_report(name: str, text: str, steps: list[dict] | None = None) -> None:

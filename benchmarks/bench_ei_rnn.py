@@ -20,7 +20,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, flop_rows, matmul_rate, step_record, write_report  # noqa: E402
+from _common import ROOT, flop_rows, matmul_rate, profile_rows, step_record, write_report  # noqa: E402
 
 
 def main() -> int:
@@ -53,6 +53,7 @@ def main() -> int:
     epoch_s = epoch_time(2)
     peak = matmul_rate()
     epoch_1 = epoch_time(1)  # training.threads' default
+    profile = profile_rows(lambda: task.train_epoch(rng, opt.step), "epoch at 1 thread")
     torch.set_num_threads(2)
     n_trials, n_time, n_neurons = data["spikes"].shape
     text = "\n".join([
@@ -63,7 +64,7 @@ def main() -> int:
         *flop_rows(flops, epoch_s, peak, "epoch"),
         f"| wall time per epoch at 1 thread (`training.threads`' default; median) | {epoch_1 * 1000:.1f} ms |", "",
         "The step is a 60-step recurrence of small [batch x N] x [N x N] products: it is bound by",
-        "per-operation overhead, not arithmetic, so the fraction of the matmul rate is small.", ""])
+        "per-operation overhead, not arithmetic, so the fraction of the matmul rate is small.", "", *profile])
     write_report("ei_rnn_train_step.md", text, [step_record("ei_rnn", "epoch (full batch)", "torch", flops, epoch_s, peak)])
     return 0
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import flop_rows, matmul_rate, median_time, step_record, write_report  # noqa: E402
+from _common import flop_rows, matmul_rate, median_time, profile_rows, step_record, write_report  # noqa: E402
 
 REF = {"step": 3.2, "embed128": 1.1, "embed2000": 44.0}
 LISBET_VERSION = version("lisbet")  # requirements-reference.txt: installed without its dependencies
@@ -133,7 +133,8 @@ def main() -> int:
         "", "Per round (s): " + "; ".join(f"{k} " + ", ".join(f"{x:.3f}" for x in v) for k, v in times.items()), "", "| training step | value |", "| --- | --- |",
         *flop_rows(flops, step_s, peak, "training step"), "",
         "The first table's reference column was measured for the `lisbet` package on another 2-core CPU (from the",
-        "issue); only the side-by-side rows are ratios measured in this run.", ""])
+        "issue); only the side-by-side rows are ratios measured in this run.", "",
+        *profile_rows(step, "training step", reps=2)])
     write_report("lisbet_model.md", text, [step_record("lisbet", "training step (seed size, 4 tasks)", "torch", flops, step_s, peak)])
     return 0
 

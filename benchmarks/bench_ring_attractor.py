@@ -18,7 +18,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, flop_rows, matmul_rate, median_time, step_record, write_report  # noqa: E402
+from _common import ROOT, flop_rows, matmul_rate, median_time, profile_rows, step_record, write_report  # noqa: E402
 
 
 def main() -> int:
@@ -75,7 +75,8 @@ def main() -> int:
         "", "The step's FLOPs are the recurrent products: one thin product per time step forward and one",
         "backward, and the weight gradient as one large product (the recurrence's hand-written",
         "backward pass). The rest of the gap to the square-matmul rate is the elementwise work",
-        "between products. Denormals are flushed to zero, as in the train stage.", ""])
+        "between products. Denormals are flushed to zero, as in the train stage.", "",
+        *profile_rows(step, "training step")])
     write_report("ring_attractor_train_step.md", text, [step_record("ring_attractor", "training step (batch 32 x 100)", "torch", flops, step_s, peak)])
     return 0
 
