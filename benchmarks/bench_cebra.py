@@ -109,7 +109,8 @@ def main() -> int:
             (shutil.copytree if src.is_dir() else shutil.copy2)(src, wd / name)
         os.symlink(ROOT / "src", wd / "src")
         (wd / "config" / "bench.yaml").write_text(yaml.safe_dump(
-            {"systems": ["cebra"], "cebra": {"training": {"max_steps": STEPS, "checkpoint_every": 10**6}}}))
+            {"systems": ["cebra"], "cebra": {"training": {"max_steps": STEPS, "checkpoint_every": 10**6,
+                                                         "threads": 2}}}))  # cebra.CEBRA's process: 2 threads too
         smk = ["snakemake", "--cores", "2", "--configfile", "config/config.yaml", "config/bench.yaml"]
         subprocess.run(smk[:3] + ["data/processed/cebra.h5"] + smk[3:], cwd=wd, env=env, check=True, capture_output=True)
         h5 = wd / "data/processed/cebra.h5"
