@@ -152,6 +152,7 @@ def preprocess_raw(cfg: dict, raw: list[str] | str, out: str | Path) -> None:
             raise NeurotrainError(folder / "strain.npy", f"stream length {L} is not a whole number of {N}-sample "
                                                          f"segments matching psd.npz; rerun generate_dataset")
         white = Whitener(np.sqrt(psd), L, fs, d["f_low"], d["f_high"])(strain)
+        del strain  # not needed any more: its 8 bytes per sample are not part of the peak below
         n_seg = int(truth["n_segments"])
         seg = white.reshape(-1, N)[:n_seg]
         params = {k: truth[k] for k in ("label", "snr", "chirp_mass", "tc")}

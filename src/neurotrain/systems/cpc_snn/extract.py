@@ -1,5 +1,6 @@
 """Extract the detector's parameters, test-set scores, spikes and CPC latents from
-``model_best.npz`` (lowest validation cross-entropy of phases 2-3).
+``model_best.npz`` (the detection epoch of phases 2-3 chosen on the validation segments by
+``training.select_on``; by default the highest TPR at the quality bar's FAP).
 
 ``weights/``: one ``.npy`` per parameter, named by its path (``encoder.conv.0.w.npy`` [k, in,
 out], ``encoder.gru.wx.npy`` [latent, 3 context], ``encoder.predict.npy`` [steps, context,

@@ -92,14 +92,23 @@ class Whitener:
         self.filter = inv * np.sqrt(2.0 / fs) * self.scale
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return np.fft.irfft(np.fft.rfft(x, axis=-1) * self.filter, n=self.n, axis=-1)
+        """Whitened, band-passed ``x`` [..., n] (float64). Row by row for stacked streams: one
+        stream's spectrum alive at a time, not the whole strain's (the same numbers)."""
+        if x.ndim > 1:
+            out = np.empty(x.shape[:-1] + (self.n,))
+            for index in np.ndindex(*x.shape[:-1]):
+                out[index] = self(x[index])
+            return out
+        spectrum = np.fft.rfft(x)
+        spectrum *= self.filter  # in place
+        return np.fft.irfft(spectrum, n=self.n)
 
 
 def colored_noise(asd: np.ndarray, n: int, fs: float, rng: np.random.Generator, count: int) -> np.ndarray:
     """``count`` stretches of stationary Gaussian noise with one-sided ASD ``asd`` (rfft(n) grid)."""
-    white = rng.standard_normal((count, n))
-    amp = np.where(np.isfinite(asd), asd, 0.0) * np.sqrt(fs / 2.0)
-    return np.fft.irfft(np.fft.rfft(white, axis=-1) * amp, n=n, axis=-1)
+    spectrum = np.fft.rfft(rng.standard_normal((count, n)), axis=-1)
+    spectrum *= np.where(np.isfinite(asd), asd, 0.0) * np.sqrt(fs / 2.0)  # in place, as in Whitener
+    return np.fft.irfft(spectrum, n=n, axis=-1)
 
 
 def optimal_snr(h: np.ndarray, whitener: Whitener) -> float:
