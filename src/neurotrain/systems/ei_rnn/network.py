@@ -250,15 +250,12 @@ def trial_targets(spikes: torch.Tensor, conditions: torch.Tensor, n_conditions: 
     return targets
 
 
-def trial_loss(rates: torch.Tensor, spikes: torch.Tensor, conditions: torch.Tensor, n_conditions: int,
-               targets: list[tuple] | None = None) -> torch.Tensor:
+def trial_loss(rates: torch.Tensor, targets: list[tuple]) -> torch.Tensor:
     """L_trial: trial matching. Per condition and neuron, the sorted single-trial mean counts of
     the model (with Poisson averaging noise added by reparameterisation) are matched to the
     sorted single-trial mean counts of the data (a 1-D optimal transport), normalised by the
-    data's across-trial variance. rates, spikes [B, T, N]; ``targets``, if given, is
-    ``trial_targets(spikes, conditions, n_conditions)`` computed once."""
-    if targets is None:
-        targets = trial_targets(spikes, conditions, n_conditions)
+    data's across-trial variance. rates [B, T, N]; ``targets`` is the data side,
+    ``trial_targets(spikes, conditions, n_conditions)`` of the same trials."""
     T = rates.shape[1]
     s_m = rates.mean(1)
     s_m = s_m + torch.sqrt(s_m.detach().clamp_min(1e-6) / T) * torch.randn_like(s_m)

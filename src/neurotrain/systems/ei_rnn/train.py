@@ -51,26 +51,26 @@ class EIRNNTask:
         return condition_psth(x, cond, self.n_conditions)
 
     def _batch(self, idx: np.ndarray) -> tuple:
-        """The trials ``idx`` as tensors: index, spike counts, conditions, target outputs, the
-        target PSTH and the data side of L_trial. Full-batch training asks for the same trials
-        every epoch: the last batch is kept and reused when ``idx`` is the same."""
+        """The trials ``idx`` as tensors: index, conditions, target outputs, the target PSTH and
+        the data side of L_trial. Full-batch training asks for the same trials every epoch: the
+        last batch is kept and reused when ``idx`` is the same."""
         key = np.asarray(idx).tobytes()
         if self._last_batch is None or self._last_batch[0] != key:
             i = torch.as_tensor(idx, device=self.device)
             spikes, cond = self.spikes.index_select(0, i), self.conditions.index_select(0, i)
-            self._last_batch = (key, (i, spikes, cond, self.outputs.index_select(0, i), self._psth(spikes, cond),
+            self._last_batch = (key, (i, cond, self.outputs.index_select(0, i), self._psth(spikes, cond),
                                       trial_targets(spikes, cond, self.n_conditions)))
         return self._last_batch[1]
 
     def losses(self, idx: np.ndarray) -> dict:
         """The four loss terms on the trials ``idx`` (tensor graphs, not yet weighted), and the
         model's rates [B, T, N] they were computed from."""
-        i, spikes, cond, outputs_target, pd, targets = self._batch(idx)
+        i, cond, outputs_target, pd, targets = self._batch(idx)
         rates, outputs = self._run(i)
         pm = self._psth(rates, cond)
         lc = self.loss_cfg
         return {"L_neuron": neuron_loss(pm, pd),
-                "L_trial": trial_loss(rates, spikes, cond, self.n_conditions, targets),
+                "L_trial": trial_loss(rates, targets),
                 "L_reg": reg_loss(self.model, pm, pd, lc["lambda_reg"], lc["lambda_scale"], lc["lambda_var"]),
                 "L_output": output_loss(outputs, outputs_target)}, rates
 
