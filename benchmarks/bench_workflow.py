@@ -322,29 +322,39 @@ def summary(run: dict, rules: list[dict], steps: list[dict], scale: list[dict], 
     return "\n".join(lines)
 
 
-def previous_peaks() -> dict | None:
-    """(system, rule) -> the peak memory (MB) in the per-rule table docs/benchmarks.md shows now,
-    which this run replaces: its exact (logged) column, or, in a table from before that column
-    existed, Snakemake's sampled one. None without such a table."""
-    doc = ROOT / "docs" / "benchmarks.md"
-    if not doc.is_file():
+DOC = ROOT / "docs" / "benchmarks.md"
+START, END = "<!-- summary:start -->", "<!-- summary:end -->"  # docs/benchmarks.md's summary block
+
+
+def _doc_parts() -> tuple[str, str, str] | None:
+    """docs/benchmarks.md as (before the summary block, the block, after it), or None."""
+    body = DOC.read_text() if DOC.is_file() else ""
+    if START not in body or END not in body:
         return None
-    peaks = {}
-    for m in re.finditer(r"^\| (\w+) \| (\w+) \| [\d.]+ s \| (\d+) MB \|", doc.read_text(), re.M):
-        peaks[(m.group(1), m.group(2))] = float(m.group(3))
+    i, j = body.index(START) + len(START), body.index(END)
+    return body[:i], body[i:j], body[j:]
+
+
+def previous_peaks() -> dict | None:
+    """(system, rule) -> the peak memory (MB) in the per-rule table of the summary docs/benchmarks.md
+    shows now, which this run replaces: its exact (logged) column, or, in a table from before that
+    column existed, Snakemake's sampled one. None without such a table."""
+    parts = _doc_parts()
+    if parts is None:
+        return None
+    peaks = {(m.group(1), m.group(2)): float(m.group(3))
+             for m in re.finditer(r"^\| (\w+) \| (\w+) \| [\d.]+ s \| (\d+) MB \|", parts[1], re.M)}
     return peaks or None
 
 
 def update_docs(text: str) -> None:
-    """docs/benchmarks.md shows the latest summary (between its summary markers) and its figure."""
-    doc = ROOT / "docs" / "benchmarks.md"
-    start, end = "<!-- summary:start -->", "<!-- summary:end -->"
-    body = doc.read_text()
-    if start in body and end in body:  # docs/benchmarks.md shows the latest table
-        shutil.copyfile(OUT / "summary.png", doc.parent / "benchmark_summary.png")  # the docs keep the figure they show
-        tables = text.split("\n", 2)[2].replace("## ", "#### ").replace("](summary.png)", "](benchmark_summary.png)")
-        body = body[:body.index(start) + len(start)] + "\n" + tables + "\n" + body[body.index(end):]
-        doc.write_text(body)
+    """docs/benchmarks.md shows the latest summary (in its summary block) and its figure."""
+    parts = _doc_parts()
+    if parts is None:
+        return
+    shutil.copyfile(OUT / "summary.png", DOC.parent / "benchmark_summary.png")  # the docs keep the figure they show
+    tables = text.split("\n", 2)[2].replace("## ", "#### ").replace("](summary.png)", "](benchmark_summary.png)")
+    DOC.write_text(parts[0] + "\n" + tables + "\n" + parts[2])
 
 
 def main(argv=None) -> None:
