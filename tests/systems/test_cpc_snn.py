@@ -306,7 +306,7 @@ def test_gradient_accumulation_averages_micro_batches(gcfg):
     step = make_step(T(), phase, opt)
     x = jax.random.normal(jax.random.PRNGKey(2), (2, 4, 2048))
     y = jnp.array([[0, 1, 0, 1], [1, 1, 0, 0]])
-    new, _, aux = step(params, {}, opt.init(params), x, y)
+    new, _, aux, _ = step(params, {}, opt.init(params), x, y, None)
     g = jax.grad(lambda p: (det.losses(p, x[0], y[0], 1.0, 1.0)[0] + det.losses(p, x[1], y[1], 1.0, 1.0)[0]) / 2)(params)
     for a, b, c in zip(jax.tree_util.tree_leaves(new), jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(g)):
         np.testing.assert_allclose(np.asarray(b - a), np.asarray(c), rtol=2e-3, atol=1e-5)

@@ -6,6 +6,14 @@ with ``optax.chain(clip_by_global_norm(clip), adam(schedule))``, where the sched
 linear warm-up then cosine decay (or constant) over the phase's steps. One optimizer step
 averages the gradients of ``accumulate`` micro-batches (unrolled inside the jitted step).
 
+With ``LoopConfig.ema_decay`` d > 0 the loop also keeps an exponential moving average of the
+trainable parameters, ``ema <- d ema + (1 - d) params`` after every optimizer step, restarted
+from the parameters at each phase's start (Polyak & Juditsky 1992; the averaged weights that
+optax's ``ema`` and timm's ``ModelEmaV2`` keep). Validation, ``model_best`` and ``model_final``
+then use the averaged weights; training itself continues on the raw ones, which are also what
+the next phase starts from. An average over about 1 / (1 - d) steps smooths the step-to-step
+noise of small batches of fresh examples out of the weights that are evaluated.
+
 Files under ``out_dir`` (``results/<system>/<run>/seed<k>/model``)::
 
     model_best.npz, model_final.npz   parameters (one array per pytree path) + JSON metadata
@@ -44,7 +52,7 @@ from neurotrain.training.runstate import CheckpointDir, SignalGuard, fingerprint
 
 log = logging.getLogger("neurotrain.train")
 META = "__meta__"
-STATE_ARRAYS = ("model", "optimizer", "best")
+STATE_ARRAYS = ("model", "optimizer", "best", "ema")
 
 
 # --------------------------------------------------------------------------- pytree files
@@ -141,6 +149,7 @@ class LoopConfig:
     gradient_clip: float
     checkpoint_every: int = 1
     log_every: int = 1
+    ema_decay: float = 0.0  # > 0: evaluate and save an exponential moving average of the weights
     extra_fingerprint: dict = field(default_factory=dict)
 
 
@@ -157,8 +166,11 @@ def make_optimizer(phase: Phase, total_steps: int, clip: float):
     return optax.chain(optax.clip_by_global_norm(clip), optax.adam(lr)), lr
 
 
-def make_step(task: JaxTask, phase: Phase, opt) -> Callable:
-    """The jitted update: gradients of the trainable groups averaged over the micro-batches."""
+def make_step(task: JaxTask, phase: Phase, opt, ema_decay: float = 0.0) -> Callable:
+    """The jitted update ``(train, frozen, opt_state, xs, ys, ema) -> (train, opt_state, aux,
+    ema)``: gradients of the trainable groups averaged over the micro-batches; with
+    ``ema_decay`` d > 0, ``ema <- d ema + (1 - d) train`` after the update (else ``ema`` is
+    passed through)."""
     weights = dict(phase.weights)
 
     def micro_loss(train, frozen, x, y):
@@ -166,7 +178,7 @@ def make_step(task: JaxTask, phase: Phase, opt) -> Callable:
 
     grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
 
-    def step(train, frozen, opt_state, xs, ys):
+    def step(train, frozen, opt_state, xs, ys, ema):
         # micro-batches unrolled (a lax.scan around the CPC loss's scans runs several times slower on CPU)
         n = xs.shape[0]
         g = aux = None
@@ -178,7 +190,10 @@ def make_step(task: JaxTask, phase: Phase, opt) -> Callable:
         aux = jax.tree_util.tree_map(lambda v: v / n, aux)
         aux["grad_norm"] = optax.tree.norm(g)
         updates, opt_state = opt.update(g, opt_state, train)
-        return optax.apply_updates(train, updates), opt_state, aux
+        train = optax.apply_updates(train, updates)
+        if ema_decay:
+            ema = jax.tree_util.tree_map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, train)
+        return train, opt_state, aux, ema
 
     return jax.jit(step)
 
@@ -207,6 +222,8 @@ class PhaseTrainer:
         self.best_params = None
         self.opt_state = None
         self._pending_opt = None
+        self.ema = None  # the trainable groups' moving average in the current phase (ema_decay > 0)
+        self._pending_ema = None
         self.ckpts = CheckpointDir(self.out, self.fp, "npz", save_state_npz, load_state_npz,
                                    outputs=("model_best.npz", "model_final.npz", "training_log.json", "config.json"))
 
@@ -215,22 +232,24 @@ class PhaseTrainer:
         return {"progress": self.state, "model": flatten(self.params),
                 "optimizer": flatten(self.opt_state) if self.opt_state is not None else {},
                 "best": flatten(self.best_params) if self.best_params is not None else {},
+                "ema": flatten(self.ema) if self.ema is not None else {},
                 "rng": _np_rng_state(self.np_rng)}
 
     def _restore(self, st: dict) -> None:
         try:
             params = unflatten(self.params, st["model"], "checkpoint")
             best = unflatten(self.params, st["best"], "checkpoint") if st["best"] else None
-            progress, opt = st["progress"], st["optimizer"]
+            progress, opt, ema = st["progress"], st["optimizer"], st.get("ema") or None
             self.np_rng.bit_generator.state = st["rng"]
         except (KeyError, TypeError, ValueError) as exc:
             raise NeurotrainError("checkpoint", f"checkpoint does not fit this run ({exc.__class__.__name__}: {exc})"
                                   ) from None
         self.params, self.best_params, self.state, self._pending_opt = params, best, progress, opt
+        self._pending_ema = ema
 
     # -- the run
     def train(self) -> dict:
-        self._pending_opt = None
+        self._pending_opt = self._pending_ema = None
         if self.ckpts.begin(self._restore) is not None:
             self.state["resumed_from"] = {"phase": self.state["phase"], "epoch": self.state["epoch"]}
             log.info("Resuming at phase %d, epoch %d", self.state["phase"] + 1, self.state["epoch"])
@@ -262,7 +281,12 @@ class PhaseTrainer:
         if st["epoch"] > 0 and self._pending_opt:
             opt_state = unflatten(opt_state, self._pending_opt, "checkpoints/last.npz")
         self._pending_opt = None
-        step = make_step(task, phase, opt)
+        decay = self.cfg.ema_decay
+        ema = train if decay else None
+        if decay and st["epoch"] > 0 and self._pending_ema:
+            ema = unflatten(train, self._pending_ema, "checkpoints/last.npz")
+        self._pending_ema = None
+        step = make_step(task, phase, opt, decay)
         if st["epoch"] == 0:
             _say(f"\n=== Phase {st['phase'] + 1}: {phase.title} ({phase.epochs} epochs x {steps} steps; "
                  f"training {', '.join(phase.trainable)}) ===")
@@ -274,7 +298,7 @@ class PhaseTrainer:
             sums, n = {}, 0
             phase_step = st["epoch"] * steps
             for xs, ys in task.batches(phase, self.np_rng, st["global_step"]):
-                train, opt_state, aux = step(train, frozen, opt_state, jnp.asarray(xs), jnp.asarray(ys))
+                train, opt_state, aux, ema = step(train, frozen, opt_state, jnp.asarray(xs), jnp.asarray(ys), ema)
                 for k, v in aux.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
                 n += 1
@@ -285,10 +309,12 @@ class PhaseTrainer:
                     raise Interrupted(guard.signum)
             self.params = {**frozen, **train}
             self.opt_state = opt_state
+            self.ema = ema
+            evaluated = {**frozen, **ema} if decay else self.params  # what is validated and saved
             row = {"phase": st["phase"] + 1, "phase_name": phase.name, "epoch": epoch,
                    "global_step": st["global_step"], "learning_rate": float(lr_fn(phase_step - 1)),
                    **{f"train_{k}": v / max(n, 1) for k, v in sums.items()}}
-            row.update({f"val_{k}": v for k, v in task.evaluate(self.params, phase).items()})
+            row.update({f"val_{k}": v for k, v in task.evaluate(evaluated, phase).items()})
             row["epoch_time"] = time.perf_counter() - t0
             if not all(math.isfinite(v) for v in row.values() if isinstance(v, float)):
                 raise FloatingPointError(f"loss diverged in phase {row['phase']} at epoch {epoch}: {row}")
@@ -296,7 +322,7 @@ class PhaseTrainer:
                 score = row[f"val_{phase.monitor}"]
                 if st["best"] is None or score < st["best"]:
                     st.update(best=score, best_epoch={"phase": row["phase"], "epoch": epoch})
-                    self.best_params = self.params
+                    self.best_params = evaluated
             st["history"].append(row)
             st["epoch"] = epoch
             st["elapsed"] = time.perf_counter() - t_start
@@ -323,13 +349,26 @@ class PhaseTrainer:
                 break
         bar.close()
 
+    def _final_params(self):
+        """The parameters after the last epoch as evaluated: the raw ones, or with ``ema_decay``
+        the last trained phase's moving average in place of its trainable groups."""
+        if not self.cfg.ema_decay:
+            return self.params
+        ema = self.ema
+        if ema is None and self._pending_ema:  # resumed after the last epoch, before the files were written
+            trained = [p for p in self.phases if p.epochs > 0]
+            like = {k: self.params[k] for k in trained[-1].trainable} if trained else {}
+            ema = unflatten(like, self._pending_ema, "checkpoints/last.npz")
+        return {**self.params, **(ema or {})}
+
     def _finish(self, total_time: float, ckpt_dir: Path) -> dict:
         st, out = self.state, self.out
         history = st["history"]
         final = history[-1] if history else {}
         meta = {"fingerprint": self.fp, "config": self.config_record}
-        save_npz(out / "model_final.npz", flatten(self.params), {**meta, "kind": "final", "metrics": final})
-        best = self.best_params if self.best_params is not None else self.params
+        last = self._final_params()
+        save_npz(out / "model_final.npz", flatten(last), {**meta, "kind": "final", "metrics": final})
+        best = self.best_params if self.best_params is not None else last
         save_npz(out / "model_best.npz", flatten(best), {**meta, "kind": "best", "best_epoch": st["best_epoch"]})
         summary = {"phases": [p.name for p in self.phases], "epochs_per_phase": [p.epochs for p in self.phases],
                    "total_epochs": len(history), "global_steps": st["global_step"], "best_epoch": st["best_epoch"],

@@ -230,7 +230,7 @@ def run_training(cfg: dict, data_path: str, out_dir: str, threads: int = 0) -> d
                   "n_val_segments": int(len(task.val_x)),
                   "versions": versions(jax, optax, np)}
     loop = LoopConfig(seed=t["seed"], accumulate=t["accumulate"], gradient_clip=t["gradient_clip"],
-                      checkpoint_every=t["checkpoint_every"])
+                      checkpoint_every=t["checkpoint_every"], ema_decay=t["ema_decay"])
     return PhaseTrainer(task, phases, loop, Path(out_dir), record, data_sha, run_record).train()
 
 
