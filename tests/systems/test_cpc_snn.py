@@ -605,3 +605,31 @@ def test_delay_dilations_must_match_the_hidden_layers(gcfg, tmp_path):
     with pytest.raises(NeurotrainError, match=r"config key cpc_snn\.model: snn\.delay_dilations has 2 entries for 3 hidden layers"):
         sc.run_training(gcfg, str(tmp_path / "missing.h5"), str(tmp_path / "model"))
     assert not (tmp_path / "model").exists()
+
+
+def test_apply_thresholds_are_set_on_validation_noise_never_on_test(gcfg, processed):
+    """`apply`'s trigger thresholds are a choice made from data: the validation split's noise sets
+    them (the (fap * n)-th highest score of n noise segments); the test split's segments do not
+    move them, and too few validation noise segments for the FAP are refused, naming the key."""
+    from neurotrain.systems.cpc_snn.apply import validation_thresholds
+
+    det = Detector.from_config(gcfg["model"])
+    params = det.init(jax.random.PRNGKey(0))
+    proc = gw.load_processed(processed)
+    fap = 0.1
+    thr, n = validation_thresholds(det, params, proc, gcfg, fap)
+    val_noise = (proc["split"] == 1) & (proc["label"] == 0)
+    assert n == val_noise.sum() >= 10
+    k = int(np.floor(fap * n))
+    snn = np.sort(np.asarray(det.score(params, jnp.asarray(proc["strain"][val_noise]))))[::-1]
+    mf = MatchedFilter(proc["asd_whiten"], proc["attrs"], gcfg["data"]["injection"], gcfg["analysis"]["n_templates"])
+    assert thr["snn"] == pytest.approx(float(snn[k]), rel=1e-5)
+    assert thr["matched_filter"] == pytest.approx(float(np.sort(mf(proc["strain"][val_noise]))[::-1][k]))
+    louder = dict(proc, strain=proc["strain"].copy())
+    louder["strain"][proc["split"] == 2] *= 3.0  # the test segments: no effect
+    assert validation_thresholds(det, params, louder, gcfg, fap)[0] == thr
+    louder["strain"][val_noise] *= 3.0  # the validation noise: the matched filter's SNR threshold triples
+    assert validation_thresholds(det, params, louder, gcfg, fap)[0]["matched_filter"] == pytest.approx(
+        3 * thr["matched_filter"], rel=1e-6)
+    with pytest.raises(NeurotrainError, match=f"config key cpc_snn.apply.fap: {n} noise validation segments cannot"):
+        validation_thresholds(det, params, proc, gcfg, 0.5 / n)

@@ -926,6 +926,8 @@ def test_apply_each_system_to_new_files_through_snakemake(finished):
         scan = json.loads((res / S["cpc_snn"] / "apply/scan/apply.json").read_text())
         gps, mf = np.load(res / S["cpc_snn"] / "apply/scan/gps_start.npy"), np.load(res / S["cpc_snn"] / "apply/scan/mf_snr.npy")
         assert len(gps) == scan["windows"] == len(np.load(res / S["cpc_snn"] / "apply/scan/statistic.npy"))
+        assert scan["thresholds_set_on"]["split"] == "validation" and scan["thresholds_set_on"]["noise_segments"] >= 10
+        assert all(0.0 <= scan["fap_on_test_noise"][k] <= 1.0 for k in ("snn", "matched_filter"))
         loudest = gps[np.argmax(mf)]
         assert loudest <= 1126300020.0 <= loudest + 1.0, "the matched filter peaks on the window holding the chirp"
         triggers = (res / S["cpc_snn"] / "apply/scan/triggers.tsv").read_text().splitlines()

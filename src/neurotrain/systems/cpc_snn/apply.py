@@ -10,8 +10,11 @@ its own median-Welch PSD and cut into windows of ``data.segment_duration`` every
 Two detection statistics per window: the SNN's ``logit(chirp) - logit(noise)`` (the exported
 detector, :func:`.network.load_detector`) and the matched filter's SNR over the bank of the
 analysis (the optimal detector in Gaussian noise). Each gets the threshold that gave a
-false-alarm probability of ``apply.fap`` (default ``analysis.bar_fap``) per window on the test
-split's noise segments; windows above it closer than ``apply.cluster`` s form one trigger.
+false-alarm probability of ``apply.fap`` (default ``analysis.bar_fap``) per window on the
+*validation* split's noise segments (:func:`validation_thresholds`: a threshold is a choice made
+from data, so the test split never sets it); the false-alarm fraction of those thresholds on the
+test split's noise segments is reported beside them as the independent check. Windows above a
+threshold closer than ``apply.cluster`` s form one trigger.
 
 Output (``results/cpc_snn/<run>/seed<k>/apply/<name>/``), m windows:
   gps_start.npy  [m] float64  GPS start of each window (s)
@@ -20,7 +23,9 @@ Output (``results/cpc_snn/<run>/seed<k>/apply/<name>/``), m windows:
   triggers.tsv               detector, gps_peak (window centre, s), gps_start, gps_end (first and
                               last window of the cluster), statistic, mf_snr, windows, known_event
   scan.png                   both statistics over GPS time, thresholds, triggers, known events
-  apply.json                 input, windows, scanned seconds, thresholds, trigger counts
+  apply.json                 input, windows, scanned seconds, thresholds (and the validation noise
+                              segments that set them, their false-alarm fraction on the test noise),
+                              trigger counts
 """
 
 from __future__ import annotations
@@ -57,12 +62,37 @@ def clusters(gps: np.ndarray, stat: np.ndarray, above: np.ndarray, gap: float) -
     return np.split(order, breaks)
 
 
+def validation_thresholds(det, params, proc: dict, cfg: dict, fap: float) -> tuple[dict, int]:
+    """Detection thresholds at false-alarm probability ``fap`` per segment, set on the noise-only
+    segments of the validation split of the processed dataset ``proc``
+    (:func:`.data.load_processed`): ``({"snn": logit difference, "matched_filter": SNR}, number
+    of those segments)``. The SNN's statistic is ``det.score`` with ``params``; the matched
+    filter is the analysis's bank (:class:`.analyze.MatchedFilter`) over the dataset's whitening
+    ASD. A segment strictly above a threshold is a detection (:func:`neurotrain.stats.detection_threshold`).
+
+    Raises NeurotrainError (``apply.fap``) when the validation noise cannot resolve ``fap``
+    (fewer than 1/fap segments)."""
+    import jax
+    import jax.numpy as jnp
+
+    from neurotrain.stats import detection_threshold
+    from neurotrain.systems.cpc_snn.analyze import MatchedFilter
+
+    x = proc["strain"][(proc["split"] == 1) & (proc["label"] == 0)]
+    if len(x) * fap < 1:
+        raise NeurotrainError("config key cpc_snn.apply.fap", f"{len(x)} noise validation segments cannot resolve a "
+                              f"false-alarm probability of {fap}")
+    score = jax.jit(det.score)
+    snn = np.concatenate([np.asarray(score(params, jnp.asarray(x[i:i + 256]))) for i in range(0, len(x), 256)])
+    mf = MatchedFilter(proc["asd_whiten"], proc["attrs"], cfg["data"]["injection"], cfg["analysis"]["n_templates"])
+    return {"snn": float(detection_threshold(snn, fap)), "matched_filter": float(detection_threshold(mf(x), fap))}, len(x)
+
+
 def apply(cfg: dict, run_dir: str, data_path: str, inputs: list[str], out_dir: str) -> dict:
     """Stage ``apply``: scan the strain file of ``inputs`` (one file) into ``out_dir``."""
     import jax
     import jax.numpy as jnp
 
-    from neurotrain.stats import detection_threshold
     from neurotrain.systems.cpc_snn.analyze import MatchedFilter
     from neurotrain.systems.cpc_snn.data import load_processed
     from neurotrain.systems.cpc_snn.network import load_detector
@@ -81,17 +111,14 @@ def apply(cfg: dict, run_dir: str, data_path: str, inputs: list[str], out_dir: s
                            for i in range(0, len(seg), 256)]).astype(np.float32)
     proc = load_processed(data_path)
     attrs = {k: proc["attrs"][k] for k in ("sample_rate", "f_low", "f_high", "f_start")}
+    fap = a["fap"] if a["fap"] is not None else cfg["analysis"]["bar_fap"]
+    thr, n_val = validation_thresholds(det, params, proc, cfg, fap)
     mf = MatchedFilter(np.median(asds, axis=0), attrs, d["injection"], cfg["analysis"]["n_templates"])
     mf_snr = mf(seg).astype(np.float32)
-    # thresholds at the false-alarm probability per window, on the test split's noise segments
-    fap = a["fap"] if a["fap"] is not None else cfg["analysis"]["bar_fap"]
-    labels = load_npy(run / "outputs" / "labels.npy")
-    noise = labels == 0
-    thr = {"snn": float(detection_threshold(load_npy(run / "outputs" / "scores.npy")[noise], fap)),
-           "matched_filter": float(detection_threshold(load_npy(run / "metrics" / "mf_scores.npy")[noise], fap))}
-    if not all(np.isfinite(v) for v in thr.values()):
-        raise NeurotrainError("config key cpc_snn.apply.fap", f"{int(noise.sum())} noise test segments cannot "
-                                                              f"resolve a false-alarm probability of {fap}")
+    noise = load_npy(run / "outputs" / "labels.npy") == 0
+    test_noise = {"snn": load_npy(run / "outputs" / "scores.npy")[noise],
+                  "matched_filter": load_npy(run / "metrics" / "mf_scores.npy")[noise]}
+    fap_on_test = {k: float(np.mean(v > thr[k])) for k, v in test_noise.items()}
     half = d["segment_duration"] / 2
     events = d["gwosc"]["events"]
     before, after = d["gwosc"]["event_window"]
@@ -117,6 +144,8 @@ def apply(cfg: dict, run_dir: str, data_path: str, inputs: list[str], out_dir: s
     summary = {"input": str(path), "windows": int(len(gps)), "window_s": d["segment_duration"], "stride_s": a["stride"],
                "gps_first": float(gps.min()), "gps_last": float(gps.max() + d["segment_duration"]),
                "scanned_s_approx": scanned, "fap_per_window": fap, "thresholds": thr,
+               "thresholds_set_on": {"split": "validation", "noise_segments": n_val},
+               "fap_on_test_noise": {**fap_on_test, "noise_segments": int(noise.sum())},
                "triggers": {n: sum(r["detector"] == n for r in rows) for n in ("snn", "matched_filter")},
                "known_events_in_span": [e for e, t in events.items() if gps.min() <= t <= gps.max() + 2 * half],
                "known_events_triggered": sorted({e for r in rows for e in r["known_event"].split(",") if e}),
