@@ -69,15 +69,15 @@ def main() -> None:
         state = opt.init(train)
         step = make_step(Task(), phase, opt)
         t = time.perf_counter()
-        compiled = step.lower(train, frozen, state, xs, ys).compile()
+        compiled = step.lower(train, frozen, state, xs, ys, None).compile()
         compile_s = time.perf_counter() - t
         flops = flops_of(compiled)
-        out = compiled(train, frozen, state, xs, ys)
+        out = compiled(train, frozen, state, xs, ys, None)
         jax.block_until_ready(out)
         times = []
         for _ in range(7):
             t = time.perf_counter()
-            jax.block_until_ready(compiled(train, frozen, state, xs, ys))
+            jax.block_until_ready(compiled(train, frozen, state, xs, ys, None))
             times.append(time.perf_counter() - t)
         sec = statistics.median(times)
         records.append(step_record("cpc_snn", f"{phase.name}: {phase.title}", "jax", flops, sec, peak))
