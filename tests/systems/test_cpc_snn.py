@@ -8,6 +8,7 @@ import io
 import json
 import os
 import signal
+from pathlib import Path
 
 import h5py
 import jax
@@ -607,29 +608,60 @@ def test_delay_dilations_must_match_the_hidden_layers(gcfg, tmp_path):
     assert not (tmp_path / "model").exists()
 
 
-def test_apply_thresholds_are_set_on_validation_noise_never_on_test(gcfg, processed):
-    """`apply`'s trigger thresholds are a choice made from data: the validation split's noise sets
-    them (the (fap * n)-th highest score of n noise segments); the test split's segments do not
-    move them, and too few validation noise segments for the FAP are refused, naming the key."""
-    from neurotrain.systems.cpc_snn.apply import validation_thresholds
+def test_extract_and_analyze_score_the_validation_noise(gcfg, processed, tmp_path, monkeypatch):
+    """What `apply` sets its thresholds on: extract scores the validation split's noise segments
+    with model_best, analyze runs the matched filter over the same segments (paths relative, as
+    the rules pass them)."""
+    from neurotrain.systems.cpc_snn.analyze import analyze
+    from neurotrain.systems.cpc_snn.extract import extract
 
-    det = Detector.from_config(gcfg["model"])
-    params = det.init(jax.random.PRNGKey(0))
-    proc = gw.load_processed(processed)
-    fap = 0.1
-    thr, n = validation_thresholds(det, params, proc, gcfg, fap)
-    val_noise = (proc["split"] == 1) & (proc["label"] == 0)
-    assert n == val_noise.sum() >= 10
-    k = int(np.floor(fap * n))
-    snn = np.sort(np.asarray(det.score(params, jnp.asarray(proc["strain"][val_noise]))))[::-1]
+    monkeypatch.chdir(tmp_path)
+    sc.run_training(gcfg, "p.h5", "run/model")
+    extract(gcfg, "run/model", "p.h5", "run")
+    analyze(gcfg, "run", "p.h5", None)
+    proc = gw.load_processed("p.h5")
+    val_noise = np.flatnonzero((proc["split"] == 1) & (proc["label"] == 0))
+    assert np.array_equal(np.load("run/outputs/val_noise_index.npy"), val_noise) and len(val_noise) >= 10
+    det, params, _ = sc.load_params("run/model/model_best.npz", gcfg)
+    np.testing.assert_allclose(np.load("run/outputs/val_noise_scores.npy"),
+                               np.asarray(det.score(params, jnp.asarray(proc["strain"][val_noise]))), rtol=1e-5, atol=1e-5)
     mf = MatchedFilter(proc["asd_whiten"], proc["attrs"], gcfg["data"]["injection"], gcfg["analysis"]["n_templates"])
-    assert thr["snn"] == pytest.approx(float(snn[k]), rel=1e-5)
-    assert thr["matched_filter"] == pytest.approx(float(np.sort(mf(proc["strain"][val_noise]))[::-1][k]))
-    louder = dict(proc, strain=proc["strain"].copy())
-    louder["strain"][proc["split"] == 2] *= 3.0  # the test segments: no effect
-    assert validation_thresholds(det, params, louder, gcfg, fap)[0] == thr
-    louder["strain"][val_noise] *= 3.0  # the validation noise: the matched filter's SNR threshold triples
-    assert validation_thresholds(det, params, louder, gcfg, fap)[0]["matched_filter"] == pytest.approx(
-        3 * thr["matched_filter"], rel=1e-6)
+    np.testing.assert_allclose(np.load("run/metrics/mf_val_noise_scores.npy"), mf(proc["strain"][val_noise]), rtol=1e-5)
+
+
+def test_apply_thresholds_are_set_on_validation_noise_never_on_test(tmp_path, monkeypatch):
+    """`apply`'s trigger thresholds are a choice made from data: the validation split's noise sets
+    them (the (fap * n)-th highest score of n noise segments); the test split's scores do not
+    move them and only measure their false-alarm fraction; too few validation noise segments for
+    the FAP are refused, naming the key."""
+    from neurotrain.systems.cpc_snn.apply import trigger_thresholds
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    n, fap = 40, 0.1
+    files = {"outputs/val_noise_scores.npy": rng.normal(size=n), "metrics/mf_val_noise_scores.npy": rng.rayleigh(2, n),
+             "outputs/labels.npy": np.r_[np.zeros(30), np.ones(20)].astype(np.int8),
+             "outputs/scores.npy": rng.normal(size=50), "metrics/mf_scores.npy": rng.rayleigh(2, 50)}
+
+    def write(**scale):
+        for name, v in files.items():
+            (Path("run") / name).parent.mkdir(parents=True, exist_ok=True)
+            np.save(Path("run") / name, (v * scale.get(name, 1.0)).astype(np.float32))
+        return trigger_thresholds(Path("run"), fap)
+
+    got = write()
+    k = int(np.floor(fap * n))
+    assert got["thresholds"]["snn"] == pytest.approx(np.sort(files["outputs/val_noise_scores.npy"])[::-1][k], rel=1e-6)
+    assert got["thresholds"]["matched_filter"] == pytest.approx(
+        np.sort(files["metrics/mf_val_noise_scores.npy"])[::-1][k], rel=1e-6)
+    assert got["thresholds_set_on"] == {"split": "validation", "noise_segments": n}
+    test_noise = files["outputs/scores.npy"][:30].astype(np.float32)
+    assert got["fap_on_test_noise"]["snn"] == pytest.approx(np.mean(test_noise > got["thresholds"]["snn"]))
+    assert got["fap_on_test_noise"]["noise_segments"] == 30
+    louder = write(**{"outputs/scores.npy": 3.0, "metrics/mf_scores.npy": 3.0})  # the test split: no effect
+    assert louder["thresholds"] == got["thresholds"]
+    tripled = write(**{"metrics/mf_val_noise_scores.npy": 3.0})  # the validation noise sets them
+    assert tripled["thresholds"]["matched_filter"] == pytest.approx(3 * got["thresholds"]["matched_filter"], rel=1e-6)
+    write()
     with pytest.raises(NeurotrainError, match=f"config key cpc_snn.apply.fap: {n} noise validation segments cannot"):
-        validation_thresholds(det, params, proc, gcfg, 0.5 / n)
+        trigger_thresholds(Path("run"), 0.5 / n)

@@ -13,6 +13,8 @@ above it. Detection efficiency against SNR uses the ``bar_fap`` threshold in SNR
 
 ``metrics/``:
   mf_scores.npy [n]                       matched-filter statistic per test segment
+  mf_val_noise_scores.npy [v]             matched-filter statistic per validation noise segment
+                                          (outputs/val_noise_index.npy; apply's thresholds)
   roc_snn.npy, roc_mf.npy [n+1, 2]        (false-alarm probability, true-positive rate)
   efficiency.npy [bins, 4]                SNR bin centre, SNN efficiency, MF efficiency, chirps in bin
   fano_layer{L}.npy [units]               Fano factor of spike counts across noise test segments
@@ -88,8 +90,12 @@ def analyze(cfg: dict, run_dir: str, data_path: str, truth: str | None) -> None:
     if (labels == 0).sum() * a["bar_fap"] < 1:
         raise NeurotrainError("config key cpc_snn.analysis.bar_fap", f"{int((labels == 0).sum())} noise test segments "
                                                                      f"cannot resolve a false-alarm probability of {a['bar_fap']}")
+    val_noise = load_npy(o / "val_noise_index.npy")
+    if not np.array_equal(val_noise, np.flatnonzero((data["split"] == 1) & (data["label"] == 0))):
+        raise NeurotrainError(o, "outputs do not match the processed data's validation split; rerun extract_model")
     mf = MatchedFilter(data["asd_whiten"], data["attrs"], inj, a["n_templates"])
     mf_scores = mf(data["strain"][idx])
+    mf_val_noise = mf(data["strain"][val_noise])
     ff = mf.fitting_factor(data["asd_whiten"], data["attrs"], inj)
     metrics = {"n_test": int(len(idx)), "n_test_noise": int((labels == 0).sum()), "n_test_chirps": int((labels == 1).sum()),
                "auc_snn": stats.roc_auc(scores, labels), "auc_mf": stats.roc_auc(mf_scores, labels),
@@ -157,6 +163,7 @@ def analyze(cfg: dict, run_dir: str, data_path: str, truth: str | None) -> None:
                "training": log["summary"], "analysis_config": a, "source": data["attrs"].get("source")}
     with atomic_dir(run / "metrics") as m:
         save_npy(m / "mf_scores.npy", mf_scores.astype(np.float32))
+        save_npy(m / "mf_val_noise_scores.npy", mf_val_noise.astype(np.float32))
         save_npy(m / "roc_snn.npy", np.stack(stats.roc_curve(scores, labels), 1))
         save_npy(m / "roc_mf.npy", np.stack(stats.roc_curve(mf_scores, labels), 1))
         save_npy(m / "efficiency.npy", np.asarray(eff, np.float64))

@@ -11,8 +11,8 @@ Two detection statistics per window: the SNN's ``logit(chirp) - logit(noise)`` (
 detector, :func:`.network.load_detector`) and the matched filter's SNR over the bank of the
 analysis (the optimal detector in Gaussian noise). Each gets the threshold that gave a
 false-alarm probability of ``apply.fap`` (default ``analysis.bar_fap``) per window on the
-*validation* split's noise segments (:func:`validation_thresholds`: a threshold is a choice made
-from data, so the test split never sets it); the false-alarm fraction of those thresholds on the
+*validation* split's noise segments (:func:`trigger_thresholds`, from the scores extract and
+analyze wrote: a threshold is a choice made from data, so the test split never sets it); the false-alarm fraction of those thresholds on the
 test split's noise segments is reported beside them as the independent check. Windows above a
 threshold closer than ``apply.cluster`` s form one trigger.
 
@@ -62,30 +62,31 @@ def clusters(gps: np.ndarray, stat: np.ndarray, above: np.ndarray, gap: float) -
     return np.split(order, breaks)
 
 
-def validation_thresholds(det, params, proc: dict, cfg: dict, fap: float) -> tuple[dict, int]:
-    """Detection thresholds at false-alarm probability ``fap`` per segment, set on the noise-only
-    segments of the validation split of the processed dataset ``proc``
-    (:func:`.data.load_processed`): ``({"snn": logit difference, "matched_filter": SNR}, number
-    of those segments)``. The SNN's statistic is ``det.score`` with ``params``; the matched
-    filter is the analysis's bank (:class:`.analyze.MatchedFilter`) over the dataset's whitening
-    ASD. A segment strictly above a threshold is a detection (:func:`neurotrain.stats.detection_threshold`).
+def trigger_thresholds(run: Path, fap: float) -> dict:
+    """Thresholds at false-alarm probability ``fap`` per segment of the run folder ``run``,
+    set on the validation split's noise-only segments: the SNN's ``outputs/val_noise_scores.npy``
+    (extract) and the matched filter's ``metrics/mf_val_noise_scores.npy`` (analyze). Returns
+    ``{"thresholds": {"snn": logit difference, "matched_filter": SNR}, "thresholds_set_on":
+    {"split", "noise_segments"}, "fap_on_test_noise": {"snn", "matched_filter": fraction of the
+    test noise segments above the threshold, "noise_segments"}}``; a segment strictly above a
+    threshold is a detection (:func:`neurotrain.stats.detection_threshold`).
 
     Raises NeurotrainError (``apply.fap``) when the validation noise cannot resolve ``fap``
     (fewer than 1/fap segments)."""
-    import jax
-    import jax.numpy as jnp
-
     from neurotrain.stats import detection_threshold
-    from neurotrain.systems.cpc_snn.analyze import MatchedFilter
 
-    x = proc["strain"][(proc["split"] == 1) & (proc["label"] == 0)]
-    if len(x) * fap < 1:
-        raise NeurotrainError("config key cpc_snn.apply.fap", f"{len(x)} noise validation segments cannot resolve a "
+    o, m = run / "outputs", run / "metrics"
+    val = {"snn": load_npy(o / "val_noise_scores.npy"), "matched_filter": load_npy(m / "mf_val_noise_scores.npy")}
+    n = len(val["snn"])
+    if n * fap < 1:
+        raise NeurotrainError("config key cpc_snn.apply.fap", f"{n} noise validation segments cannot resolve a "
                               f"false-alarm probability of {fap}")
-    score = jax.jit(det.score)
-    snn = np.concatenate([np.asarray(score(params, jnp.asarray(x[i:i + 256]))) for i in range(0, len(x), 256)])
-    mf = MatchedFilter(proc["asd_whiten"], proc["attrs"], cfg["data"]["injection"], cfg["analysis"]["n_templates"])
-    return {"snn": float(detection_threshold(snn, fap)), "matched_filter": float(detection_threshold(mf(x), fap))}, len(x)
+    noise = load_npy(o / "labels.npy") == 0
+    test = {"snn": load_npy(o / "scores.npy")[noise], "matched_filter": load_npy(m / "mf_scores.npy")[noise]}
+    thr = {k: float(detection_threshold(v, fap)) for k, v in val.items()}
+    return {"thresholds": thr, "thresholds_set_on": {"split": "validation", "noise_segments": n},
+            "fap_on_test_noise": {**{k: float(np.mean(v > thr[k])) for k, v in test.items()},
+                                  "noise_segments": int(noise.sum())}}
 
 
 def apply(cfg: dict, run_dir: str, data_path: str, inputs: list[str], out_dir: str) -> dict:
@@ -112,13 +113,10 @@ def apply(cfg: dict, run_dir: str, data_path: str, inputs: list[str], out_dir: s
     proc = load_processed(data_path)
     attrs = {k: proc["attrs"][k] for k in ("sample_rate", "f_low", "f_high", "f_start")}
     fap = a["fap"] if a["fap"] is not None else cfg["analysis"]["bar_fap"]
-    thr, n_val = validation_thresholds(det, params, proc, cfg, fap)
+    chosen = trigger_thresholds(run, fap)
+    thr = chosen["thresholds"]
     mf = MatchedFilter(np.median(asds, axis=0), attrs, d["injection"], cfg["analysis"]["n_templates"])
     mf_snr = mf(seg).astype(np.float32)
-    noise = load_npy(run / "outputs" / "labels.npy") == 0
-    test_noise = {"snn": load_npy(run / "outputs" / "scores.npy")[noise],
-                  "matched_filter": load_npy(run / "metrics" / "mf_scores.npy")[noise]}
-    fap_on_test = {k: float(np.mean(v > thr[k])) for k, v in test_noise.items()}
     half = d["segment_duration"] / 2
     events = d["gwosc"]["events"]
     before, after = d["gwosc"]["event_window"]
@@ -143,9 +141,7 @@ def apply(cfg: dict, run_dir: str, data_path: str, inputs: list[str], out_dir: s
     scanned = float(len(np.unique(np.round(gps / a["stride"]))) * a["stride"])
     summary = {"input": str(path), "windows": int(len(gps)), "window_s": d["segment_duration"], "stride_s": a["stride"],
                "gps_first": float(gps.min()), "gps_last": float(gps.max() + d["segment_duration"]),
-               "scanned_s_approx": scanned, "fap_per_window": fap, "thresholds": thr,
-               "thresholds_set_on": {"split": "validation", "noise_segments": n_val},
-               "fap_on_test_noise": {**fap_on_test, "noise_segments": int(noise.sum())},
+               "scanned_s_approx": scanned, "fap_per_window": fap, **chosen,
                "triggers": {n: sum(r["detector"] == n for r in rows) for n in ("snn", "matched_filter")},
                "known_events_in_span": [e for e, t in events.items() if gps.min() <= t <= gps.max() + 2 * half],
                "known_events_triggered": sorted({e for r in rows for e in r["known_event"].split(",") if e}),

@@ -21,6 +21,9 @@ latent], ``bridge.gain.npy`` [features], ``snn.layers.0.w.npy`` [delay taps, 2 f
   raster_index.npy [k] int64                   their rows in the test arrays
   latents.npy [m, T, latent] float32           CPC latent frames of the first m <= 512 test segments
   frame_rate.npy [] float64                    latent frames per second
+``outputs/`` (validation split, its v noise-only segments; apply sets its thresholds on them):
+  val_noise_index.npy [v] int64    row in the processed HDF5
+  val_noise_scores.npy [v] float32 SNN detection statistic
 """
 
 from __future__ import annotations
@@ -61,6 +64,10 @@ def extract(cfg: dict, model_dir: str, data_path: str, out_dir: str) -> None:
         counts = c if counts is None else [np.concatenate([a, b]) for a, b in zip(counts, c)]
         if i < 512:
             latents.append(np.asarray(z)[:max(0, 512 - i)])
+    val_noise = np.flatnonzero((data["split"] == 1) & (data["label"] == 0))
+    score = jax.jit(det.score)
+    val_scores = [np.asarray(score(params, jnp.asarray(data["strain"][val_noise[i:i + 256]])))
+                  for i in range(0, len(val_noise), 256)]
     labels = data["label"][test]
     k = cfg["analysis"]["spike_examples"]
     chirps, noise = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
@@ -89,3 +96,5 @@ def extract(cfg: dict, model_dir: str, data_path: str, out_dir: str) -> None:
         save_npy(o / "raster_index.npy", pick.astype(np.int64))
         save_npy(o / "latents.npy", np.concatenate(latents).astype(np.float32))
         save_npy(o / "frame_rate.npy", np.float64(fs / stride))
+        save_npy(o / "val_noise_index.npy", val_noise.astype(np.int64))
+        save_npy(o / "val_noise_scores.npy", np.concatenate(val_scores or [np.zeros(0)]).astype(np.float32))
