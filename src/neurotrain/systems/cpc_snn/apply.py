@@ -91,9 +91,6 @@ def trigger_thresholds(run: Path, fap: float) -> dict:
 
 def apply(cfg: dict, run_dir: str, data_path: str, inputs: list[str], out_dir: str) -> dict:
     """Stage ``apply``: scan the strain file of ``inputs`` (one file) into ``out_dir``."""
-    import jax
-    import jax.numpy as jnp
-
     from neurotrain.systems.cpc_snn.analyze import MatchedFilter
     from neurotrain.systems.cpc_snn.data import load_processed
     from neurotrain.systems.cpc_snn.network import load_detector
@@ -106,15 +103,13 @@ def apply(cfg: dict, run_dir: str, data_path: str, inputs: list[str], out_dir: s
         raise NeurotrainError("config key cpc_snn.data.segment_duration", f"windows of {d['segment_duration']} s at "
                                                                          f"{d['sample_rate']:g} Hz; the detector takes "
                                                                          f"{N} samples at {config['data']['sample_rate']:g} Hz")
+    fap = a["fap"] if a["fap"] is not None else cfg["analysis"]["bar_fap"]
+    chosen = trigger_thresholds(run, fap)  # refused before any window is read or scored
+    thr = chosen["thresholds"]
     seg, asds, gps = windows(path, d, a["stride"])
-    forward = jax.jit(det.forward)
-    stat = np.concatenate([np.asarray((lambda lg: lg[:, 1] - lg[:, 0])(forward(params, jnp.asarray(seg[i:i + 256]))[0]))
-                           for i in range(0, len(seg), 256)]).astype(np.float32)
+    stat = det.scores(params, seg)
     proc = load_processed(data_path)
     attrs = {k: proc["attrs"][k] for k in ("sample_rate", "f_low", "f_high", "f_start")}
-    fap = a["fap"] if a["fap"] is not None else cfg["analysis"]["bar_fap"]
-    chosen = trigger_thresholds(run, fap)
-    thr = chosen["thresholds"]
     mf = MatchedFilter(np.median(asds, axis=0), attrs, d["injection"], cfg["analysis"]["n_templates"])
     mf_snr = mf(seg).astype(np.float32)
     half = d["segment_duration"] / 2

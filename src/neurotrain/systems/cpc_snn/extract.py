@@ -65,9 +65,7 @@ def extract(cfg: dict, model_dir: str, data_path: str, out_dir: str) -> None:
         if i < 512:
             latents.append(np.asarray(z)[:max(0, 512 - i)])
     val_noise = np.flatnonzero((data["split"] == 1) & (data["label"] == 0))
-    score = jax.jit(det.score)
-    val_scores = [np.asarray(score(params, jnp.asarray(data["strain"][val_noise[i:i + 256]])))
-                  for i in range(0, len(val_noise), 256)]
+    val_scores = det.scores(params, data["strain"][val_noise])
     labels = data["label"][test]
     k = cfg["analysis"]["spike_examples"]
     chirps, noise = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
@@ -97,4 +95,4 @@ def extract(cfg: dict, model_dir: str, data_path: str, out_dir: str) -> None:
         save_npy(o / "latents.npy", np.concatenate(latents).astype(np.float32))
         save_npy(o / "frame_rate.npy", np.float64(fs / stride))
         save_npy(o / "val_noise_index.npy", val_noise.astype(np.int64))
-        save_npy(o / "val_noise_scores.npy", np.concatenate(val_scores or [np.zeros(0)]).astype(np.float32))
+        save_npy(o / "val_noise_scores.npy", val_scores)

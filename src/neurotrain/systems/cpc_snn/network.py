@@ -355,6 +355,13 @@ class Detector:
         logits = self.forward(params, x)[0]
         return logits[:, 1] - logits[:, 0]
 
+    def scores(self, params, x: np.ndarray, batch: int = 256) -> np.ndarray:
+        """:meth:`score` of segments ``x`` [n, samples] (whitened strain), jitted, in batches of
+        ``batch`` segments: the detection statistic [n] float32 (0 segments give an empty array)."""
+        f = jax.jit(self.score)
+        return np.concatenate([np.asarray(f(params, jnp.asarray(x[i:i + batch]))) for i in range(0, len(x), batch)]
+                              or [np.zeros(0)]).astype(np.float32)
+
 
 # --------------------------------------------------------------------------- export
 EXPORT_PARAMS, EXPORT_CONFIG = "detector.npz", "detector.json"
