@@ -43,6 +43,13 @@ def smk(wd: Path, *args, timeout=600):
                           cwd=wd, capture_output=True, text=True, env=snakemake_env(), timeout=timeout)
 
 
+def training_target(system: str) -> tuple[str, list[str]]:
+    """(the final model of the torch ``system``'s default seed, the Snakemake command that builds it
+    with the smoke config and LONGER's training)."""
+    target = f"{seed_dir(system)}/model/model_final.pt"
+    return target, ["snakemake", "--cores", "2", target, "--configfile", "config/smoke.yaml", "config/longer.yaml"]
+
+
 def trainer_of(proc: subprocess.Popen):
     for child in psutil.Process(proc.pid).children(recursive=True):
         try:
@@ -108,15 +115,13 @@ def reference(request, tmp_path_factory):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     ref = tmp_path_factory.mktemp(f"{system}_ref")
     shutil.copytree(base, ref, symlinks=True, dirs_exist_ok=True)
-    ext = "pt"  # the torch systems
-    target = f"{seed_dir(system)}/model/model_final.{ext}"
-    cmd = ["snakemake", "--cores", "2", target, "--configfile", "config/smoke.yaml", "config/longer.yaml"]
+    target, cmd = training_target(system)
     _, code, out, window = run_and_kill_training(cmd, ref, ref / seed_dir(system) / "model" / "checkpoints", None)
     assert code == 0, out[-3000:]
     assert window is not None and window >= MIN_WINDOW, \
         f"{system}: {window} s from the first checkpoint to the end of training is too short to kill in; lengthen LONGER"
     model = ref / seed_dir(system) / "model"
-    digests = {kind: arrays(model / f"model_{kind}.{ext}") for kind in ("final", "best")}
+    digests = {kind: arrays(model / f"model_{kind}.pt") for kind in ("final", "best")}
     assert digests["final"]
     return system, base, digests, window
 
@@ -134,12 +139,10 @@ def test_killed_training_resumes_to_identical_weights(reference, sig, tmp_path):
     system, base, digests, window = reference
     wd = tmp_path / "wd"
     shutil.copytree(base, wd, symlinks=True)
-    ext = "pt"  # the torch systems
-    target = f"{seed_dir(system)}/model/model_final.{ext}"
+    target, cmd = training_target(system)
     ckpts = wd / seed_dir(system) / "model" / "checkpoints"
     seed = random.SystemRandom().randrange(2**32)
     delay = random.Random(seed).uniform(0.0, window / 2)
-    cmd = ["snakemake", "--cores", "2", target, "--configfile", "config/smoke.yaml", "config/longer.yaml"]
     killed, code, out, _ = run_and_kill_training(cmd, wd, ckpts, sig, delay)
     assert killed, (f"training of {system} finished before it could be killed (seed {seed}, delay {delay:.2f} s of a "
                     f"{window:.2f} s window); lengthen LONGER:\n{out[-2000:]}")
@@ -153,7 +156,7 @@ def test_killed_training_resumes_to_identical_weights(reference, sig, tmp_path):
     assert "Resuming from" in log, f"{system}: the rerun did not resume:\n{log[-2000:]}"
     model = wd / seed_dir(system) / "model"
     for kind in ("final", "best"):
-        got = arrays(model / f"model_{kind}.{ext}")
+        got = arrays(model / f"model_{kind}.pt")
         differ = sorted(k for k in digests[kind] if got.get(k) != digests[kind][k])
         assert got.keys() == digests[kind].keys() and not differ, \
             f"{system} {kind} weights differ after {sig.name} (seed {seed}, delay {delay:.2f} s): {differ[:5]}"
