@@ -499,6 +499,38 @@ def test_interrupted_training_resumes_exactly(embedded, ccfg, tmp_path, monkeypa
     assert la == lb
 
 
+
+class _Died(BaseException):
+    """The process dying (SIGKILL) at a chosen instruction: nothing after it runs."""
+
+
+def test_death_between_the_periodic_state_and_last_resumes_from_the_periodic_one(embedded, ccfg, tmp_path,
+                                                                                   monkeypatch):
+    """A checkpoint writes step{N}.pt, then last.pt; a SIGKILL between the two at the first
+    checkpoint leaves step{N}.pt alone, and the rerun resumes from it to the uninterrupted weights."""
+    import neurotrain.systems.cebra.train as tr
+    from neurotrain.training.checkpoint import load_checkpoint
+
+    ccfg["training"].update(max_steps=6, checkpoint_every=2)
+    tr.run_training(ccfg, str(embedded / "p.h5"), str(tmp_path / "full"))
+    original = tr.save_checkpoint
+
+    def save(path, state):
+        if Path(path).name == "last.pt":
+            raise _Died
+        original(path, state)
+
+    monkeypatch.setattr(tr, "save_checkpoint", save)
+    with pytest.raises(_Died):
+        tr.run_training(ccfg, str(embedded / "p.h5"), str(tmp_path / "cut"))
+    monkeypatch.setattr(tr, "save_checkpoint", original)
+    assert sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir()) == ["step2.pt"]
+    summary = tr.run_training(ccfg, str(embedded / "p.h5"), str(tmp_path / "cut"))
+    assert summary["resumed_from_step"] == 2
+    a = load_checkpoint(tmp_path / "full" / "model_final.pt")["solver"]["model"]
+    b = load_checkpoint(tmp_path / "cut" / "model_final.pt")["solver"]["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
 # ----------------------------------------------------------------------------- analysis
 def test_fast_positive_search_draws_what_cebras_loader_draws(ccfg):
     """The training loader's positive-sample search (query-major distances) picks, from the same
