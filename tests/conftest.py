@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
+import platform
 import shutil
 import sys
 from pathlib import Path
@@ -21,8 +23,24 @@ NEUROTRAIN = str(BIN / "neurotrain")
 
 # XLA compiles the same jitted CPC+SNN steps in many test processes: JAX's persistent
 # compilation cache (the same executables, so the same results) saves about 25 s per process.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".pytest_cache" / "jax"))
+# XLA's CPU executables are compiled for this CPU's instruction set: one folder per CPU model and
+# flags, so a checkout moved to another machine never loads another CPU's entries.
+def _cpu_key() -> str:
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.machine()
+    lines = sorted({ln for ln in info.splitlines() if ln.startswith(("model name", "flags"))})
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:12]
+
+
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".pytest_cache" / f"jax-{_cpu_key()}"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+# Downloads in the tests go to a server on 127.0.0.1 that the test starts: never through a proxy
+# the environment may name (requests, under pooch, would otherwise send them there).
+for _var in ("NO_PROXY", "no_proxy"):
+    os.environ[_var] = ",".join(x for x in (os.environ.get(_var), "127.0.0.1", "localhost") if x)
 
 # `make test` runs two pytest-xdist workers, one test file each at a time (--dist loadfile:
 # module fixtures such as the smoke run are built once). The longest files go first so that

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -41,10 +42,19 @@ def _merge(a, b):
 
 
 def _run(cwd, *args):
-    """The CLI from ``cwd`` with the paths relative to it, as the rules run it."""
+    """The CLI from ``cwd`` with the paths relative to it, as the rules run it; its stderr goes to
+    a file (a pipe nobody reads while it runs could fill and stall it)."""
     env = {**os.environ, "PYTHONHASHSEED": "0"}
-    return subprocess.Popen([NEUROTRAIN, *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, env=env, cwd=cwd)
+    err = Path(cwd) / f".stderr.{time.monotonic_ns()}"
+    with open(err, "w") as fh:
+        proc = subprocess.Popen([NEUROTRAIN, *map(str, args)], stdout=subprocess.DEVNULL, stderr=fh, text=True,
+                                env=env, cwd=cwd)
+    proc.err = err
+    return proc
+
+
+def _stderr(proc) -> str:
+    return proc.err.read_text(errors="replace")[-3000:]
 
 
 @pytest.mark.parametrize("system", sorted(SHORT))
@@ -55,10 +65,10 @@ def test_default_size_identical_through_and_after_sigterm(system, tmp_path):
     cfg.write_text(yaml.safe_dump({system: block}))
     for stage, args in (("generate", ["--out-dir", "raw"]), ("preprocess", ["--raw", "raw", "--out", "p.h5"])):
         p = _run(tmp_path, stage, "--system", system, "--config", cfg.name, *args)
-        assert p.wait() == 0, p.stderr.read()
+        assert p.wait() == 0, _stderr(p)
     train = ["train", "--system", system, "--config", cfg.name, "--data", "p.h5", "--out-dir"]
     through = _run(tmp_path, *train, "a")
-    assert through.wait(timeout=900) == 0, through.stderr.read()[-3000:]
+    assert through.wait(timeout=900) == 0, _stderr(through)
     cut = _run(tmp_path, *train, "b")
     ckpts = tmp_path / "b" / "checkpoints"
     deadline = time.time() + 600
@@ -67,10 +77,14 @@ def test_default_size_identical_through_and_after_sigterm(system, tmp_path):
     if cut.poll() is None:
         cut.send_signal(signal.SIGTERM)
     code = cut.wait(timeout=600)
-    assert code in (0, 128 + signal.SIGTERM), cut.stderr.read()[-3000:]
+    # 128 + SIGTERM: the trainer saved its state and exited; -SIGTERM: the signal came after the
+    # training loop (its guard) had ended, during the last saves or the interpreter's exit, and
+    # the default handler ended the process (a fast machine can finish the loop that soon after
+    # the first checkpoint); either way the rerun must give the uninterrupted run's weights
+    assert code in (0, 128 + signal.SIGTERM, -signal.SIGTERM), _stderr(cut)
     if code:
         rerun = _run(tmp_path, *train, "b")
-        assert rerun.wait(timeout=900) == 0, rerun.stderr.read()[-3000:]
+        assert rerun.wait(timeout=900) == 0, _stderr(rerun)
     ext = "npz" if system == "cpc_snn" else "pt"
     for kind in ("best", "final"):
         a, b = model_digests(tmp_path / "a" / f"model_{kind}.{ext}"), model_digests(tmp_path / "b" / f"model_{kind}.{ext}")

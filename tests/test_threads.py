@@ -103,8 +103,9 @@ def test_bad_thread_count_is_refused_with_its_key(tmp_path):
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux (taskset)")
 def test_weights_depend_on_training_threads_not_on_the_cpus_the_job_gets(tmp_path):
     """The E-I RNN at its default size, whose weights differ in their last digits between 1 and 2
-    threads: with training.threads 2 the job gives the same weights on one CPU (taskset, as a
-    Snakemake job given fewer cores) as on all, and differs from training.threads 1."""
+    threads on an AVX2 EPYC (whether they do depends on the CPU's kernels): with training.threads
+    2 the job gives the same weights on one CPU (taskset, as a Snakemake job given fewer cores)
+    as on all, and threads 1 gives the same weights on every run."""
     block = copy.deepcopy(DEFAULT["ei_rnn"])
     block["training"].update(max_epochs=3, checkpoint_every=3, detail_every=1000)
     env = snakemake_env()
@@ -114,7 +115,8 @@ def test_weights_depend_on_training_threads_not_on_the_cpus_the_job_gets(tmp_pat
                            capture_output=True, text=True, env=env, timeout=300)
         assert r.returncode == 0, r.stderr
     digests = {}
-    for name, threads, prefix in (("two", 2, []), ("two_on_one_cpu", 2, ["taskset", "-c", "0"]), ("one", 1, [])):
+    for name, threads, prefix in (("two", 2, []), ("two_on_one_cpu", 2, ["taskset", "-c", "0"]), ("one", 1, []),
+                                  ("one_on_one_cpu", 1, ["taskset", "-c", "1"])):
         b = copy.deepcopy(block)
         b["training"]["threads"] = threads
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump({"ei_rnn": b}))
@@ -124,7 +126,9 @@ def test_weights_depend_on_training_threads_not_on_the_cpus_the_job_gets(tmp_pat
         assert r.returncode == 0, r.stderr[-3000:]
         digests[name] = model_digests(tmp_path / name / "model_final.pt")
     assert digests["two"] == digests["two_on_one_cpu"]
-    assert digests["two"] != digests["one"]  # the count matters for this model, so it is a config key
+    assert digests["one"] == digests["one_on_one_cpu"]
+    # whether 1 and 2 threads differ (they do on an AVX2 EPYC: so the count is a config key) is
+    # the CPU's kernels' business, not a promise of the workflow: not asserted
 
 
 def test_training_rule_asks_snakemake_for_the_configured_threads(tmp_path):

@@ -1,6 +1,7 @@
 """Snakemake as a user drives it: the smoke config end to end, every contract file with its
 documented shape, reruns limited to what changed, lint and format clean, bad config rejected."""
 
+import contextlib
 import json
 import os
 import re
@@ -125,6 +126,19 @@ def test_every_module_a_stage_ran_is_one_of_its_code_inputs(finished):
         inputs = {p.relative_to(ROOT_SRC).as_posix() for p in code}
         assert ran, f.name
         assert ran <= inputs, f"{system} {stage} ran {sorted(map(str, ran - inputs))}, not among its code inputs"
+
+
+@contextlib.contextmanager
+def _edited(path: Path, tail: str):
+    """``path`` with ``tail`` appended inside the block; its bytes and mtime put back after it,
+    so that the module's finished workflow is unchanged for the tests after this one."""
+    data, t = path.read_bytes(), path.stat().st_mtime
+    try:
+        path.write_bytes(data + tail.encode())
+        yield path
+    finally:
+        path.write_bytes(data)
+        os.utime(path, (t, t))
 
 
 def _edit_plans(wd: Path, rel_files: list[str]) -> dict[str, set[str]]:
@@ -299,15 +313,16 @@ def test_template_change_reruns_only_report(finished):
     # src is a link to the repository: edit a private copy of the package instead.
     _private_src(finished)
     tpl = finished / "src" / "neurotrain" / "systems" / "ei_rnn" / "report.md.j2"
-    tpl.write_text(tpl.read_text() + "\n<!-- edited -->\n")
-    assert planned_jobs(finished) == {"render_report": 1, "aggregate_run": 1, "index_report": 1, "all": 1}
+    with _edited(tpl, "\n<!-- edited -->\n"):
+        jobs = planned_jobs(finished)
+    assert jobs == {"render_report": 1, "aggregate_run": 1, "index_report": 1, "all": 1}
 
 
 def test_analysis_change_reruns_analysis_figures_report(finished):
     _private_src(finished)
     mod = finished / "src" / "neurotrain" / "systems" / "ei_rnn" / "analyze.py"
-    mod.write_text(mod.read_text() + "\n# edited\n")
-    jobs = planned_jobs(finished)
+    with _edited(mod, "\n# edited\n"):
+        jobs = planned_jobs(finished)
     assert jobs == {"analyze_population": 1, "render_figures": 1, "render_report": 1, "aggregate_run": 1,
                     "index_report": 1, "all": 1}
 
