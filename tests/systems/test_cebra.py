@@ -499,7 +499,6 @@ def test_interrupted_training_resumes_exactly(embedded, ccfg, tmp_path, monkeypa
     assert la == lb
 
 
-
 class _Died(BaseException):
     """The process dying (SIGKILL) at a chosen instruction: nothing after it runs."""
 
@@ -530,6 +529,7 @@ def test_death_between_the_periodic_state_and_last_resumes_from_the_periodic_one
     a = load_checkpoint(tmp_path / "full" / "model_final.pt")["solver"]["model"]
     b = load_checkpoint(tmp_path / "cut" / "model_final.pt")["solver"]["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
 
 # ----------------------------------------------------------------------------- analysis
 def test_fast_positive_search_draws_what_cebras_loader_draws(ccfg):

@@ -62,17 +62,18 @@ def trainer_of(proc: subprocess.Popen):
     return None
 
 
+def _whole_checkpoints(ckpts: Path) -> list[Path]:
+    """The whole checkpoint files in ``ckpts`` (temporary files start with a dot): ``last.*`` and
+    CEBRA's periodic ``step{N}.pt``, every state a rerun can resume from."""
+    return sorted(f for f in ckpts.iterdir() if not f.name.startswith(".")) if ckpts.is_dir() else []
+
+
 def _new_checkpoint(ckpts: Path, since: float) -> bool:
-    """A whole checkpoint (not a temporary file) written after ``since``."""
+    """A whole checkpoint written after ``since``."""
     try:
-        return any(not f.name.startswith(".") and f.stat().st_mtime > since for f in ckpts.iterdir())
+        return any(f.stat().st_mtime > since for f in _whole_checkpoints(ckpts))
     except OSError:  # the folder is being replaced, or a file went between listing and stat
         return False
-
-
-def _resume_points(ckpts: Path) -> list[str]:
-    """The whole checkpoint files in ``ckpts`` (temporary files start with a dot)."""
-    return sorted(f.name for f in ckpts.iterdir() if not f.name.startswith(".")) if ckpts.is_dir() else []
 
 
 def run_and_kill_training(cmd: list[str], wd: Path, ckpts: Path, sig, delay: float = 0.0):
@@ -156,7 +157,7 @@ def test_killed_training_resumes_to_identical_weights(reference, sig, tmp_path):
     assert not (wd / target).exists(), "a killed job left its declared output"
     # the resume point: last.* or, for CEBRA, a periodic step{N}.pt (written just before last.pt,
     # so a SIGKILL between the two leaves only the periodic state, which the rerun resumes from)
-    assert _resume_points(ckpts), "no checkpoint survived the kill"
+    assert _whole_checkpoints(ckpts), "no checkpoint survived the kill"
 
     r = subprocess.run(cmd, cwd=wd, capture_output=True, text=True, env=snakemake_env(), timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

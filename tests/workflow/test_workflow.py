@@ -129,32 +129,26 @@ def test_every_module_a_stage_ran_is_one_of_its_code_inputs(finished):
 
 
 @contextlib.contextmanager
-def _edited(path: Path, tail: str):
-    """``path`` with ``tail`` appended inside the block; its bytes and mtime put back after it,
-    so that the module's finished workflow is unchanged for the tests after this one."""
-    data, t = path.read_bytes(), path.stat().st_mtime
+def _edited(*paths: Path):
+    """``paths`` edited inside the block (a comment appended: Snakemake compares checksums, so a
+    touch alone is not an edit); their bytes and mtimes put back after it, so that the module's
+    finished workflow is unchanged for the tests after this one."""
+    before = {p: (p.read_bytes(), p.stat().st_mtime) for p in paths}
     try:
-        path.write_bytes(data + tail.encode())
-        yield path
+        for p, (data, _) in before.items():
+            p.write_bytes(data + (b"\n{# edited #}\n" if p.suffix == ".j2" else b"\n# edited\n"))
+        yield
     finally:
-        path.write_bytes(data)
-        os.utime(path, (t, t))
+        for p, (data, t) in before.items():
+            p.write_bytes(data)
+            os.utime(p, (t, t))
 
 
 def _edit_plans(wd: Path, rel_files: list[str]) -> dict[str, set[str]]:
-    """The jobs `snakemake -n` plans after ``rel_files`` (under src/neurotrain) are edited (a
-    comment appended: Snakemake compares checksums, so a touch alone is not an edit), per system:
-    {system: {rule, ...}}; the files, bytes and mtimes, are put back afterwards."""
-    files = [wd / "src" / "neurotrain" / r for r in rel_files]
-    before = {f: (f.read_bytes(), f.stat().st_mtime) for f in files}
-    try:
-        for f in files:
-            f.write_bytes(f.read_bytes() + (b"\n{# edited #}\n" if f.suffix == ".j2" else b"\n# edited\n"))
+    """The jobs `snakemake -n` plans after ``rel_files`` (under src/neurotrain) are edited
+    (:func:`_edited`), per system: {system: {rule, ...}}."""
+    with _edited(*(wd / "src" / "neurotrain" / r for r in rel_files)):
         out = smk(wd, "-n").stdout
-    finally:
-        for f, (data, t) in before.items():
-            f.write_bytes(data)
-            os.utime(f, (t, t))
     plans: dict[str, set[str]] = {}
     for m in re.finditer(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    wildcards: system=(\w+)", out, re.M):
         plans.setdefault(m.group(2), set()).add(m.group(1))
@@ -313,7 +307,7 @@ def test_template_change_reruns_only_report(finished):
     # src is a link to the repository: edit a private copy of the package instead.
     _private_src(finished)
     tpl = finished / "src" / "neurotrain" / "systems" / "ei_rnn" / "report.md.j2"
-    with _edited(tpl, "\n<!-- edited -->\n"):
+    with _edited(tpl):
         jobs = planned_jobs(finished)
     assert jobs == {"render_report": 1, "aggregate_run": 1, "index_report": 1, "all": 1}
 
@@ -321,7 +315,7 @@ def test_template_change_reruns_only_report(finished):
 def test_analysis_change_reruns_analysis_figures_report(finished):
     _private_src(finished)
     mod = finished / "src" / "neurotrain" / "systems" / "ei_rnn" / "analyze.py"
-    with _edited(mod, "\n# edited\n"):
+    with _edited(mod):
         jobs = planned_jobs(finished)
     assert jobs == {"analyze_population": 1, "render_figures": 1, "render_report": 1, "aggregate_run": 1,
                     "index_report": 1, "all": 1}

@@ -36,7 +36,7 @@ Spikes are Heaviside in the forward pass and use the fast-sigmoid surrogate deri
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cached_property, partial
 
 import jax
 import numpy as np
@@ -355,12 +355,25 @@ class Detector:
         logits = self.forward(params, x)[0]
         return logits[:, 1] - logits[:, 0]
 
+    @cached_property
+    def _jitted_logits(self):
+        """The class logits of :meth:`forward`, jitted once per detector (not once per call)."""
+        return jax.jit(lambda params, x: self.forward(params, x)[0])
+
+    def logits(self, params, x: np.ndarray, batch: int = 256) -> np.ndarray:
+        """Class logits [n, num_classes] float32 of segments ``x`` [n, samples] (whitened
+        strain), jitted, in batches of ``batch`` segments (0 segments give an empty array)."""
+        if not len(x):
+            return np.zeros((0, self.snn.num_classes), np.float32)
+        return np.concatenate([np.asarray(self._jitted_logits(params, jnp.asarray(x[i:i + batch])))
+                               for i in range(0, len(x), batch)]).astype(np.float32)
+
     def scores(self, params, x: np.ndarray, batch: int = 256) -> np.ndarray:
-        """:meth:`score` of segments ``x`` [n, samples] (whitened strain), jitted, in batches of
-        ``batch`` segments: the detection statistic [n] float32 (0 segments give an empty array)."""
-        f = jax.jit(self.score)
-        return np.concatenate([np.asarray(f(params, jnp.asarray(x[i:i + batch]))) for i in range(0, len(x), batch)]
-                              or [np.zeros(0)]).astype(np.float32)
+        """The detection statistic [n] float32 of :meth:`score` (logit(chirp) - logit(noise)) for
+        segments ``x`` [n, samples], from :meth:`logits`: the validation noise, the test segments
+        and the scanned windows are scored by one computation."""
+        lg = self.logits(params, x, batch)
+        return lg[:, 1] - lg[:, 0]
 
 
 # --------------------------------------------------------------------------- export

@@ -93,7 +93,6 @@ class CpcSnnTask:
         # optimizer steps of phase 1: the curriculum counts detection steps after them
         self.cpc_epoch_steps = len(self.train_x) // (self.micro * self.accum)
         self.cpc_steps = self.cpc_epoch_steps * t["phase1"]["epochs"]
-        self._logits = jax.jit(lambda p, xb: self.det.forward(p, xb)[0])
         self._cpc = jax.jit(lambda p, xb: self.det.encoder.cpc_loss(p, self.det.encoder.apply(p, xb)))
         self.fap = cfg["analysis"]["bar_fap"]
         self.activity = t["activity"]
@@ -136,13 +135,6 @@ class CpcSnnTask:
         return self.det.losses(params, x, y, weights["cpc"], weights["classification"],
                                self.activity["weight"] if weights["classification"] else 0.0, self.activity["min_rate"])
 
-    def logits(self, params, x: np.ndarray, batch: int = 256) -> np.ndarray:
-        """Class logits [n, 2] of segments ``x`` [n, samples], in batches (one forward pass)."""
-        import jax.numpy as jnp
-
-        return np.concatenate([np.asarray(self._logits(params, jnp.asarray(x[i:i + batch])))
-                               for i in range(0, len(x), batch)]) if len(x) else np.zeros((0, 2), np.float32)
-
     def evaluate(self, params, phase) -> dict:
         import jax.numpy as jnp
 
@@ -160,7 +152,7 @@ class CpcSnnTask:
             out["cpc_accuracy"] = float(np.mean([float(v[1]) for v in vals]))
         if phase.weights["classification"]:
             # one forward pass gives the cross-entropy, the accuracy and the detection statistic
-            logits = self.logits(params, self.val_x).astype(np.float64)
+            logits = self.det.logits(params, self.val_x).astype(np.float64)
             top = logits.max(1, keepdims=True)
             logp = logits - top - np.log(np.exp(logits - top).sum(1, keepdims=True))
             out["classification_loss"] = float(-logp[np.arange(len(logits)), self.val_y].mean())
