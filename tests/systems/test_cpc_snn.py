@@ -20,6 +20,7 @@ from neurotrain.systems.cpc_snn.analyze import MatchedFilter
 from neurotrain import stats
 from neurotrain.config import validate_system
 from neurotrain.systems.cpc_snn import data as gw
+from neurotrain.systems.cpc_snn import waveforms as wf
 from neurotrain.errors import Interrupted, NeurotrainError
 from neurotrain.systems.cpc_snn.network import CPCEncoder, Detector, SNNClassifier, SpikeBridge, lif_step, spike
 from neurotrain.systems.cpc_snn import train as sc
@@ -312,6 +313,66 @@ def test_gradient_accumulation_averages_micro_batches(gcfg):
     for a, b, c in zip(jax.tree_util.tree_leaves(new), jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(g)):
         np.testing.assert_allclose(np.asarray(b - a), np.asarray(c), rtol=2e-3, atol=1e-5)
     assert make_optimizer(phase, 10, 1.0)[1](0) == pytest.approx(1e-3)
+
+
+def test_chirp_posterior_is_calibrated_on_the_injectors_own_examples(gcfg, processed):
+    """The soft labels are the Bayes posterior of the injector's own model: among the training
+    examples it gives probability q, a fraction q holds a chirp (at the curriculum's doubled SNRs
+    too), it ranks them at least as well as the matched filter, and its SNR series peaks where the
+    matched filter's statistic does (the band's own sample rate loses nothing)."""
+    d = gw.load_processed(processed)
+    inj = gcfg["data"]["injection"]
+    noise = d["strain"][(d["split"] == 0) & (d["label"] == 0)]
+    injector = sc.Injector(d["asd_whiten"], d["attrs"], inj, 16)
+    post = wf.ChirpPosterior(d["asd_whiten"], d["attrs"], inj, 16)
+    mf = MatchedFilter(d["asd_whiten"], d["attrs"], inj, 16)
+    assert post.M == 512 and d["strain"].shape[1] == 2048  # 30-504 Hz fits 512 complex samples per second
+    rng = np.random.default_rng(5)
+    for scale in (1.0, 2.0):
+        x, y = injector.batch(noise, 3000, rng, scale)
+        q = post(x, scale).astype(np.float64)
+        assert q.dtype == np.float64 and ((q >= 0) & (q <= 1)).all()
+        assert abs(q.mean() - y.mean()) < 0.03
+        edges = np.quantile(q, np.linspace(0, 1, 6))
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            inside = (q >= lo) & (q <= hi)
+            assert abs(y[inside].mean() - q[inside].mean()) < 0.07, (scale, lo, hi)
+        ce = -np.mean(y * np.log(np.clip(q, 1e-12, 1)) + (1 - y) * np.log(np.clip(1 - q, 1e-12, 1)))
+        assert ce < {1.0: 0.35, 2.0: 0.1}[scale]
+        assert stats.roc_auc(q, y) >= stats.roc_auc(mf(x), y) - 0.005
+    peak = post.snr_series(x[:200]).reshape(200, -1).max(1)
+    ratio = peak / mf(x[:200])
+    assert np.median(ratio) > 0.99 and ratio.min() > 0.9 and ratio.max() < 1.01  # float32, the analytic pair
+
+
+def test_soft_labels_are_the_detection_target(gcfg, processed, caplog):
+    """0/1 floats give the integer labels' loss; with training.soft_labels the detection
+    batches carry P(chirp) as float32 (higher on chirps), without them the injector's labels;
+    on real strain the Gaussian posterior's blind spot (glitches) is said."""
+    det = Detector.from_config(gcfg["model"])
+    params = det.init(jax.random.PRNGKey(0))
+    x = jax.random.normal(jax.random.PRNGKey(1), (6, 2048))
+    y = jnp.array([0, 1, 1, 0, 1, 0])
+    hard, soft = det.losses(params, x, y, 0.0, 1.0)[1], det.losses(params, x, y.astype(jnp.float32), 0.0, 1.0)[1]
+    assert float(hard["classification_loss"]) == pytest.approx(float(soft["classification_loss"]), rel=1e-6)
+    assert float(hard["accuracy"]) == float(soft["accuracy"])
+    data = gw.load_processed(processed)
+    phase = sc.phases_from_config(gcfg)[1]
+    plain = next(sc.CpcSnnTask(data, gcfg, det).batches(phase, np.random.default_rng(0), 0))[1]
+    assert plain.dtype == np.int32
+    cfg = copy.deepcopy(gcfg)
+    cfg["training"]["soft_labels"]["weight"] = 1.0
+    task = sc.CpcSnnTask(data, cfg, det)
+    _, q = next(task.batches(phase, np.random.default_rng(0), 0))
+    _, labels = task.injector.batch(task.noise, q.size, np.random.default_rng(0), task.snr_scale(-task.cpc_steps))
+    assert q.dtype == np.float32 and q.shape == plain.shape and ((q >= 0) & (q <= 1)).all()
+    assert q.ravel()[labels == 1].mean() > q.ravel()[labels == 0].mean() + 0.5
+    assert 0 < task.posterior_floor() < np.log(2)
+    assert "glitch" not in caplog.text
+    data["attrs"]["source"] = "gwosc"
+    with caplog.at_level("WARNING", logger="neurotrain.train"):
+        sc.CpcSnnTask(data, cfg, det)
+    assert "assumes Gaussian noise; in gwosc strain a glitch" in caplog.text
 
 
 def test_seed_unified_trainer_api(capsys):

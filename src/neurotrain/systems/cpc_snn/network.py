@@ -324,7 +324,9 @@ class Detector:
     def losses(self, params, x, y, cpc_weight: float, classification_weight: float,
                activity_weight: float = 0.0, min_rate: float = 0.0):
         """Composite loss ``cpc_weight * CPC + classification_weight * CE + activity_weight *
-        sum_l max(0, min_rate - r_l)^2`` and its parts, where ``r_l`` is hidden LIF layer l's mean
+        sum_l max(0, min_rate - r_l)^2`` and its parts. ``y`` [B] is the class (integers) or, as
+        floats in [0, 1], P(chirp) (soft labels: CE = -(y ln p_chirp + (1 - y) ln p_noise), and
+        the accuracy counts y > 1/2 as a chirp). ``r_l`` is hidden LIF layer l's mean
         spikes per unit and frame over the batch (the activity regulariser keeps a layer from
         falling silent for good; its gradient reaches the weights through the surrogate). A zero
         weight skips that part's computation."""
@@ -339,7 +341,12 @@ class Detector:
         if classification_weight:
             f = c if self.bridge.features == "context" else z
             logits, trains = self.snn.run(params["snn"], self.bridge.apply(params["bridge"], f))
-            ce = -jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], -1).mean()
+            logp = jax.nn.log_softmax(logits)
+            if jnp.issubdtype(y.dtype, jnp.floating):  # P(chirp) targets: cross-entropy against soft labels
+                ce = -(y * logp[:, 1] + (1.0 - y) * logp[:, 0]).mean()
+                y = (y > 0.5).astype(jnp.int32)
+            else:
+                ce = -jnp.take_along_axis(logp, y[:, None], -1).mean()
             out.update(classification_loss=ce, accuracy=(jnp.argmax(logits, -1) == y).mean())
             total = total + classification_weight * ce
             if activity_weight:

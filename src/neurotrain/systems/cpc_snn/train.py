@@ -16,6 +16,13 @@ An SNR curriculum (George & Huerta 2018) scales the SNRs by ``curriculum.snr_sca
 first detection step, decaying linearly to 1 over ``curriculum.steps`` steps: deep spiking
 layers do not leave the chance-level plateau on the weak signals alone.
 
+With ``training.soft_labels.weight`` w > 0 the target of each example is ``(1 - w) label + w
+P(chirp | x)``, the Bayes posterior under the injector's own model
+(:class:`~neurotrain.systems.cpc_snn.waveforms.ChirpPosterior`, at the curriculum's SNR
+scale): near the threshold a 0/1 label is a coin flip the network cannot learn from, and the
+posterior is its expectation. Validation keeps the stored 0/1 labels; the posterior's own
+validation cross-entropy, the floor of the SNN's, goes into the run record.
+
 Validation and test use the stored segments of those splits, never injections made here.
 ``model_best`` is the detection epoch with the highest true-positive rate at the quality bar's
 false-alarm probability on the validation segments (``training.select_on``): the bar's own
@@ -90,6 +97,13 @@ class CpcSnnTask:
                              f"({self.micro} x {self.accum})")
         self.injector = Injector(data["asd_whiten"], data["attrs"], cfg["data"]["injection"], t["injection_masses"])
         self.curriculum = t["curriculum"]
+        self.soft = t["soft_labels"]["weight"]
+        self.posterior = (wf.ChirpPosterior(data["asd_whiten"], data["attrs"], cfg["data"]["injection"],
+                                            t["soft_labels"]["templates"]) if self.soft else None)
+        if self.soft and data["attrs"].get("source") != "embedded":
+            log.warning("training.soft_labels: the Bayes posterior assumes Gaussian noise; in %s strain a glitch "
+                        "looks like a chirp to it, and the SNN learns to fire on glitches (weight 0: the labels only)",
+                        data["attrs"].get("source"))
         # optimizer steps of phase 1: the curriculum counts detection steps after them
         self.cpc_epoch_steps = len(self.train_x) // (self.micro * self.accum)
         self.cpc_steps = self.cpc_epoch_steps * t["phase1"]["epochs"]
@@ -101,6 +115,17 @@ class CpcSnnTask:
             log.warning("the validation split holds %d noise segments: at FAP %g the threshold that picks "
                         "model_best rests on %.1f of them (raise data.val_fraction or data.embedded.n_segments)",
                         n_noise, self.fap, n_noise * self.fap)
+
+    def posterior_floor(self) -> float | None:
+        """The posterior's own cross-entropy on the validation labels (None without soft labels):
+        the Bayes-optimal detector's, the lowest the SNN's validation cross-entropy can reach."""
+        if self.posterior is None:
+            return None
+        q = np.concatenate([self.posterior(self.val_x[i:i + 256]) for i in range(0, len(self.val_x), 256)])
+        q = np.clip(q.astype(np.float64), 1e-12, 1 - 1e-12)
+        ce = float(-np.mean(self.val_y * np.log(q) + (1 - self.val_y) * np.log(1 - q)))
+        log.info("soft labels: the Bayes posterior's validation cross-entropy is %.4f, the floor of the SNN's", ce)
+        return ce
 
     def init_params(self, key):
         return self.det.init(key)
@@ -129,6 +154,8 @@ class CpcSnnTask:
         for i in range(steps):
             scale = self.snr_scale(global_step + i - self.cpc_steps)
             x, y = self.injector.batch(self.noise, per, rng, scale)
+            if self.posterior is not None:
+                y = ((1.0 - self.soft) * y + self.soft * self.posterior(x, scale)).astype(np.float32)
             yield x.reshape(self.accum, self.micro, -1), y.reshape(self.accum, self.micro)
 
     def loss(self, params, x, y, weights):
@@ -216,11 +243,14 @@ def run_training(cfg: dict, data_path: str, out_dir: str, threads: int = 0) -> d
     except ValueError as exc:
         raise NeurotrainError(data_path, str(exc)) from None
     data_sha = sha256_file(data_path)
+    floor = task.posterior_floor()
     record = {k: cfg[k] for k in ("model", "training")}
     run_record = {"system": "cpc_snn", "device": str(jax.devices()[0]), "data": str(data_path), "data_sha256": data_sha,
                   "n_train_segments": int(len(task.train_x)), "n_noise_segments": int(len(task.noise)),
                   "n_val_segments": int(len(task.val_x)),
                   "versions": versions(jax, optax, np)}
+    if floor is not None:
+        run_record["soft_labels_val_classification_loss"] = floor
     loop = LoopConfig(seed=t["seed"], accumulate=t["accumulate"], gradient_clip=t["gradient_clip"],
                       checkpoint_every=t["checkpoint_every"], ema_decay=t["ema_decay"])
     return PhaseTrainer(task, phases, loop, Path(out_dir), record, data_sha, run_record).train()

@@ -162,6 +162,79 @@ def quadrature_templates(asd: np.ndarray, attrs: dict, inj: dict, masses: np.nda
     return end, np.asarray(out[0.0]), np.asarray(out[np.pi / 2])
 
 
+class ChirpPosterior:
+    """P(chirp | x) for whitened segments x [n, N] under the training injector's own model:
+    unit-variance Gaussian noise, plus, with prior probability 1/2, a chirp of the family scaled
+    to an optimal SNR A uniform on ``[snr_min, snr_max]``, phase uniform, chirp mass uniform in
+    chirp time, coalescence time uniform over the injected range.
+
+    The likelihood ratio of one template pair at one coalescence time is
+    ``exp(A (rho_c cos phi + rho_s sin phi) - A^2 / 2)``, where rho_c, rho_s are the matched
+    filter's SNRs of the two phases; over a uniform phase it is ``exp(-A^2 / 2) I0(A |rho|)``
+    (the phase-marginalised likelihood: Thrane & Talbot 2019, PASA 36 e010, sec. 8). It is
+    integrated over A by Gauss-Legendre quadrature and averaged over a grid of ``n_masses``
+    templates uniform in chirp time and over the coalescence times (the complex matched-filter
+    output at every ``N / M``-th sample, M the smallest power of two holding the band: the
+    correlation's samples at the band's own rate, no information lost). The Bayes factor B gives
+    the posterior ``B / (1 + B)`` (prior odds 1).
+
+    This is the Bayes-optimal detector of the injector's family in Gaussian noise, so its
+    posterior is the target that :class:`neurotrain.systems.cpc_snn.train.Injector`'s labels
+    are noisy draws of: training on it (``training.soft_labels``) gives the cross-entropy's
+    gradient the same expectation with less variance (Hinton, Vinyals & Dean 2015's soft targets,
+    here from an exact teacher). It knows nothing but Gaussian noise: in real strain a glitch
+    has a large B.
+    """
+
+    def __init__(self, asd: np.ndarray, attrs: dict, inj: dict, n_masses: int, nodes: int = 16):
+        N = (len(asd) - 1) * 2
+        fs = attrs["sample_rate"]
+        f = np.fft.rfftfreq(N, 1 / fs)
+        top = int(np.flatnonzero(band_mask(f, attrs["f_low"], attrs["f_high"]) > 0).max())
+        self.M = M = min(N, 1 << int(np.ceil(np.log2(top + 1))))
+        end, cos, sin = quadrature_templates(asd, attrs, inj, chirp_masses(inj, n_masses))
+        unit = lambda t: t / np.linalg.norm(t, axis=1, keepdims=True)  # noqa: E731
+        # conj of the analytic template cos - i sin: its spectrum lives on the positive bins
+        spectra = np.conj(np.fft.fft(unit(cos) - 1j * unit(sin), axis=1))
+        self.spectra = spectra[:, :M].astype(np.complex64)
+        lags = (np.arange(int(round(inj["tc_min"] * N)), end + 1) - end) % N  # circular, as MatchedFilter
+        self.lags = np.unique(np.floor(lags * M / N).astype(int)) % M
+        # |ifft_M| is |ifft_N| x N / M at the shared times; SNR units divide by the whitener's scale
+        self.norm = Whitener(asd, N, fs, attrs["f_low"], attrs["f_high"]).scale * N / M
+        self.snr = (float(inj["snr_min"]), float(inj["snr_max"]))
+        self.nodes = np.polynomial.legendre.leggauss(nodes)
+
+    def snr_series(self, x: np.ndarray) -> np.ndarray:
+        """|rho| [n, templates, times]: the complex matched-filter SNR of every template at every
+        coalescence time of the grid (float32)."""
+        import scipy.fft
+
+        X = scipy.fft.rfft(np.asarray(x, np.float32), axis=-1)[:, :self.M]
+        c = scipy.fft.ifft(X[:, None, :] * self.spectra[None], axis=-1, overwrite_x=True)[:, :, self.lags]
+        return np.abs(c) / np.float32(self.norm)
+
+    def log_bayes_factor(self, x: np.ndarray, snr_scale: float = 1.0) -> np.ndarray:
+        """ln B [n] (float64) of segments ``x`` [n, N], with the SNR prior's range times
+        ``snr_scale`` (the training curriculum's)."""
+        from scipy.special import i0e, logsumexp
+
+        rho = self.snr_series(x).reshape(len(x), -1)
+        lo, hi = self.snr[0] * snr_scale, self.snr[1] * snr_scale
+        a, w = self.nodes
+        amp = lo + (hi - lo) * (a + 1) / 2
+        # ln g(rho) = ln E_A[exp(-A^2/2) I0(A rho)] on a grid of rho, interpolated (ln I0(z) = ln i0e(z) + z)
+        grid = np.linspace(0.0, float(rho.max()) + 1e-3, 4096)
+        z = grid[:, None] * amp[None, :]
+        ln_g = logsumexp(np.log(i0e(z)) + z - amp ** 2 / 2, axis=1, b=w / 2)
+        terms = np.interp(rho, grid, ln_g)
+        return logsumexp(terms, axis=1) - np.log(terms.shape[1])
+
+    def __call__(self, x: np.ndarray, snr_scale: float = 1.0) -> np.ndarray:
+        """P(chirp | x) [n] (float32) with prior odds 1."""
+        from scipy.special import expit
+
+        return expit(self.log_bayes_factor(x, snr_scale)).astype(np.float32)
+
 
 def inject(segments: np.ndarray, params: dict, whiten_seg: Whitener, fs: float, f_start: float) -> np.ndarray:
     """Strain amplitudes that give each injection its SNR; adds the chirps to ``segments``
