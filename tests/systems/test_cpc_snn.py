@@ -318,8 +318,9 @@ def test_gradient_accumulation_averages_micro_batches(gcfg):
 def test_chirp_posterior_is_calibrated_on_the_injectors_own_examples(gcfg, processed):
     """The soft labels are the Bayes posterior of the injector's own model: among the training
     examples it gives probability q, a fraction q holds a chirp (at the curriculum's doubled SNRs
-    too), it ranks them at least as well as the matched filter, and its SNR series peaks where the
-    matched filter's statistic does (the band's own sample rate loses nothing)."""
+    too), it ranks them at least as well as the matched filter, its SNR series peaks where the
+    matched filter's statistic does (the band's own sample rate loses nothing), and a segment's
+    value does not depend on the segments batched with it."""
     d = gw.load_processed(processed)
     inj = gcfg["data"]["injection"]
     noise = d["strain"][(d["split"] == 0) & (d["label"] == 0)]
@@ -340,6 +341,10 @@ def test_chirp_posterior_is_calibrated_on_the_injectors_own_examples(gcfg, proce
         ce = -np.mean(y * np.log(np.clip(q, 1e-12, 1)) + (1 - y) * np.log(np.clip(1 - q, 1e-12, 1)))
         assert ce < {1.0: 0.35, 2.0: 0.1}[scale]
         assert stats.roc_auc(q, y) >= stats.roc_auc(mf(x), y) - 0.005
+    # a segment's posterior does not depend on the segments batched with it
+    whole = post.log_bayes_factor(x[:40], 2.0)
+    assert np.array_equal(whole, np.concatenate([post.log_bayes_factor(x[:13], 2.0), post.log_bayes_factor(x[13:40], 2.0)]))
+    assert np.array_equal(whole, post.log_bayes_factor(x[:40], 2.0, chunk=16))
     peak = post.snr_series(x[:200]).reshape(200, -1).max(1)
     ratio = peak / mf(x[:200])
     assert np.median(ratio) > 0.99 and ratio.min() > 0.9 and ratio.max() < 1.01  # float32, the analytic pair

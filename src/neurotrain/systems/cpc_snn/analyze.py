@@ -44,14 +44,10 @@ class MatchedFilter:
     """Two-phase matched filter over a chirp-mass bank and the injected coalescence-time range."""
 
     def __init__(self, asd: np.ndarray, attrs: dict, inj: dict, n_templates: int):
-        self.N = N = (len(asd) - 1) * 2
+        self.N = (len(asd) - 1) * 2
         self.masses = wf.chirp_masses(inj, n_templates)
-        end, cos, sin = wf.quadrature_templates(asd, attrs, inj, self.masses)
-        self.lags = (np.arange(int(round(inj["tc_min"] * N)), end + 1) - end) % N
         # unit-norm quadrature pairs; |<d, a>|^2 + |<d, b>|^2 over scale^2 is the SNR^2
-        unit = lambda t: t / np.linalg.norm(t, axis=1, keepdims=True)  # noqa: E731
-        self.spectra = np.conj(np.fft.fft(unit(cos) + 1j * unit(sin), axis=1))
-        self.scale = wf.Whitener(asd, N, attrs["sample_rate"], attrs["f_low"], attrs["f_high"]).scale
+        self.spectra, self.lags, self.scale = wf.matched_filter_bank(asd, attrs, inj, self.masses)
 
     def __call__(self, x: np.ndarray, chunk: int = 64) -> np.ndarray:
         out = np.empty(len(x))

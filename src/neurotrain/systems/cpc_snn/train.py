@@ -121,8 +121,7 @@ class CpcSnnTask:
         the Bayes-optimal detector's, the lowest the SNN's validation cross-entropy can reach."""
         if self.posterior is None:
             return None
-        q = np.concatenate([self.posterior(self.val_x[i:i + 256]) for i in range(0, len(self.val_x), 256)])
-        q = np.clip(q.astype(np.float64), 1e-12, 1 - 1e-12)
+        q = np.clip(self.posterior(self.val_x).astype(np.float64), 1e-12, 1 - 1e-12)
         ce = float(-np.mean(self.val_y * np.log(q) + (1 - self.val_y) * np.log(1 - q)))
         log.info("soft labels: the Bayes posterior's validation cross-entropy is %.4f, the floor of the SNN's", ce)
         return ce

@@ -162,6 +162,23 @@ def quadrature_templates(asd: np.ndarray, attrs: dict, inj: dict, masses: np.nda
     return end, np.asarray(out[0.0]), np.asarray(out[np.pi / 2])
 
 
+def matched_filter_bank(asd: np.ndarray, attrs: dict, inj: dict, masses: np.ndarray):
+    """(spectra [M, N] complex128, lags [L], scale): the conjugate spectra of the unit-norm
+    analytic templates ``u_cos - i u_sin`` (the two phases of :func:`quadrature_templates`),
+    whose content lies on the positive-frequency bins; the circular lags of the injected
+    coalescence-time range; the whitener's scale. ``|ifft(fft(x) * spectra[m])[lags]| / scale``
+    is the complex matched-filter SNR of template m at every coalescence time, in units of the
+    whitened noise's SD (:class:`neurotrain.systems.cpc_snn.analyze.MatchedFilter`,
+    :class:`ChirpPosterior`)."""
+    N = (len(asd) - 1) * 2
+    end, cos, sin = quadrature_templates(asd, attrs, inj, masses)
+    unit = lambda t: t / np.linalg.norm(t, axis=1, keepdims=True)  # noqa: E731
+    spectra = np.conj(np.fft.fft(unit(cos) - 1j * unit(sin), axis=1))
+    lags = (np.arange(int(round(inj["tc_min"] * N)), end + 1) - end) % N
+    scale = Whitener(asd, N, attrs["sample_rate"], attrs["f_low"], attrs["f_high"]).scale
+    return spectra, lags, scale
+
+
 class ChirpPosterior:
     """P(chirp | x) for whitened segments x [n, N] under the training injector's own model:
     unit-variance Gaussian noise, plus, with prior probability 1/2, a chirp of the family scaled
@@ -188,19 +205,13 @@ class ChirpPosterior:
 
     def __init__(self, asd: np.ndarray, attrs: dict, inj: dict, n_masses: int, nodes: int = 16):
         N = (len(asd) - 1) * 2
-        fs = attrs["sample_rate"]
-        f = np.fft.rfftfreq(N, 1 / fs)
+        f = np.fft.rfftfreq(N, 1 / attrs["sample_rate"])
         top = int(np.flatnonzero(band_mask(f, attrs["f_low"], attrs["f_high"]) > 0).max())
         self.M = M = min(N, 1 << int(np.ceil(np.log2(top + 1))))
-        end, cos, sin = quadrature_templates(asd, attrs, inj, chirp_masses(inj, n_masses))
-        unit = lambda t: t / np.linalg.norm(t, axis=1, keepdims=True)  # noqa: E731
-        # conj of the analytic template cos - i sin: its spectrum lives on the positive bins
-        spectra = np.conj(np.fft.fft(unit(cos) - 1j * unit(sin), axis=1))
-        self.spectra = spectra[:, :M].astype(np.complex64)
-        lags = (np.arange(int(round(inj["tc_min"] * N)), end + 1) - end) % N  # circular, as MatchedFilter
+        spectra, lags, scale = matched_filter_bank(asd, attrs, inj, chirp_masses(inj, n_masses))
+        self.spectra = spectra[:, :M].astype(np.complex64)  # the band: the analytic templates' whole content
         self.lags = np.unique(np.floor(lags * M / N).astype(int)) % M
-        # |ifft_M| is |ifft_N| x N / M at the shared times; SNR units divide by the whitener's scale
-        self.norm = Whitener(asd, N, fs, attrs["f_low"], attrs["f_high"]).scale * N / M
+        self.norm = scale * N / M  # |ifft_M| is |ifft_N| x N / M at the shared times
         self.snr = (float(inj["snr_min"]), float(inj["snr_max"]))
         self.nodes = np.polynomial.legendre.leggauss(nodes)
 
@@ -213,17 +224,22 @@ class ChirpPosterior:
         c = scipy.fft.ifft(X[:, None, :] * self.spectra[None], axis=-1, overwrite_x=True)[:, :, self.lags]
         return np.abs(c) / np.float32(self.norm)
 
-    def log_bayes_factor(self, x: np.ndarray, snr_scale: float = 1.0) -> np.ndarray:
+    def log_bayes_factor(self, x: np.ndarray, snr_scale: float = 1.0, chunk: int = 256) -> np.ndarray:
         """ln B [n] (float64) of segments ``x`` [n, N], with the SNR prior's range times
-        ``snr_scale`` (the training curriculum's)."""
+        ``snr_scale`` (the training curriculum's), ``chunk`` segments at a time (the SNR series of
+        one is templates x M complex values)."""
+        if len(x) > chunk:
+            return np.concatenate([self.log_bayes_factor(x[i:i + chunk], snr_scale, chunk)
+                                   for i in range(0, len(x), chunk)])
         from scipy.special import i0e, logsumexp
 
         rho = self.snr_series(x).reshape(len(x), -1)
         lo, hi = self.snr[0] * snr_scale, self.snr[1] * snr_scale
         a, w = self.nodes
         amp = lo + (hi - lo) * (a + 1) / 2
-        # ln g(rho) = ln E_A[exp(-A^2/2) I0(A rho)] on a grid of rho, interpolated (ln I0(z) = ln i0e(z) + z)
-        grid = np.linspace(0.0, float(rho.max()) + 1e-3, 4096)
+        # ln g(rho) = ln E_A[exp(-A^2/2) I0(A rho)] on a fixed grid of rho (step 1/256: a segment's value
+        # does not depend on the others in its batch), interpolated (ln I0(z) = ln i0e(z) + z)
+        grid = np.arange(0.0, float(rho.max()) + 2 / 256, 1 / 256)
         z = grid[:, None] * amp[None, :]
         ln_g = logsumexp(np.log(i0e(z)) + z - amp ** 2 / 2, axis=1, b=w / 2)
         terms = np.interp(rho, grid, ln_g)
